@@ -1,0 +1,48 @@
+# icd — two commands for a fresh machine: `make demo` and `make test` (both run `make setup` first).
+SHELL := /bin/bash
+PY_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.icd-installed
+DEB_PACKAGES := prometheus prometheus-alertmanager nginx wrk hey docker-compose chromium chromium-driver
+DEB_BINARIES := /usr/bin/prometheus /usr/bin/promtool /usr/bin/prometheus-alertmanager /usr/sbin/nginx /usr/bin/wrk /usr/bin/hey /usr/bin/docker-compose /usr/bin/chromium /usr/bin/chromedriver
+PYTEST_ARGS ?=
+
+.PHONY: setup setup-python setup-debian demo test test-fast bench clean
+
+setup: setup-debian setup-python
+
+# Debian packages, installed only when one of their binaries is missing (idempotent, no work when present).
+setup-debian:
+	@missing=0; for b in $(DEB_BINARIES); do [ -x $$b ] || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+	  echo "[setup] installing Debian packages: $(DEB_PACKAGES)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $(DEB_PACKAGES); \
+	else echo "[setup] Debian packages present"; fi
+
+# Python venv; reinstalls only when pyproject.toml changed since the last install.
+setup-python: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@[ -x $(PY) ] || $(PY_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip check
+	@touch $(STAMP)
+
+demo: setup
+	$(PY) -m icd.cli.main demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/optimizer.py
+
+clean:
+	rm -rf runs results traces .pytest_cache .hypothesis

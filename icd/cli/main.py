@@ -1,0 +1,71 @@
+"""Entry point of the ``icd`` command (also ``python -m icd.cli.main``).
+
+Subcommands live in one module per stage; each module exposes ``register(app)``. A :class:`icd.errors.UserError`
+raised anywhere becomes one line on stderr and exit code 2 — never a stack trace for a user mistake.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from icd.errors import UserError
+
+# One module per stage, in data-flow order.
+COMMAND_MODULES = (
+    "icd.cli.cmd_config",    # config show
+    "icd.cli.cmd_optimize",  # run, pair, permute-nm
+    "icd.cli.cmd_serve",     # export-triton, serve
+    "icd.cli.cmd_load",      # bench, simulate
+    "icd.cli.cmd_monitor",   # monitor up|down, status
+    "icd.cli.cmd_rollout",   # router, ab, canary, validate, switch
+    "icd.cli.cmd_ops",       # verify, keygen, encrypt, logs, trace, optimize-instances, compress
+    "icd.cli.cmd_demo",      # demo
+)
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="icd",
+        help="Iterative layout co-design: optimize a transformer, serve it on Triton, monitor and roll it out.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (``UserError`` → 2 with a one-line message)."""
+    app = build_app()
+    try:
+        app(args=argv, prog_name="icd", standalone_mode=False)
+    except UserError as exc:
+        print(f"icd: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("icd: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # typer.Exit / click's exit inside commands
+        return int(exc.code or 0)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - click usage errors are ClickException subclasses
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            print("icd: aborted", file=sys.stderr)
+            return 130
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Load a configuration file (JSON or YAML), apply ``--override a.b.c=VALUE`` and validate.
+
+Errors are :class:`icd.errors.ConfigError` naming the file, the key path and the offending value.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from icd.config.schema import IcdConfig
+from icd.errors import ConfigError
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a JSON (``.json``) or YAML (``.yaml``/``.yml``) file into a dict."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    text = p.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text) if p.suffix.lower() in {".yaml", ".yml"} else json.loads(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{p}: not valid {'YAML' if p.suffix.lower() in {'.yaml', '.yml'} else 'JSON'}: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=VALUE`` → (["a","b","c"], value). VALUE is JSON when it parses as JSON, else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"bad override {text!r}: expected KEY.PATH=VALUE, e.g. pipeline.mode=iterative")
+    parts = key.strip().split(".")
+    if any(not part for part in parts):
+        raise ConfigError(f"bad override {text!r}: empty component in key {key!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each override set (intermediate mappings created as needed)."""
+    merged = copy.deepcopy(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node: Any = merged
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                node = _list_item(node, part, text)
+                continue
+            if part not in node or node[part] is None:
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, dict | list):
+                raise ConfigError(f"bad override {text!r}: {'.'.join(parts[: i + 1])} is not a mapping")
+        if isinstance(node, list):
+            index = _list_index(node, parts[-1], text)
+            node[index] = value
+        else:
+            node[parts[-1]] = value
+    return merged
+
+
+def _list_index(node: list[Any], part: str, text: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"bad override {text!r}: {part!r} is not an index of a list of {len(node)}")
+    return int(part)
+
+
+def _list_item(node: list[Any], part: str, text: str) -> Any:
+    return node[_list_index(node, part, text)]
+
+
+def validate_config(data: dict[str, Any], source: str = "config") -> IcdConfig:
+    try:
+        return IcdConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+        if first["type"] == "extra_forbidden":
+            msg = f"{source}: unknown key {where!r}"
+        else:
+            msg = f"{source}: {where}: {first['msg']} (got {first.get('input')!r})"
+        more = len(exc.errors()) - 1
+        raise ConfigError(msg + (f" (+{more} more problem{'s' if more > 1 else ''})" if more else "")) from None
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> IcdConfig:
+    """Read, override and validate a configuration file."""
+    data = apply_overrides(read_config_file(path), overrides)
+    return validate_config(data, source=str(path))

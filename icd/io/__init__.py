@@ -1,0 +1,1 @@
+"""Plain-file artefact I/O: atomic writes, JSON helpers, sha256."""

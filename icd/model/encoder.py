@@ -1,0 +1,43 @@
+"""``Encoder``: one nn.Module with a fixed signature, ``(input_ids, attention_mask) -> output``.
+
+The output is the mean-pooled last hidden state (task ``embedding``) or the classification logits (task
+``sequence_classification``). Every stage (fidelity, latency, export to TorchScript, serving) uses this one
+signature, so what is measured is what is served.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average of the token vectors where ``attention_mask`` is 1."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+class Encoder(nn.Module):
+    """Wraps a Hugging Face ``BertModel`` or ``BertForSequenceClassification``."""
+
+    def __init__(self, hf_model: nn.Module, task: str) -> None:
+        super().__init__()
+        if task not in ("embedding", "sequence_classification"):
+            raise ValueError(f"task must be 'embedding' or 'sequence_classification', got {task!r}")
+        self.hf = hf_model
+        self.task = task
+
+    @property
+    def output_name(self) -> str:
+        return "logits" if self.task == "sequence_classification" else "embedding"
+
+    @property
+    def bert(self) -> nn.Module:
+        """The ``BertModel`` inside (whatever the task)."""
+        return self.hf.bert if hasattr(self.hf, "bert") else self.hf
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.task == "sequence_classification":
+            return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits
+        hidden = self.hf(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return mean_pool(hidden, attention_mask)

@@ -1,0 +1,81 @@
+"""Save / load the model a run produced, under ``RUN/model/``.
+
+Layout (documented in docs/artefacts.md):
+
+* ``model.safetensors`` + ``config.json`` — the fp32 weights with every permutation, scaling and sparsity mask
+  folded in (Hugging Face format, loadable by ``transformers`` alone);
+* tokenizer files;
+* ``icd_model.json`` — ``{"task", "model": <model section>, "runtime_transforms": [{"type","version","data"}]}``:
+  transforms that cannot live in fp32 weights (dynamic int8 quantization) and are re-applied, deterministically,
+  by :func:`load_run_encoder`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from icd.config.schema import ModelSection
+from icd.errors import ArtefactError
+from icd.io.atomic import write_json_atomic
+from icd.model.encoder import Encoder
+
+MODEL_DIR = "model"
+ICD_MODEL_FILE = "icd_model.json"
+
+
+def save_run_encoder(
+    run_dir: Path, encoder: Encoder, tokenizer: Any, section: ModelSection, runtime_transforms: list[dict[str, Any]]
+) -> Path:
+    """Write ``RUN/model/`` atomically (a temporary sibling folder renamed into place)."""
+    target = Path(run_dir) / MODEL_DIR
+    tmp = Path(tempfile.mkdtemp(prefix=".model.", dir=run_dir))
+    try:
+        encoder.hf.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        write_json_atomic(
+            tmp / ICD_MODEL_FILE,
+            {"task": encoder.task, "model": section.model_dump(mode="json"), "runtime_transforms": runtime_transforms},
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def read_icd_model(model_dir: Path) -> dict[str, Any]:
+    path = Path(model_dir) / ICD_MODEL_FILE
+    if not path.is_file():
+        raise ArtefactError(f"not an icd model folder (no {ICD_MODEL_FILE}): {model_dir}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtefactError(f"{path}: invalid JSON: {exc}") from None
+
+
+def load_run_encoder(model_dir: Path) -> Encoder:
+    """Load ``RUN/model/`` (weights + runtime transforms) as an eval-mode :class:`Encoder`."""
+    from transformers import BertForSequenceClassification, BertModel
+    from transformers.utils import logging as hf_logging
+
+    from icd.model.loader import _offline
+    from icd.transforms.runtime import apply_runtime_transforms_
+
+    _offline()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    meta = read_icd_model(model_dir)
+    folder = str(model_dir)
+    if meta["task"] == "sequence_classification":
+        hf = BertForSequenceClassification.from_pretrained(folder)
+    else:
+        hf = BertModel.from_pretrained(folder, add_pooling_layer=False)
+    encoder = Encoder(hf.eval(), meta["task"]).eval()
+    apply_runtime_transforms_(encoder, meta.get("runtime_transforms", []))
+    return encoder

@@ -1,0 +1,1 @@
+"""Model transforms, torchao style: ``optimize_(encoder, config)`` with one config class per method."""
