@@ -16,7 +16,8 @@ from icd.errors import UserError
 # One module per stage, in data-flow order.
 COMMAND_MODULES = (
     "icd.cli.cmd_config",    # config show
-    "icd.cli.cmd_optimize",  # run, pair, permute-nm
+    "icd.cli.cmd_optimize",  # run, pair
+    "icd.cli.cmd_permute_nm",  # permute-nm
     "icd.cli.cmd_serve",     # export-triton, serve
     "icd.cli.cmd_load",      # bench, simulate
     "icd.cli.cmd_monitor",   # monitor up|down, status
