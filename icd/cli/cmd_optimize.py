@@ -1,9 +1,73 @@
-"""`icd` subcommands of this stage (see icd/cli/main.py for the list)."""
+"""``icd run`` (optimize one configuration into a run directory) and ``icd pair`` (dense vs linear vs iterative)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from icd.config import load_config
+from icd.config.schema import PipelineMode
+
+ConfigOption = typer.Option(..., "-c", "--config", help="JSON or YAML run configuration", envvar="ICD_CONFIG")
+OverrideOption = typer.Option([], "--override", "-o", help="KEY.PATH=VALUE (JSON when it parses), repeatable")
+ProgressOption = typer.Option(True, "--progress/--no-progress", help="show progress bars", envvar="ICD_PROGRESS")
+
+COLUMNS = ("variant", "cos_mean", "cos_min", "nn_agreement", "argmax_agreement", "latency_median_ms",
+           "latency_p95_ms", "speedup")
+
+
+def print_rows(console: Console, title: str, rows: list[dict]) -> None:
+    table = Table(title=title)
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for row in rows:
+        table.add_row(*[_cell(row.get(c)) for c in COLUMNS])
+    console.print(table)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "not measured"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def run(
+    config: Path = ConfigOption,
+    override: list[str] = OverrideOption,
+    out: Path = typer.Option(..., "--out", help="run directory to write (a previous run there is replaced)"),
+    progress: bool = ProgressOption,
+) -> None:
+    """Optimize the configured model: calibrate → graph → solve → apply → transform → (re-permute) → measure."""
+    from icd.pipeline.runner import run_config
+
+    cfg = load_config(config, override)
+    console = Console()
+    result = run_config(cfg, out, progress=progress)
+    print_rows(console, f"icd run {cfg.name} ({result.mode}) → {out}", [v.row(result.dense) for v in result.variants])
+    for i, decision in enumerate(result.decisions, start=1):
+        console.print(f"iteration {i}: {'accepted' if decision.accepted else 'rolled back'} — {decision.reason}")
+
+
+def pair(
+    config: Path = ConfigOption,
+    override: list[str] = OverrideOption,
+    out: Path = typer.Option(Path("runs/pair"), "--out", help="folder for the three runs and the comparison"),
+    progress: bool = ProgressOption,
+) -> None:
+    """Run dense, linear and iterative on the same splits; write pair.json + pair.html and print the table."""
+    from icd.pipeline.pair import run_pair
+
+    cfg = load_config(config, override)
+    rows = run_pair(cfg, out, progress=progress)
+    print_rows(Console(), f"icd pair {cfg.name} → {out}", rows)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's subcommands to `app`."""
+    app.command("run")(run)
+    app.command("pair")(pair)
+
+
+__all__ = ["PipelineMode", "register"]

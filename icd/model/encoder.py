@@ -26,6 +26,16 @@ class Encoder(nn.Module):
             raise ValueError(f"task must be 'embedding' or 'sequence_classification', got {task!r}")
         self.hf = hf_model
         self.task = task
+        self.output_index: torch.Tensor | None = None
+
+    def set_output_index(self, index: torch.Tensor | None) -> None:
+        """Gather the output's last axis with ``index`` (an embedding model whose hidden dim was permuted).
+
+        The residual stream of an ``embedding`` model *is* its output, so a folded hidden permutation cannot
+        be undone inside the weights: the only runtime permutation icd ever leaves is this one gather of H
+        floats per text, and the served model reports the time it takes (``triton_icd_permutation_time_seconds``).
+        """
+        self.output_index = None if index is None else index.to(torch.long)
 
     @property
     def output_name(self) -> str:
@@ -40,4 +50,7 @@ class Encoder(nn.Module):
         if self.task == "sequence_classification":
             return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits
         hidden = self.hf(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return mean_pool(hidden, attention_mask)
+        pooled = mean_pool(hidden, attention_mask)
+        if self.output_index is not None:
+            pooled = pooled.index_select(-1, self.output_index)
+        return pooled

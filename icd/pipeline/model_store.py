@@ -5,9 +5,10 @@ Layout (documented in docs/artefacts.md):
 * ``model.safetensors`` + ``config.json`` — the fp32 weights with every permutation, scaling and sparsity mask
   folded in (Hugging Face format, loadable by ``transformers`` alone);
 * tokenizer files;
-* ``icd_model.json`` — ``{"task", "model": <model section>, "runtime_transforms": [{"type","version","data"}]}``:
-  transforms that cannot live in fp32 weights (dynamic int8 quantization) and are re-applied, deterministically,
-  by :func:`load_run_encoder`.
+* ``icd_model.json`` — ``{"task", "model": <model section>, "runtime_transforms": [{"type","version","data"}],
+  "output_index": [...] | null}``: transforms that cannot live in fp32 weights (dynamic int8 quantization) and
+  are re-applied, deterministically, by :func:`load_run_encoder`; and the output gather of an embedding model
+  whose hidden dim was permuted (see :meth:`icd.model.encoder.Encoder.set_output_index`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ def save_run_encoder(
         tokenizer.save_pretrained(str(tmp))
         write_json_atomic(
             tmp / ICD_MODEL_FILE,
-            {"task": encoder.task, "model": section.model_dump(mode="json"), "runtime_transforms": runtime_transforms},
+            {
+                "task": encoder.task,
+                "model": section.model_dump(mode="json"),
+                "runtime_transforms": runtime_transforms,
+                "output_index": None if encoder.output_index is None else encoder.output_index.tolist(),
+            },
         )
         if target.exists():
             shutil.rmtree(target)
@@ -77,5 +83,9 @@ def load_run_encoder(model_dir: Path) -> Encoder:
     else:
         hf = BertModel.from_pretrained(folder, add_pooling_layer=False)
     encoder = Encoder(hf.eval(), meta["task"]).eval()
+    if meta.get("output_index") is not None:
+        import torch
+
+        encoder.set_output_index(torch.tensor(meta["output_index"], dtype=torch.long))
     apply_runtime_transforms_(encoder, meta.get("runtime_transforms", []))
     return encoder

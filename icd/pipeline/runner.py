@@ -1,0 +1,187 @@
+"""``icd run``: the stages in order, for one mode, into a staged run directory published only when complete.
+
+dense:     load → measure
+linear:    load → calibrate → graph → solve → apply → transform → measure
+iterative: linear, then per iteration: calibrate the transformed model → graph → constrained re-solve → apply
+           → measure → accept or roll back
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from icd.config.schema import IcdConfig, PipelineMode
+from icd.data.corpus import load_split
+from icd.model.encoder import Encoder
+from icd.model.layout import HIDDEN, DimKind, permutable_dims
+from icd.model.loader import load_encoder, load_tokenizer
+from icd.pipeline import artefacts
+from icd.pipeline.context import RunContext
+from icd.pipeline.events import EventLog
+from icd.pipeline.run_dir import StagedRun
+from icd.pipeline.stages.accept import Decision, decide
+from icd.pipeline.stages.apply import fold_
+from icd.pipeline.stages.calibrate import run_calibrate
+from icd.pipeline.stages.graph import run_graph
+from icd.pipeline.stages.measure import VariantMetrics, measure_variant, reference_outputs
+from icd.pipeline.stages.solve import DimSolution, run_solve
+from icd.pipeline.stages.transform import RuntimeModel, build_runtime_model, run_weight_transforms
+from icd.transforms.configs import NMSparsityConfig
+from icd.transforms.permute import compose_permutations
+
+
+@dataclass
+class RunResult:
+    """Everything a finished run measured and decided (what the artefacts are written from)."""
+
+    mode: str
+    out: Path
+    dense: VariantMetrics
+    final: VariantMetrics
+    variants: list[VariantMetrics] = field(default_factory=list)
+    solutions: dict[str, DimSolution] = field(default_factory=dict)
+    resolutions: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    perms: dict[str, np.ndarray] = field(default_factory=dict)
+    weight_records: list[dict[str, Any]] = field(default_factory=list)
+    runtime: RuntimeModel | None = None
+    graphs: dict[str, Any] = field(default_factory=dict)
+    stats: Any = None
+
+
+class Runner:
+    """Runs one configuration into one output folder."""
+
+    def __init__(self, cfg: IcdConfig, out: Path, progress: bool = True, console: Console | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(out)
+        self.console = console or Console(stderr=True)
+        self.progress = progress
+
+    def run(self) -> RunResult:
+        staged = StagedRun.create(self.out)
+        try:
+            result = self._run_into(staged)
+        except BaseException:
+            staged.discard()
+            raise
+        staged.publish(self.cfg.pipeline.mode.value, {"name": self.cfg.name})
+        return result
+
+    # -- stages -------------------------------------------------------------------------------------------
+    def _context(self, staged: StagedRun) -> RunContext:
+        events = EventLog(staged.path("events.jsonl"), self.console)
+        with events.stage("load") as event:
+            tokenizer = load_tokenizer(self.cfg.model)
+            split = load_split(self.cfg.data.calibration_texts, self.cfg.data.heldout_texts, self.cfg.data.seed)
+            event.numbers.update(calibration_texts=len(split.calibration), heldout_texts=len(split.heldout))
+        return RunContext(self.cfg, tokenizer, split, [], events, self.console, self.progress)
+
+    def _run_into(self, staged: StagedRun) -> RunResult:
+        ctx = self._context(staged)
+        artefacts.write_config_lock(staged, self.cfg)
+        with ctx.events.stage("load_model") as event:
+            dense = load_encoder(self.cfg.model)
+            ctx.dims = permutable_dims(dense, self.cfg.pipeline.dims)
+            event.numbers.update(params=sum(p.numel() for p in dense.parameters()), dims=len(ctx.dims))
+        with ctx.events.stage("measure_dense") as event:
+            reference = reference_outputs(ctx, dense)
+            dense_metrics = measure_variant(ctx, "dense", dense, reference)
+            event.numbers.update(latency_median_ms=dense_metrics.latency.median_ms)
+        mode = self.cfg.pipeline.mode
+        if mode is PipelineMode.DENSE:
+            result = RunResult(mode.value, self.out, dense_metrics, dense_metrics, [dense_metrics],
+                               runtime=RuntimeModel(encoder=dense, fp32=dense))
+        else:
+            result = self._optimize(ctx, dense, reference, dense_metrics)
+        artefacts.write_all(staged, ctx, result)
+        return result
+
+    def _optimize(self, ctx: RunContext, dense: Encoder, reference, dense_metrics: VariantMetrics) -> RunResult:
+        with ctx.events.stage("calibrate") as event:
+            stats = run_calibrate(ctx, dense, event)
+        with ctx.events.stage("graph") as event:
+            graphs = run_graph(ctx, stats, event)
+        with ctx.events.stage("solve") as event:
+            solutions = run_solve(ctx, dense, stats, graphs, event)
+        perms = {name: s.perm for name, s in solutions.items()}
+        working = copy.deepcopy(dense)
+        with ctx.events.stage("apply") as event:
+            fold_(working, perms, perms.get(HIDDEN))
+            event.numbers.update(permuted_dims=sum(not np.array_equal(p, np.arange(p.size)) for p in perms.values()))
+        with ctx.events.stage("transform") as event:
+            weight_records = run_weight_transforms(ctx, working, event)
+        with ctx.events.stage("measure") as event:
+            runtime = build_runtime_model(ctx, working)
+            linear = measure_variant(ctx, "linear", runtime.encoder, reference)
+            event.numbers.update(cos_mean=linear.fidelity.cos_mean, latency_median_ms=linear.latency.median_ms,
+                                 speedup=linear.speedup_over(dense_metrics))
+        result = RunResult(ctx.cfg.pipeline.mode.value, self.out, dense_metrics, linear, [dense_metrics, linear],
+                           solutions=solutions, perms=perms, weight_records=weight_records, runtime=runtime,
+                           graphs=graphs, stats=stats)
+        if ctx.cfg.pipeline.mode is PipelineMode.ITERATIVE:
+            for iteration in range(1, ctx.cfg.pipeline.iterations + 1):
+                working = self._iterate(ctx, iteration, working, reference, result)
+        return result
+
+    def _iterate(self, ctx: RunContext, iteration: int, working: Encoder, reference, result: RunResult) -> Encoder:
+        prefix = f"iter{iteration}."
+        with ctx.events.stage(prefix + "calibrate") as event:
+            stats = run_calibrate(ctx, working, event)
+        with ctx.events.stage(prefix + "graph") as event:
+            graphs = run_graph(ctx, stats, event)
+        with ctx.events.stage(prefix + "resolve") as event:
+            solutions = run_solve(ctx, working, stats, graphs, event, group_for=self._groups(ctx, working))
+        second = {name: s.perm for name, s in solutions.items()}
+        head_dim = working.bert.config.hidden_size // working.bert.config.num_attention_heads
+        total = compose_permutations(result.perms, second, head_dim)
+        candidate = copy.deepcopy(working)
+        with ctx.events.stage(prefix + "apply") as event:
+            fold_(candidate, second, total.get(HIDDEN))
+        with ctx.events.stage(prefix + "measure") as event:
+            runtime = build_runtime_model(ctx, candidate)
+            metrics = measure_variant(ctx, f"iterative{iteration}", runtime.encoder, reference)
+            event.numbers.update(cos_mean=metrics.fidelity.cos_mean, latency_median_ms=metrics.latency.median_ms)
+        before = float(sum(s.cost_before for s in solutions.values()))
+        after = float(sum(s.cost_after for s in solutions.values()))
+        with ctx.events.stage(prefix + "accept") as event:
+            decision = decide(result.final, metrics, ctx.cfg.pipeline.accept, before, after)
+            event.numbers.update(accepted=decision.accepted, reason=decision.reason)
+        result.decisions.append(decision)
+        result.resolutions.append({"iteration": iteration, "accepted": decision.accepted,
+                                   "dims": [s.as_json() for s in solutions.values()]})
+        result.variants.append(metrics)
+        if not decision.accepted:
+            ctx.console.log(f"[yellow]iteration {iteration} rolled back[/yellow]: {decision.reason}")
+            return working
+        result.final, result.perms, result.runtime = metrics, total, runtime
+        result.graphs, result.stats = graphs, stats
+        return candidate
+
+    @staticmethod
+    def _groups(ctx: RunContext, encoder: Encoder) -> dict[str, int]:
+        """Dims read by N:M-pruned Linears may only move whole groups of m (the pattern stays valid)."""
+        from icd.model.layout import input_readers
+        from icd.transforms.nm_sparsity import select_linears
+
+        groups: dict[str, int] = {}
+        for config in ctx.cfg.transforms:
+            if isinstance(config, NMSparsityConfig):
+                pruned = set(select_linears(encoder, config.scope))
+                for dim in ctx.dims:
+                    if dim.kind in (DimKind.HEADS, DimKind.QK):
+                        continue  # whole heads / Q,K rows never move an input-column group
+                    if any(name in pruned for name in input_readers(encoder, dim.name)):
+                        groups[dim.name] = config.m
+        return groups
+
+
+def run_config(cfg: IcdConfig, out: Path, progress: bool = True, console: Console | None = None) -> RunResult:
+    """Run ``cfg`` into ``out`` (see :class:`Runner`)."""
+    return Runner(cfg, out, progress=progress, console=console).run()

@@ -1,0 +1,40 @@
+"""Stage 8, accept / roll back (iterative mode), on measured numbers. The rule (docs/pipeline.md):
+
+accept the re-permuted candidate when **all** hold —
+1. its held-out mean cosine ≥ ``pipeline.accept.min_cos_mean``;
+2. its held-out mean cosine is not below the current model's by more than ``COS_TOLERANCE`` (float rounding);
+3. its relative objective gain ``(before − after) / before`` ≥ ``pipeline.accept.min_gain``.
+Otherwise roll back: the current permutations and weights stay active, and the run says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from icd.config.schema import AcceptSection
+from icd.pipeline.stages.measure import VariantMetrics
+
+COS_TOLERANCE = 1e-5
+
+
+@dataclass
+class Decision:
+    accepted: bool
+    reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+def decide(current: VariantMetrics, candidate: VariantMetrics, rule: AcceptSection, cost_before: float,
+           cost_after: float) -> Decision:
+    gain = 0.0 if cost_before <= 0 else (cost_before - cost_after) / cost_before
+    evidence = {"cos_mean_current": current.fidelity.cos_mean, "cos_mean_candidate": candidate.fidelity.cos_mean,
+                "min_cos_mean": rule.min_cos_mean, "objective_before": cost_before, "objective_after": cost_after,
+                "gain": gain, "min_gain": rule.min_gain}
+    if candidate.fidelity.cos_mean < rule.min_cos_mean:
+        return Decision(False, f"cos_mean {candidate.fidelity.cos_mean:.5f} below the floor {rule.min_cos_mean}", evidence)
+    if candidate.fidelity.cos_mean < current.fidelity.cos_mean - COS_TOLERANCE:
+        return Decision(False, "fidelity dropped against the current model", evidence)
+    if gain < rule.min_gain or (rule.min_gain == 0.0 and gain <= 0.0):
+        return Decision(False, f"objective gain {gain:.4%} not above the required {rule.min_gain:.4%}", evidence)
+    return Decision(True, f"fidelity kept, objective gain {gain:.4%}", evidence)

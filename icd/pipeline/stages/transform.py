@@ -1,0 +1,77 @@
+"""Stage 5, transform: the configured transforms (``transforms[]``) through ``icd.optimize_``.
+
+Weight transforms (N:M sparsity) change the fp32 weights of the working model. Runtime transforms (int8) are
+applied to a copy when the model is measured or loaded; their provenance record is saved with the model.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from icd.model.encoder import Encoder
+from icd.pipeline.context import RunContext
+from icd.pipeline.events import StageEvent
+from icd.transforms.api import TransformContext, TransformRecord, optimize_
+from icd.transforms.configs import Int8Config
+
+
+def is_runtime(config: BaseModel) -> bool:
+    return isinstance(config, Int8Config)
+
+
+def transform_context(ctx: RunContext, stats: Any = None) -> TransformContext:
+    data = ctx.cfg.data
+    return TransformContext(tokenizer=ctx.tokenizer, calibration_texts=ctx.split.calibration,
+                            batch_size=data.batch_size, max_length=ctx.cfg.model.max_length, stats=stats)
+
+
+@dataclass
+class RuntimeModel:
+    """A model ready to measure or serve, and the records that rebuild it from the saved fp32 weights."""
+
+    encoder: Encoder
+    fp32: Encoder
+    runtime_records: list[dict[str, Any]] = field(default_factory=list)
+    reports: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_weight_transforms(ctx: RunContext, encoder: Encoder, event: StageEvent, stats: Any = None) -> list[dict]:
+    """Apply every weight transform in place; returns their records."""
+    tctx = transform_context(ctx, stats)
+    records = []
+    for config in ctx.cfg.transforms:
+        if is_runtime(config):
+            continue
+        optimize_(encoder, config, tctx)
+        records.append(tctx.applied[-1].record.to_dict())
+    event.numbers.update(weight_transforms=[r["type"] for r in records])
+    return records
+
+
+def build_runtime_model(ctx: RunContext, encoder: Encoder) -> RuntimeModel:
+    """A copy of ``encoder`` with the runtime transforms applied (``encoder`` is not changed)."""
+    from icd.transforms.int8 import prepare_int8_runtime
+
+    runtime_configs = [c for c in ctx.cfg.transforms if is_runtime(c)]
+    if not runtime_configs:
+        return RuntimeModel(encoder=encoder, fp32=encoder)
+    fp32 = copy.deepcopy(encoder)
+    tctx = transform_context(ctx)
+    records, reports = [], []
+    for config in runtime_configs:
+        record, report = prepare_int8_runtime(fp32, config, tctx)
+        records.append(record)
+        reports.append(report)
+    from icd.transforms.runtime import apply_runtime_transforms_
+
+    quantized = copy.deepcopy(fp32)
+    apply_runtime_transforms_(quantized, records)
+    return RuntimeModel(encoder=quantized, fp32=fp32, runtime_records=records, reports=reports)
+
+
+def applied_record(config: BaseModel) -> dict[str, Any]:
+    return TransformRecord.from_config(config).to_dict()
