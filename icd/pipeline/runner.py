@@ -19,7 +19,7 @@ from rich.console import Console
 from icd.config.schema import IcdConfig, PipelineMode
 from icd.data.corpus import load_split
 from icd.model.encoder import Encoder
-from icd.model.layout import HIDDEN, DimKind, permutable_dims
+from icd.model.layout import DimKind, permutable_dims
 from icd.model.loader import load_encoder, load_tokenizer
 from icd.pipeline import artefacts
 from icd.pipeline.context import RunContext
@@ -113,7 +113,7 @@ class Runner:
         perms = {name: s.perm for name, s in solutions.items()}
         working = copy.deepcopy(dense)
         with ctx.events.stage("apply") as event:
-            fold_(working, perms, perms.get(HIDDEN))
+            fold_(working, perms)
             event.numbers.update(permuted_dims=sum(not np.array_equal(p, np.arange(p.size)) for p in perms.values()))
         with ctx.events.stage("transform") as event:
             weight_records = run_weight_transforms(ctx, working, event)
@@ -143,7 +143,7 @@ class Runner:
         total = compose_permutations(result.perms, second, head_dim)
         candidate = copy.deepcopy(working)
         with ctx.events.stage(prefix + "apply") as event:
-            fold_(candidate, second, total.get(HIDDEN))
+            fold_(candidate, second)
         with ctx.events.stage(prefix + "measure") as event:
             runtime = build_runtime_model(ctx, candidate)
             metrics = measure_variant(ctx, f"iterative{iteration}", runtime.encoder, reference)

@@ -13,6 +13,6 @@ def run_calibrate(ctx: RunContext, encoder, event: StageEvent) -> CalibrationSta
     data = ctx.cfg.data
     stats = calibrate(encoder, ctx.tokenizer, ctx.split.calibration, data.batch_size, ctx.cfg.model.max_length,
                       progress=ctx.progress)
-    event.numbers.update(texts=len(ctx.split.calibration), tokens=int(stats.hidden.count),
+    event.numbers.update(texts=len(ctx.split.calibration), tokens=int(stats.meta["tokens"]),
                          linears=len(stats.inputs))
     return stats

@@ -73,21 +73,43 @@ def _constraint(dim: Dim, group: int | None) -> Constraint | None:
     return Constraint(block=dim.block, group=group)
 
 
+def _readers_for(ctx: RunContext, encoder, dim: Dim, group: int | None) -> list[str]:
+    nm = _nm_config(ctx)
+    if nm is None or group is not None or ctx.cfg.solver.objective != "transform":
+        return []
+    return _nm_readers(encoder, dim, nm)
+
+
+def time_budgets(ctx: RunContext, encoder, groups: dict[str, int]) -> dict[str, float]:
+    """Split ``solver.time_limit_s``: N:M searches get time in proportion to the weights they score (the hidden
+    dim stacks every Q, K, V, W1 of the model); locality solves, which are fast, share a tenth."""
+    limit = ctx.cfg.solver.time_limit_s
+    weights = {}
+    for dim in ctx.dims:
+        readers = _readers_for(ctx, encoder, dim, groups.get(dim.name))
+        weights[dim.name] = sum(encoder.bert.get_submodule(r).weight.numel() for r in readers)
+    total = sum(weights.values())
+    locality_dims = max(sum(1 for w in weights.values() if w == 0), 1)
+    share = 0.9 if total else 0.0
+    return {name: (limit * share * w / total if w else limit * (1 - share) / locality_dims) for name, w in weights.items()}
+
+
 def solve_dim(
-    ctx: RunContext, encoder, stats: CalibrationStats, graph: sparse.csr_matrix, dim: Dim, group: int | None = None
+    ctx: RunContext, encoder, stats: CalibrationStats, graph: sparse.csr_matrix, dim: Dim, time_limit_s: float,
+    group: int | None = None,
 ) -> DimSolution:
     """Solve one dimension; ``group`` (the N:M ``m``) restricts moves to whole groups (re-solve after pruning)."""
     solver = ctx.cfg.solver
     nm = _nm_config(ctx)
-    readers = _nm_readers(encoder, dim, nm) if nm is not None and group is None else []
+    readers = _readers_for(ctx, encoder, dim, group)
     constraint = _constraint(dim, group)
     identity = np.arange(dim.size)
     if solver.method == "identity":
         cost = locality_cost(graph, identity)
         return DimSolution(dim, identity, "none", cost, cost, 0.0, {"method": "identity"})
-    if readers and solver.objective == "transform":
+    if readers:
         scores = [_importance(encoder, stats, name) for name in readers]
-        result = search_nm_permutation(scores, n=nm.n, m=nm.m, time_limit_s=solver.time_limit_s / max(len(ctx.dims), 1),
+        result = search_nm_permutation(scores, n=nm.n, m=nm.m, time_limit_s=max(time_limit_s, 0.5),
                                        seed=solver.seed, constraint=constraint)
         return DimSolution(
             dim, result.perm, "nm_kept_importance", result.kept_plain, result.kept_permuted, result.seconds,
@@ -95,7 +117,7 @@ def solve_dim(
              "locality_before": locality_cost(graph, identity), "locality_after": locality_cost(graph, result.perm)},
         )
     result = solve_locality(graph, method=solver.method, refine=solver.refine, seed=solver.seed,
-                            time_limit_s=solver.time_limit_s / max(len(ctx.dims), 1), constraint=constraint)
+                            time_limit_s=max(time_limit_s, 0.05), constraint=constraint)
     return DimSolution(dim, result.perm, "locality", result.cost_before, result.cost_after, result.seconds,
                        {"method": result.method})
 
@@ -105,10 +127,12 @@ def run_solve(
     group_for: dict[str, int] | None = None,
 ) -> dict[str, DimSolution]:
     """Solve every dimension of ``ctx.dims`` (``group_for``: dim name → whole-group size for re-solves)."""
+    groups = group_for or {}
+    budgets = time_budgets(ctx, encoder, groups)
     solutions: dict[str, DimSolution] = {}
     for dim in ctx.progress_iter(ctx.dims, "solve"):
-        group = (group_for or {}).get(dim.name)
-        solutions[dim.name] = solve_dim(ctx, encoder, stats, graphs[dim.name], dim, group)
+        solutions[dim.name] = solve_dim(ctx, encoder, stats, graphs[dim.name], dim, budgets[dim.name],
+                                        groups.get(dim.name))
     event.numbers.update(summarise(solutions))
     return solutions
 
