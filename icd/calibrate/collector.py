@@ -1,0 +1,111 @@
+"""Forward hooks that fold each batch's activations into running :class:`ChannelStats` (nothing is stored).
+
+* a forward *pre*-hook on every ``nn.Linear`` → statistics of its input;
+* a forward hook on query and key → statistics of their output (the ``qk`` dims);
+* a forward hook on every residual-stream LayerNorm (embeddings, after attention, after the FFN) →
+  the ``hidden`` statistics.
+
+Only non-padding tokens count: the current batch's attention mask selects the rows of every (batch, tokens,
+channels) activation. Activations of another shape (pooler, classifier: one vector per sequence) count every
+row. Q, K and V read the same tensor, which is also a LayerNorm output: its statistics are computed once per
+batch and added to each reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from icd.calibrate.stats import CalibrationStats, ChannelStats
+from icd.model.layout import bert_of, bert_shape, layer_linears
+
+_CACHE_SIZE = 4  # a LayerNorm output, then Q in, Q out, K in, K out, V in: reuse across them
+
+
+@dataclass
+class _Batch:
+    mask: torch.Tensor | None = None
+    cache: list[tuple[torch.Tensor, ChannelStats]] = field(default_factory=list)
+
+
+class StatsCollector:
+    """Attach with :meth:`attach`, run forwards inside :meth:`batch`, then :meth:`detach` and read
+    :attr:`stats`."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        self.encoder = encoder
+        self.stats = CalibrationStats(inputs={}, outputs={}, hidden=ChannelStats.zeros(bert_shape(encoder).hidden))
+        self._batch = _Batch()
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    # -- hooks -------------------------------------------------------------------------------------------------
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self._batch.mask
+        if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
+            return x[mask]
+        return x.reshape(-1, x.shape[-1])
+
+    def _delta(self, x: torch.Tensor) -> ChannelStats:
+        for seen, delta in self._batch.cache:
+            if seen is x:
+                return delta
+        delta = ChannelStats.zeros(x.shape[-1])
+        delta.update(self._rows(x))
+        self._batch.cache = [*self._batch.cache[-(_CACHE_SIZE - 1) :], (x, delta)]
+        return delta
+
+    def _accumulate(self, table: dict[str, ChannelStats], name: str, x: torch.Tensor) -> None:
+        delta = self._delta(x)
+        if name not in table:
+            table[name] = ChannelStats.zeros(delta.size)
+        table[name].add(delta)
+
+    def _input_hook(self, name: str) -> Callable:
+        def hook(_module: nn.Module, args: tuple) -> None:
+            self._accumulate(self.stats.inputs, name, args[0])
+
+        return hook
+
+    def _output_hook(self, name: str) -> Callable:
+        def hook(_module: nn.Module, _args: tuple, output: torch.Tensor) -> None:
+            self._accumulate(self.stats.outputs, name, output)
+
+        return hook
+
+    def _hidden_hook(self, _module: nn.Module, _args: tuple, output: torch.Tensor) -> None:
+        self.stats.hidden.add(self._delta(output))
+
+    # -- life cycle --------------------------------------------------------------------------------------------
+    def attach(self) -> None:
+        bert = bert_of(self.encoder)
+        hf = getattr(self.encoder, "hf", bert)
+        named = dict(bert.named_modules())
+        inside = {id(module) for module in named.values()}
+        outside = {name: module for name, module in hf.named_modules() if id(module) not in inside}
+        for name, module in [*named.items(), *outside.items()]:
+            if isinstance(module, nn.Linear) and name:
+                self._handles.append(module.register_forward_pre_hook(self._input_hook(name)))
+        shape = bert_shape(self.encoder)
+        norms = [bert.embeddings.LayerNorm]
+        for layer in range(shape.layers):
+            roles = layer_linears(layer)
+            for role in ("query", "key"):
+                self._handles.append(named[roles[role]].register_forward_hook(self._output_hook(roles[role])))
+            block = bert.encoder.layer[layer]
+            norms += [block.attention.output.LayerNorm, block.output.LayerNorm]
+        for norm in norms:
+            self._handles.append(norm.register_forward_hook(self._hidden_hook))
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def begin_batch(self, attention_mask: torch.Tensor) -> None:
+        self._batch = _Batch(mask=attention_mask.bool())
+
+    def end_batch(self) -> None:
+        self._batch = _Batch()
