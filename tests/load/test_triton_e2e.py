@@ -1,0 +1,67 @@
+"""End to end against the real embedded Triton server: both loop modes, HTTP and gRPC, all four traffic patterns
+(on the synthetic python-backend ``echo_delay`` model), and a short load on the real exported MiniLM ``bert_icd``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from icd.cli.main import main
+from icd.load import LoadSettings, Target, run_load
+from icd.serve.synthetic_model import SYNTHETIC_MODEL_NAME
+
+pytestmark = pytest.mark.e2e
+
+FAST = dict(inputs="random", input_shape=32, workers=1)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_both_modes_both_protocols(triton_small_server, protocol, mode):
+    endpoint = triton_small_server.http_url if protocol == "http" else triton_small_server.grpc_url
+    load = dict(concurrency=4) if mode == "closed" else dict(rate=40.0, arrival="poisson")
+    report = run_load(LoadSettings(duration_s=3.0, protocol=protocol, **load, **FAST),
+                      Target(endpoint, [SYNTHETIC_MODEL_NAME])).to_dict()
+    assert report["errors"]["total"] == 0, report["errors"]
+    assert report["requests"] >= 30
+    assert report["latency_ms"]["p50"] >= 5.0  # the model sleeps 5 ms per batch
+    assert report["mode"] == mode and report["settings"]["protocol"] == protocol
+    if mode == "open":
+        assert 0.6 * 40 <= report["throughput_rps"] <= 1.4 * 40
+
+
+@pytest.mark.parametrize("pattern", ["constant", "bursty", "realistic", "stress"])
+def test_all_patterns_on_triton(triton_small_server, tmp_path, capsys, pattern):
+    report = tmp_path / "production_sim.json"
+    rc = main(["simulate", "--endpoint", triton_small_server.http_url, "--models", SYNTHETIC_MODEL_NAME,
+               "--traffic-pattern", pattern, "--duration", "4", "--rate", "20", "--step", "1", "--slo-p95-ms", "200",
+               "--report", str(report), "--inputs", "random", "--input-shape", "32", "--workers", "1", "--no-progress"])
+    assert rc == 0
+    data = json.loads(report.read_text())
+    model = data["models"][SYNTHETIC_MODEL_NAME]
+    assert model["errors"]["total"] == 0 and model["requests"] > 20
+    assert len(model["timeseries"]) >= 3
+    assert report.with_suffix(".html").is_file()
+    if pattern == "stress":
+        assert data["stress"][SYNTHETIC_MODEL_NAME]["max_rate_within_slo_rps"] >= 20.0
+
+
+def test_unknown_model_on_triton_is_reported_before_load(triton_small_server, capsys):
+    rc = main(["bench", triton_small_server.http_url, "no_such_model", "--duration", "1", "--inputs", "random",
+               "--no-progress"])
+    assert rc == 2 and "not ready" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_minilm_bert_models_with_real_text(triton_server, triton_repo_bert, tmp_path, capsys):
+    server = triton_server(triton_repo_bert, timeout_s=240.0)
+    report = tmp_path / "load_test_single.json"
+    rc = main(["bench", server.http_url, "bert_icd,bert_baseline", "--batch-size", "1", "--duration", "4",
+               "--input-shape", "128", "--concurrency", "2", "--report", str(report), "--workers", "1",
+               "--no-progress", "--timeout", "60"])
+    assert rc == 0
+    data = json.loads(report.read_text())
+    assert data["errors"]["total"] == 0 and data["settings"]["inputs"] == "text"
+    for name in ("bert_icd", "bert_baseline"):
+        assert data["models"][name]["requests"] >= 2
