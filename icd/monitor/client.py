@@ -1,0 +1,140 @@
+"""A small client of Prometheus' HTTP API (``/api/v1/query``, ``query_range``, ``alerts``, ``rules``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+
+import httpx
+
+from icd.errors import UserError
+
+
+class PrometheusQueryError(ValueError):
+    """Prometheus rejected a query (bad PromQL, ...): carries its ``errorType`` and ``error``."""
+
+
+class AlertState(str, Enum):
+    """State of an alert as Prometheus reports it."""
+
+    PENDING = "pending"
+    """The condition holds but not yet for the rule's ``for:`` duration."""
+    FIRING = "firing"
+    """The condition held for ``for:``; sent to Alertmanager."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One series of an instant-query result."""
+
+    labels: dict[str, str]
+    value: float
+
+    @property
+    def is_number(self) -> bool:
+        """False for NaN / ±Inf (e.g. a ratio of two zero rates)."""
+        return math.isfinite(self.value)
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series of a range-query result."""
+
+    labels: dict[str, str]
+    points: list[tuple[float, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An active alert (pending or firing)."""
+
+    name: str
+    state: AlertState
+    labels: dict[str, str]
+    value: float
+
+
+class PrometheusClient:
+    """Queries one Prometheus server.
+
+    Args:
+        url: base URL, e.g. ``http://127.0.0.1:9090``.
+        timeout_s: per-request timeout.
+    """
+
+    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, trust_env=False)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> PrometheusClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _get(self, path: str, params: dict[str, str] | None = None) -> dict:
+        try:
+            response = self._http.get(path, params=params)
+        except httpx.HTTPError as exc:
+            raise UserError(f"Prometheus not reachable at {self.url}: {exc}") from exc
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise UserError(f"{self.url}{path}: not a Prometheus API answer (HTTP {response.status_code})") from exc
+        if body.get("status") != "success":
+            raise PrometheusQueryError(f"{body.get('errorType', 'error')}: {body.get('error', body)}")
+        return body["data"]
+
+    def ready(self) -> bool:
+        """Whether ``/-/ready`` answers 200."""
+        try:
+            return self._http.get("/-/ready").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def query(self, expr: str) -> list[Sample]:
+        """Instant query; a scalar result becomes one sample without labels.
+
+        Raises:
+            PrometheusQueryError: the expression does not parse or cannot be evaluated.
+            UserError: Prometheus is not reachable.
+        """
+        data = self._get("/api/v1/query", {"query": expr})
+        if data["resultType"] == "scalar":
+            return [Sample({}, float(data["result"][1]))]
+        if data["resultType"] != "vector":
+            raise PrometheusQueryError(f"expected an instant vector from {expr!r}, got {data['resultType']}")
+        return [Sample(dict(item["metric"]), float(item["value"][1])) for item in data["result"]]
+
+    def query_range(self, expr: str, start: float, end: float, step_s: float) -> list[Series]:
+        """Range query between unix times ``start`` and ``end``."""
+        data = self._get(
+            "/api/v1/query_range", {"query": expr, "start": str(start), "end": str(end), "step": str(step_s)}
+        )
+        return [
+            Series(dict(item["metric"]), [(float(t), float(v)) for t, v in item["values"]]) for item in data["result"]
+        ]
+
+    def alerts(self) -> list[Alert]:
+        """Active alerts (pending and firing)."""
+        data = self._get("/api/v1/alerts")
+        return [
+            Alert(a["labels"]["alertname"], AlertState(a["state"]), dict(a["labels"]), float(a.get("value", "nan")))
+            for a in data["alerts"]
+        ]
+
+    def recording_rule_names(self) -> set[str]:
+        """Names of the recording rules this Prometheus evaluates."""
+        data = self._get("/api/v1/rules", {"type": "record"})
+        return {rule["name"] for group in data["groups"] for rule in group["rules"]}
+
+    def target_health(self) -> dict[str, str]:
+        """``job/instance`` → health ("up", "down", "unknown") of every active scrape target."""
+        data = self._get("/api/v1/targets", {"state": "active"})
+        return {
+            f"{t['labels'].get('job')}/{t['labels'].get('instance')}": t["health"] for t in data["activeTargets"]
+        }
