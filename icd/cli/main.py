@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (``UserError`` → 2 with a one-line message)."""
     app = build_app()
     try:
-        app(args=argv, prog_name="icd", standalone_mode=False)
+        rc = app(args=argv, prog_name="icd", standalone_mode=False)
     except UserError as exc:
         print(f"icd: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             print("icd: aborted", file=sys.stderr)
             return 130
         raise
-    return 0
+    # standalone_mode=False: click returns typer.Exit's code (or the command's return value)
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":
