@@ -9,9 +9,15 @@ from __future__ import annotations
 import importlib
 import sys
 
+import click
 import typer
+import typer._click.exceptions
 
 from icd.errors import UserError
+
+# typer ships its own copy of click (typer._click); accept both, whichever raised.
+_CLICK_ERRORS = (typer._click.exceptions.ClickException, click.ClickException)
+_CLICK_ABORTS = (typer.Abort, click.exceptions.Abort)
 
 # One module per stage, in data-flow order.
 COMMAND_MODULES = (
@@ -51,20 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("icd: interrupted", file=sys.stderr)
         return 130
-    except SystemExit as exc:  # typer.Exit / click's exit inside commands
-        return int(exc.code or 0)
-    except typer.Exit as exc:
+    except SystemExit as exc:  # typer.Exit / sys.exit inside commands
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except _CLICK_ERRORS as exc:  # usage errors: click's own message, exit 2
+        exc.show()
         return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - click usage errors are ClickException subclasses
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            print("icd: aborted", file=sys.stderr)
-            return 130
-        raise
+    except _CLICK_ABORTS:
+        print("icd: aborted", file=sys.stderr)
+        return 130
     # standalone_mode=False: click returns typer.Exit's code (or the command's return value)
     return rc if isinstance(rc, int) else 0
 

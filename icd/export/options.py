@@ -1,0 +1,99 @@
+"""What an export produces: one declaration of every option (the CLI flags map onto these fields)."""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_MAX_BATCH_SIZE = 32
+DEFAULT_INSTANCE_COUNT = 1
+DEFAULT_PREFERRED_BATCH_SIZES = (4, 8)
+DEFAULT_MAX_QUEUE_DELAY_US = 2000
+DEFAULT_PRIORITY_LEVELS = 0
+DEFAULT_TRACE_SEQ_LEN = 16
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class Target(str, Enum):
+    """Where the exported model runs."""
+
+    CPU = "cpu"
+    """``instance_group { kind: KIND_CPU }`` — the python backend runs model.pt with torch on CPU."""
+    GPU = "gpu"
+    """``instance_group { kind: KIND_GPU gpus: [...] }`` — model.pt is moved to ``cuda:<device id>``."""
+
+
+class Platform(str, Enum):
+    """Which Triton backend serves model.pt."""
+
+    PYTHON = "python"
+    """``backend: "python"`` + ``1/model.py`` (checksums, ICD metrics, correlation cache). Runs on the embedded
+    tritonserver here and in any NGC container whose Python has torch (``-pyt-python-py3``)."""
+    PYTORCH_LIBTORCH = "pytorch_libtorch"
+    """``platform: "pytorch_libtorch"`` — Triton's libtorch backend loads model.pt directly (GPU hosts, NGC
+    container only: the embedded binary has no such backend). No checksum check, ICD metrics or cache."""
+
+
+class ExportOptions(BaseModel):
+    """Settings of one exported model.
+
+    Attributes:
+        model_name: folder and Triton model name (``bert_icd``).
+        version: version folder.
+        baseline: export the unoptimized model rebuilt from ``config.lock.json`` instead of the run's model.
+        target: cpu or gpu instances.
+        platform: python backend (default) or pytorch_libtorch.
+        max_batch_size: Triton ``max_batch_size`` (0 disables batching).
+        instance_count: instances per device.
+        gpus: GPU ids for ``--target gpu``.
+        preferred_batch_sizes: ``dynamic_batching.preferred_batch_size``.
+        max_queue_delay_us: ``dynamic_batching.max_queue_delay_microseconds``.
+        preserve_ordering: ``dynamic_batching.preserve_ordering``.
+        priority_levels: ``dynamic_batching.priority_levels`` (0 = no priorities).
+        dynamic_batching: emit the ``dynamic_batching`` block at all.
+        torch_threads: ``torch.set_num_threads`` per instance (0 = torch's default).
+        trace_seq_len: sequence length of the example input used to trace (the trace is shape-generic).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_name: str = "bert_icd"
+    version: int = Field(1, ge=1)
+    baseline: bool = False
+    target: Target = Target.CPU
+    platform: Platform = Platform.PYTHON
+    max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, ge=0)
+    instance_count: int = Field(DEFAULT_INSTANCE_COUNT, ge=1)
+    gpus: tuple[int, ...] = (0,)
+    preferred_batch_sizes: tuple[int, ...] = DEFAULT_PREFERRED_BATCH_SIZES
+    max_queue_delay_us: int = Field(DEFAULT_MAX_QUEUE_DELAY_US, ge=0)
+    preserve_ordering: bool = False
+    priority_levels: int = Field(DEFAULT_PRIORITY_LEVELS, ge=0)
+    dynamic_batching: bool = True
+    torch_threads: int = Field(0, ge=0)
+    trace_seq_len: int = Field(DEFAULT_TRACE_SEQ_LEN, ge=2, le=512)
+
+    @field_validator("model_name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _MODEL_NAME.match(value):
+            raise ValueError(f"model name {value!r} must be letters, digits, '_', '-', '.' (no '/')")
+        return value
+
+    @model_validator(mode="after")
+    def _batching(self) -> ExportOptions:
+        if self.max_batch_size == 0 and self.dynamic_batching:
+            object.__setattr__(self, "dynamic_batching", False)
+        too_big = [b for b in self.preferred_batch_sizes if b < 1 or b > max(self.max_batch_size, 1)]
+        if self.dynamic_batching and too_big:
+            raise ValueError(
+                f"preferred_batch_sizes {list(too_big)} must lie in 1..max_batch_size ({self.max_batch_size})"
+            )
+        if self.preserve_ordering and self.priority_levels > 1:
+            raise ValueError(
+                f"priority_levels {self.priority_levels} with preserve_ordering: Triton allows one priority level "
+                "when preserve_ordering is true"
+            )
+        return self

@@ -1,0 +1,311 @@
+"""Runtime support of the exported python-backend model (self-contained: numpy and the standard library only).
+
+* Checksum manifest ``checksums.sha256`` (``sha256sum -c`` format: ``<hex>  <relative path>``) of every file of
+  a version folder, verified before the model loads.
+* Correlation-cache settings from ``TRITON_ICD_CACHE_SIZE`` / ``TRITON_ICD_CACHE_TTL`` /
+  ``TRITON_ICD_PRELOAD_CORRELATIONS`` (+ ``TRITON_ICD_CACHE_DIR``), validated: a bad value refuses the load.
+* :class:`SharedFileCache`: a bounded, TTL'd cache of layout artefacts (correlation matrices, permutations) held
+  as ``.npy`` files in one directory (``/dev/shm`` by default), so every instance process of every model on the
+  host that uses the same directory shares it. Lookups and hits are what the ICD counters count.
+* :func:`icd_log_line`: the structured ``ICD {json}`` log line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MANIFEST_NAME = "checksums.sha256"
+LAYOUT_FILE = "icd_layout.json"
+ICD_LOG_TAG = "ICD"
+_SKIP_DIRS = {"__pycache__"}
+_MANIFEST_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
+
+CACHE_SIZE_ENV = "TRITON_ICD_CACHE_SIZE"
+CACHE_TTL_ENV = "TRITON_ICD_CACHE_TTL"
+PRELOAD_ENV = "TRITON_ICD_PRELOAD_CORRELATIONS"
+CACHE_DIR_ENV = "TRITON_ICD_CACHE_DIR"
+PROFILE_ENV = "TRITON_ICD_PROFILE"
+DEFAULT_CACHE_SIZE = "1024MB"
+DEFAULT_CACHE_TTL_S = 3600.0
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2, "MB": 1024**2, "MIB": 1024**2,
+          "G": 1024**3, "GB": 1024**3, "GIB": 1024**3, "T": 1024**4, "TB": 1024**4, "TIB": 1024**4}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ChecksumError(ValueError):
+    """A version folder does not match its checksum manifest."""
+
+
+class CacheConfigError(ValueError):
+    """A ``TRITON_ICD_*`` setting is invalid."""
+
+
+# ------------------------------------------------------------------------------------------------- checksums
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def listed_files(folder: Path) -> list[str]:
+    """Relative paths of every file under ``folder`` that the manifest covers (sorted)."""
+    names = []
+    for path in sorted(Path(folder).rglob("*")):
+        rel = path.relative_to(folder)
+        if path.is_file() and rel.name != MANIFEST_NAME and not _SKIP_DIRS.intersection(rel.parts):
+            if not rel.name.startswith("."):
+                names.append(rel.as_posix())
+    return names
+
+
+def manifest_text(folder: Path) -> str:
+    """The ``sha256sum``-format manifest of ``folder``."""
+    return "".join(f"{sha256_file(Path(folder) / name)}  {name}\n" for name in listed_files(folder))
+
+
+def read_manifest(folder: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` from ``folder/checksums.sha256``.
+
+    Raises:
+        ChecksumError: the manifest is missing or has a malformed line.
+    """
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        raise ChecksumError(f"checksum manifest missing: {path}")
+    entries: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        match = _MANIFEST_LINE.match(line)
+        if not match:
+            raise ChecksumError(f"{path}:{number}: not a sha256sum line: {line[:80]!r}")
+        entries[match.group(2)] = match.group(1)
+    return entries
+
+
+def verify_manifest(folder: Path) -> None:
+    """Check every file of ``folder`` against its manifest (missing, changed and unlisted files all fail).
+
+    Raises:
+        ChecksumError: one line naming the first offending file(s).
+    """
+    folder = Path(folder)
+    expected = read_manifest(folder)
+    problems = []
+    for name, digest in expected.items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+        elif sha256_file(path) != digest:
+            problems.append(f"{name}: sha256 mismatch (tampered or corrupted)")
+    problems += [f"{name}: not in the manifest" for name in listed_files(folder) if name not in expected]
+    if problems:
+        raise ChecksumError(f"checksum verification failed in {folder}: " + "; ".join(problems[:5]))
+
+
+def manifest_digest(folder: Path) -> str:
+    """sha256 of the manifest itself: identifies this exact version's artefacts (the cache namespace)."""
+    return sha256_file(Path(folder) / MANIFEST_NAME)
+
+
+# ------------------------------------------------------------------------------------------------- settings
+def parse_size(text: str, name: str = CACHE_SIZE_ENV) -> int:
+    """``"1024MB"`` → bytes (K/M/G/T are powers of 1024; ``B``/``iB`` suffixes optional).
+
+    Raises:
+        CacheConfigError: not a size.
+    """
+    match = _SIZE.match(str(text))
+    unit = match.group(2).upper() if match else None
+    if not match or unit not in _UNITS:
+        raise CacheConfigError(f"{name}={text!r}: expected a size like 1024MB, 512KiB, 2GB or a byte count")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def parse_bool(text: str, name: str) -> bool:
+    value = str(text).strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise CacheConfigError(f"{name}={text!r}: expected true or false")
+
+
+def default_cache_dir() -> Path:
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    return base / f"icd-correlation-cache-{os.getuid()}"
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """Correlation-cache settings (see docs/serving.md, "Cache configuration").
+
+    Attributes:
+        size_bytes: bound on the bytes held by the cache directory (0 disables caching: every lookup misses).
+        ttl_s: an entry older than this is reloaded from the version folder (a miss).
+        preload: load every correlation matrix and the layout entry at model load.
+        directory: the shared cache directory.
+        profile: ``TRITON_ICD_PROFILE``: per-phase timings in each ICD log line.
+    """
+
+    size_bytes: int
+    ttl_s: float
+    preload: bool
+    directory: Path
+    profile: bool
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> CacheSettings:
+        """Read and validate the ``TRITON_ICD_*`` variables.
+
+        Raises:
+            CacheConfigError: one line naming the variable and its value.
+        """
+        size = parse_size(env.get(CACHE_SIZE_ENV, DEFAULT_CACHE_SIZE) or DEFAULT_CACHE_SIZE)
+        ttl_text = env.get(CACHE_TTL_ENV, str(DEFAULT_CACHE_TTL_S)) or str(DEFAULT_CACHE_TTL_S)
+        try:
+            ttl = float(ttl_text)
+        except ValueError:
+            raise CacheConfigError(f"{CACHE_TTL_ENV}={ttl_text!r}: expected seconds (a number > 0)") from None
+        if not ttl > 0 or ttl != ttl or ttl == float("inf"):
+            raise CacheConfigError(f"{CACHE_TTL_ENV}={ttl_text!r}: expected seconds (a number > 0)")
+        preload = parse_bool(env.get(PRELOAD_ENV, "false"), PRELOAD_ENV)
+        profile = parse_bool(env.get(PROFILE_ENV, "false"), PROFILE_ENV)
+        directory = Path(env[CACHE_DIR_ENV]) if env.get(CACHE_DIR_ENV) else default_cache_dir()
+        return cls(size_bytes=size, ttl_s=ttl, preload=preload, directory=directory, profile=profile)
+
+
+# ------------------------------------------------------------------------------------------------- cache
+@dataclass(frozen=True)
+class Lookup:
+    """The result of one cache lookup."""
+
+    value: np.ndarray
+    hit: bool
+
+
+class SharedFileCache:
+    """A bounded cache of numpy arrays shared by processes through one directory.
+
+    An entry is ``<directory>/<sha256(key)>.npy``. Its mtime is its creation time (TTL); its atime is set on
+    every hit and orders LRU eviction. Writes are atomic (temporary file + rename), so concurrent instances
+    never read half an entry; a race between two writers of the same key is benign (same content).
+    """
+
+    def __init__(self, settings: CacheSettings, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        if settings.size_bytes > 0:
+            settings.directory.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.settings.directory / (hashlib.sha256(key.encode()).hexdigest() + ".npy")
+
+    def get(self, key: str, loader: Callable[[], np.ndarray]) -> Lookup:
+        """The cached array for ``key`` (a hit), or ``loader()`` stored for next time (a miss)."""
+        path = self._path(key)
+        now = self.clock()
+        if self.settings.size_bytes > 0:
+            try:
+                stat = path.stat()
+                if now - stat.st_mtime <= self.settings.ttl_s:
+                    value = np.load(path, allow_pickle=False)
+                    os.utime(path, (now, stat.st_mtime))
+                    return Lookup(value, True)
+            except (FileNotFoundError, ValueError, OSError):
+                pass
+        value = np.asarray(loader())
+        self.put(key, value)
+        return Lookup(value, False)
+
+    def put(self, key: str, value: np.ndarray) -> bool:
+        """Store ``value`` (evicting least-recently-used entries); False if it cannot fit the bound."""
+        size = int(value.nbytes) + 128
+        if self.settings.size_bytes <= 0 or size > self.settings.size_bytes:
+            return False
+        self._evict(self.settings.size_bytes - size)
+        path = self._path(key)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=self.settings.directory)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.save(handle, value, allow_pickle=False)
+            now = self.clock()
+            os.utime(tmp, (now, now))
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return True
+
+    def used_bytes(self) -> int:
+        return sum(size for _, size, _ in self._entries())
+
+    def _entries(self) -> list[tuple[Path, int, float]]:
+        rows = []
+        for path in self.settings.directory.glob("*.npy"):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            rows.append((path, stat.st_size, stat.st_atime))
+        return rows
+
+    def _evict(self, budget: int) -> None:
+        entries = sorted(self._entries(), key=lambda row: row[2])
+        total = sum(size for _, size, _ in entries)
+        for path, size, _ in entries:
+            if total <= budget:
+                break
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            total -= size
+
+
+# ------------------------------------------------------------------------------------------------- layout
+@dataclass(frozen=True)
+class LayoutRecord:
+    """What ``icd_layout.json`` (written at export) says about this version's layout."""
+
+    layout_efficiency: float
+    permutations: dict[str, list[int]]
+    correlation_file: str | None
+    runtime_permutations: dict[str, list[int]]
+
+    @classmethod
+    def load(cls, folder: Path) -> LayoutRecord:
+        doc = json.loads((Path(folder) / LAYOUT_FILE).read_text())
+        value = doc.get("layout_efficiency")
+        return cls(
+            layout_efficiency=float("nan") if value is None else float(value),
+            permutations={k: list(v) for k, v in doc.get("permutations", {}).items()},
+            correlation_file=doc.get("correlation_file"),
+            runtime_permutations={k: list(v) for k, v in doc.get("runtime_permutations", {}).items()},
+        )
+
+    def layout_array(self) -> np.ndarray:
+        """Every permutation, concatenated in name order (the per-request cache entry)."""
+        parts = [np.asarray(self.permutations[name], dtype=np.int32) for name in sorted(self.permutations)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+
+
+def icd_log_line(fields: Mapping[str, object]) -> str:
+    """``ICD {"tag": "ICD", ...}`` — one line, greppable by ``grep ICD`` and parseable after the tag."""
+    return f"{ICD_LOG_TAG} " + json.dumps({"tag": ICD_LOG_TAG, **fields}, sort_keys=False, separators=(",", ":"))

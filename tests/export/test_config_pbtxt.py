@@ -1,0 +1,83 @@
+"""config.pbtxt rendering, parsed back with Triton's own ModelConfig protobuf."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+from tritonclient.grpc import model_config_pb2
+
+from icd.errors import ArtefactError
+from icd.export.config_pbtxt import parse_config, render_config
+from icd.export.options import ExportOptions, Platform, Target
+
+
+def _render(**kwargs):
+    text = render_config(ExportOptions(**kwargs), "logits", 2, {"icd_kind": "icd"})
+    return parse_config(text)
+
+
+def test_cpu_python_config_matches_the_options():
+    config = _render(model_name="bert_icd", max_batch_size=16, instance_count=2, preferred_batch_sizes=(4, 8),
+                     max_queue_delay_us=1500, preserve_ordering=False, priority_levels=2)
+    assert config.name == "bert_icd" and config.backend == "python" and config.platform == ""
+    assert config.max_batch_size == 16
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [
+        ("input_ids", model_config_pb2.TYPE_INT64, [-1]), ("attention_mask", model_config_pb2.TYPE_INT64, [-1])]
+    assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [("logits", model_config_pb2.TYPE_FP32, [2])]
+    group = config.instance_group[0]
+    assert group.count == 2 and group.kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    batching = config.dynamic_batching
+    assert list(batching.preferred_batch_size) == [4, 8]
+    assert batching.max_queue_delay_microseconds == 1500
+    assert not batching.preserve_ordering and batching.priority_levels == 2
+    assert batching.default_priority_level == 2
+    assert config.parameters["icd_kind"].string_value == "icd"
+    assert not config.HasField("optimization")
+
+
+def test_gpu_libtorch_config():
+    config = _render(target=Target.GPU, platform=Platform.PYTORCH_LIBTORCH, gpus=(0, 1))
+    assert config.platform == "pytorch_libtorch" and config.backend == ""
+    group = config.instance_group[0]
+    assert group.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU and list(group.gpus) == [0, 1]
+    assert not config.HasField("optimization"), "no TensorRT accelerator block for TorchScript models"
+
+
+def test_no_batching_when_max_batch_size_is_zero():
+    config = _render(max_batch_size=0, preferred_batch_sizes=())
+    assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"model_name": "a/b"}, {"max_batch_size": -1}, {"preferred_batch_sizes": (64,), "max_batch_size": 32},
+     {"instance_count": 0}, {"target": "tpu"}, {"platform": "onnx"},
+     {"preserve_ordering": True, "priority_levels": 2}],
+)
+def test_invalid_options_are_rejected(kwargs):
+    with pytest.raises(ValidationError):
+        ExportOptions(**kwargs)
+
+
+def test_invalid_text_is_an_artefact_error():
+    with pytest.raises(ArtefactError, match="cfg.pbtxt: not a valid Triton ModelConfig"):
+        parse_config('name: "x"\nmax_batch_size: "many"\n', source="cfg.pbtxt")
+
+
+@given(
+    max_batch=st.integers(1, 256),
+    count=st.integers(1, 8),
+    delay=st.integers(0, 100_000),
+    gpu=st.booleans(),
+    data=st.data(),
+)
+def test_every_valid_option_set_renders_a_parseable_config(max_batch, count, delay, gpu, data):
+    preferred = data.draw(st.lists(st.integers(1, max_batch), max_size=4, unique=True))
+    options = ExportOptions(max_batch_size=max_batch, instance_count=count, max_queue_delay_us=delay,
+                            preferred_batch_sizes=tuple(sorted(preferred)), target="gpu" if gpu else "cpu")
+    config = parse_config(render_config(options, "embedding", 384, {}))
+    assert config.max_batch_size == max_batch and config.instance_group[0].count == count
+    assert list(config.dynamic_batching.preferred_batch_size) == sorted(preferred)
+    assert list(config.output[0].dims) == [384]

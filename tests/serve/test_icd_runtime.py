@@ -1,0 +1,161 @@
+"""The python backend's runtime: checksum manifest, TRITON_ICD_* settings, the shared bounded cache (no server)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from icd.serve.backend import icd_runtime as rt
+
+
+def _version(tmp_path: Path) -> Path:
+    folder = tmp_path / "1"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "model.pt").write_bytes(b"weights" * 100)
+    (folder / "permutation.json").write_text('{"a": 1}\n')
+    (folder / "sub" / "extra.bin").write_bytes(b"\x00\x01")
+    (folder / rt.MANIFEST_NAME).write_text(rt.manifest_text(folder))
+    return folder
+
+
+def test_manifest_is_sha256sum_compatible_and_verifies(tmp_path):
+    folder = _version(tmp_path)
+    rt.verify_manifest(folder)
+    done = subprocess.run(["sha256sum", "-c", rt.MANIFEST_NAME], cwd=folder, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "model.pt: OK" in done.stdout and "sub/extra.bin: OK" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda f: (f / "model.pt").write_bytes(b"tampered"), "model.pt: sha256 mismatch"),
+        (lambda f: (f / "permutation.json").unlink(), "permutation.json: missing"),
+        (lambda f: (f / "intruder.py").write_text("x = 1\n"), "intruder.py: not in the manifest"),
+        (lambda f: (f / rt.MANIFEST_NAME).unlink(), "checksum manifest missing"),
+        (lambda f: (f / rt.MANIFEST_NAME).write_text("nonsense\n"), "not a sha256sum line"),
+    ],
+)
+def test_manifest_rejects_damage(tmp_path, damage, message):
+    folder = _version(tmp_path)
+    damage(folder)
+    with pytest.raises(rt.ChecksumError, match=message):
+        rt.verify_manifest(folder)
+
+
+def test_pycache_is_ignored(tmp_path):
+    folder = _version(tmp_path)
+    (folder / "__pycache__").mkdir()
+    (folder / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"cache")
+    rt.verify_manifest(folder)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1024MB", 1024**3), ("512KiB", 512 * 1024), ("2GB", 2 * 1024**3), ("100", 100), ("0", 0), ("1.5k", 1536)],
+)
+def test_parse_size(text, expected):
+    assert rt.parse_size(text) == expected
+
+
+@given(st.integers(min_value=0, max_value=10**6), st.sampled_from(["", "B", "KB", "MB", "GiB", "kb", "m"]))
+def test_parse_size_scales_by_unit(number, unit):
+    assert rt.parse_size(f"{number}{unit}") == number * rt._UNITS[unit.upper()]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({rt.CACHE_SIZE_ENV: "lots"}, "TRITON_ICD_CACHE_SIZE='lots'"),
+        ({rt.CACHE_SIZE_ENV: "-5MB"}, "TRITON_ICD_CACHE_SIZE='-5MB'"),
+        ({rt.CACHE_TTL_ENV: "soon"}, "TRITON_ICD_CACHE_TTL='soon'"),
+        ({rt.CACHE_TTL_ENV: "0"}, "TRITON_ICD_CACHE_TTL='0'"),
+        ({rt.PRELOAD_ENV: "maybe"}, "TRITON_ICD_PRELOAD_CORRELATIONS='maybe'"),
+    ],
+)
+def test_invalid_settings_name_the_variable(env, message):
+    with pytest.raises(rt.CacheConfigError, match=message):
+        rt.CacheSettings.from_env(env)
+
+
+def test_settings_defaults_and_values(tmp_path):
+    settings = rt.CacheSettings.from_env(
+        {rt.CACHE_SIZE_ENV: "512MB", rt.CACHE_TTL_ENV: "60", rt.PRELOAD_ENV: "true", rt.CACHE_DIR_ENV: str(tmp_path)}
+    )
+    assert (settings.size_bytes, settings.ttl_s, settings.preload, settings.directory) == (512 * 1024**2, 60.0, True,
+                                                                                           tmp_path)
+    default = rt.CacheSettings.from_env({})
+    assert default.size_bytes == 1024**3 and default.ttl_s == 3600.0 and not default.preload
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _cache(tmp_path: Path, size: str = "1MB", ttl: float = 10.0) -> tuple[rt.SharedFileCache, _Clock]:
+    clock = _Clock()
+    settings = rt.CacheSettings.from_env(
+        {rt.CACHE_SIZE_ENV: size, rt.CACHE_TTL_ENV: str(ttl), rt.CACHE_DIR_ENV: str(tmp_path / "cache")}
+    )
+    return rt.SharedFileCache(settings, clock=clock), clock
+
+
+def test_cache_miss_then_hit_then_ttl_expiry(tmp_path):
+    cache, clock = _cache(tmp_path)
+    loads = []
+
+    def loader():
+        loads.append(1)
+        return np.arange(10)
+
+    assert not cache.get("k", loader).hit
+    second = cache.get("k", loader)
+    assert second.hit and np.array_equal(second.value, np.arange(10)) and len(loads) == 1
+    clock.now += 11.0
+    assert not cache.get("k", loader).hit and len(loads) == 2
+
+
+def test_cache_is_shared_through_its_directory(tmp_path):
+    first, _ = _cache(tmp_path)
+    other, _ = _cache(tmp_path)  # another instance process would build its own object on the same directory
+    first.get("layout", lambda: np.ones(5))
+    assert other.get("layout", lambda: np.zeros(5)).hit
+
+
+def test_cache_stays_within_its_bound_and_evicts_least_recently_used(tmp_path):
+    cache, clock = _cache(tmp_path, size="10KB")
+    block = np.zeros(3 * 1024 // 8)  # 3 KiB each
+    for key in ("a", "b", "c"):
+        cache.get(key, lambda: block)
+        clock.now += 1
+    cache.get("a", lambda: block)  # touch a: b is now the least recently used
+    clock.now += 1
+    cache.get("d", lambda: block)
+    assert cache.used_bytes() <= 10 * 1024
+    assert cache.get("a", lambda: block).hit
+    assert not cache.get("b", lambda: block).hit
+
+
+def test_entry_larger_than_the_bound_is_never_stored(tmp_path):
+    cache, _ = _cache(tmp_path, size="1KB")
+    big = np.zeros(1024)
+    assert not cache.get("big", lambda: big).hit
+    assert not cache.get("big", lambda: big).hit
+    assert cache.used_bytes() == 0
+
+
+def test_log_line_is_tagged_json():
+    import json
+
+    line = rt.icd_log_line({"model": "m", "batch_size": 3})
+    assert line.startswith("ICD ")
+    assert json.loads(line[4:]) == {"tag": "ICD", "model": "m", "batch_size": 3}
