@@ -21,3 +21,7 @@ DEFAULT_STATE_DIR = ".icd"
 
 # Offline Hugging Face: never reach a hub.
 HF_OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+# N:M permutation search (icd permute-nm, icd/solver/nm_search.py).
+NM_SEARCH_KICKS = 4
+NM_SEARCH_TIME_LIMIT_S = 10.0

@@ -15,8 +15,8 @@ import typer
 
 from icd.errors import UserError
 from icd.io.atomic import sha256_file
-from icd.solver.nm_file import write_nm_permutation
-from icd.solver.nm_search import DEFAULT_KICKS, DEFAULT_TIME_LIMIT_S, search_nm_permutation
+from icd.defaults import NM_SEARCH_KICKS as DEFAULT_KICKS
+from icd.defaults import NM_SEARCH_TIME_LIMIT_S as DEFAULT_TIME_LIMIT_S
 
 WeightsOption = typer.Option(..., "--weights", "-w", help="2-D weight matrix as .npy (rows = outputs)")
 NOption = typer.Option(2, "--n", help="entries kept per group of m")
@@ -76,6 +76,9 @@ def permute_nm(
     check_arguments(matrix, weights, n, m, time_limit, kicks)
     if out.exists() and out.is_dir():
         raise UserError(f"--out: {out} is a directory; give a file path such as {out / 'perm.json'}")
+    from icd.solver.nm_file import write_nm_permutation
+    from icd.solver.nm_search import search_nm_permutation
+
     result = search_nm_permutation(np.abs(matrix.astype(np.float64)), n=n, m=m, time_limit_s=time_limit,
                                    seed=seed, kicks=kicks)
     write_nm_permutation(out, result, weights=str(weights), weights_sha256=sha256_file(weights), seed=seed,

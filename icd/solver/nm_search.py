@@ -37,11 +37,11 @@ from icd.solver.nm_kernels import (
     update_table,
     warm_up,
 )
+from icd.defaults import NM_SEARCH_KICKS as DEFAULT_KICKS  # perturbations after the first descent
+from icd.defaults import NM_SEARCH_TIME_LIMIT_S as DEFAULT_TIME_LIMIT_S
 from icd.solver.nm_objective import as_scores, check_nm, efficacy_percent, kept_nm, kept_upper_bound
 
 _PAIR_MOVE_MAX_M = 4  # C(2m-1, m-1) splits per group pair: 35 for m=4, 462 for m=6
-DEFAULT_KICKS = 4  # perturbations of the local optimum tried after the first descent
-DEFAULT_TIME_LIMIT_S = 10.0
 _MIN_PAIR_CANDIDATES = 8  # group pairs re-partitioned exactly per stripe-pair step: max(8, groups / 2)
 _KICK_MIN_GROUPS = 3  # groups whose columns one perturbation shuffles together (at least)
 _GAIN_TOL = 1e-9  # relative to the mean kept score: gains below this are treated as zero
