@@ -1,9 +1,198 @@
-"""`icd` subcommands of this stage (see icd/cli/main.py for the list)."""
+"""`icd verify|keygen|encrypt|decrypt|logs|trace collect|trace analyze|optimize-instances|compress` — operations
+(docs/operations.md, docs/security.md, docs/scaling.md). The guide's scripts/*.py call these."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
+
+from icd.defaults import LOOPBACK, TRITON_HTTP_PORT
+
+EXIT_FAILED = 1
+"""Exit code when a check ran and failed (checksum mismatch, validation below threshold, no config meets targets)."""
+DEFAULT_ENDPOINT = f"http://{LOOPBACK}:{TRITON_HTTP_PORT}"
+
+trace_app = typer.Typer(help="Triton trace collection and analysis.", no_args_is_help=True)
+
+KeyFile = Annotated[Optional[Path], typer.Option(  # noqa: UP007 - typer needs Optional
+    "--key-file", help="Key file (hex, from `icd keygen`); default $ICD_PERMUTATION_KEY or $ICD_PERMUTATION_KEY_FILE.")]
+
+
+def _csv_ints(text: str, flag: str) -> list[int]:
+    from icd.errors import UserError
+
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"{flag}: expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise UserError(f"{flag}: empty list")
+    return values
+
+
+def verify(path: Annotated[Path, typer.Argument(help="Model repository, model folder or version folder.")]) -> None:
+    """Check every exported version folder against its checksums.sha256; report every mismatch."""
+    from icd.ops.checksums import verify_path
+
+    report = verify_path(path)
+    for finding in report.findings:
+        typer.echo(f"FAIL {finding.line()}")
+    status = "OK" if report.ok else f"{len(report.findings)} problem(s)"
+    typer.echo(f"{status}: {report.files_checked} files in {len(report.folders)} version folder(s) checked")
+    if not report.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def keygen(
+    output: Annotated[Path, typer.Argument(help="Key file to create (mode 0600).")] = Path("production.key"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing key file.")] = False,
+) -> None:
+    """Create a random AES-256 key file readable only by its owner."""
+    from icd.ops.crypto import generate_key
+
+    path = generate_key(output, force=force)
+    typer.echo(f"wrote {path} (mode 0600, 256-bit key)")
+
+
+def encrypt(
+    input: Annotated[Path, typer.Option("--input", help="File to encrypt (permutation.json).")],  # noqa: A002
+    key_file: KeyFile = None,
+    output: Annotated[Optional[Path], typer.Option(help="Encrypted file (default <input>.enc).")] = None,  # noqa: UP007
+    keep_plaintext: Annotated[bool, typer.Option(help="Keep the plaintext file next to the encrypted one.")] = False,
+    update_manifest: Annotated[bool, typer.Option(help="Rewrite checksums.sha256 of the folder.")] = True,
+) -> None:
+    """Encrypt a permutation file with AES-256-GCM."""
+    from icd.ops.crypto import encrypt_file, read_key
+
+    result = encrypt_file(input, read_key(key_file), output, keep_plaintext, update_manifest)
+    typer.echo(f"encrypted {result.source} -> {result.output} (AES-256-GCM)"
+               + ("; plaintext removed" if result.plaintext_removed else "")
+               + ("; checksums.sha256 updated" if result.manifest_updated else ""))
+
+
+def decrypt(
+    input: Annotated[Path, typer.Option("--input", help="Encrypted file (*.enc).")],  # noqa: A002
+    key_file: KeyFile = None,
+    output: Annotated[Optional[Path], typer.Option(help="Plaintext output (default: name without .enc).")] = None,  # noqa: UP007
+) -> None:
+    """Decrypt an encrypted permutation file (wrong key / tampered → refused, exit 2)."""
+    from icd.ops.crypto import decrypt_to_file, read_key
+
+    path = decrypt_to_file(input, read_key(key_file), output)
+    typer.echo(f"decrypted {input} -> {path}")
+
+
+def logs(
+    log_file: Annotated[Path, typer.Option("--log-file", help="Log with ICD lines (and Triton's own).")],
+    metric: Annotated[str, typer.Option(help="Numeric ICD field; a.b for nested (profile.forward_ms).")] = "permutation_time",
+    report: Annotated[Path, typer.Option(help="HTML report to write.")] = Path("icd_analysis.html"),
+) -> None:
+    """Analyze structured ICD log lines: distribution, percentiles over time, per model, anomalies."""
+    from icd.ops.log_report import analyze_log_file
+
+    summary = analyze_log_file(log_file, metric, report)
+    typer.echo(f"{summary['icd_records']} ICD records, {summary['malformed_lines']} malformed lines skipped, "
+               f"{summary['triton_lines']} Triton lines; time axis: {summary['time_axis']}")
+    for row in summary["models"]:
+        typer.echo(f"  {row['model']}: n={row['count']} p50={row['p50']:.6g} p95={row['p95']:.6g} "
+                   f"p99={row['p99']:.6g} max={row['max']:.6g} anomalies={row['anomalies']}")
+    typer.echo(f"report: {summary['report']}")
+
+
+@trace_app.command("collect")
+def trace_collect(
+    endpoint: Annotated[str, typer.Option(help="Triton HTTP endpoint (on this host).")] = DEFAULT_ENDPOINT,
+    model: Annotated[str, typer.Option(help="Model to trace.")] = "bert_icd",
+    duration: Annotated[float, typer.Option(help="Seconds of load while tracing.")] = 60.0,
+    output: Annotated[Path, typer.Option(help="Folder for trace files + client summary.")] = Path("traces"),
+    trace_rate: Annotated[int, typer.Option(help="Trace one request in N.")] = 1,
+    log_frequency: Annotated[int, typer.Option(help="Traces per file Triton writes.")] = 50,
+    concurrency: Annotated[int, typer.Option(help="Closed-loop clients.")] = 4,
+    batch_size: Annotated[int, typer.Option(help="Rows per request.")] = 1,
+    input_shape: Annotated[int, typer.Option(help="Tokens per row.")] = 128,
+) -> None:
+    """Turn on Triton tracing for a model, drive load, collect the per-request timestamps."""
+    from icd.ops.trace_collect import TraceCollectSettings, collect
+
+    record = collect(TraceCollectSettings(endpoint.rstrip("/"), model, duration, output, trace_rate, log_frequency,
+                                          concurrency, batch_size, input_shape))
+    typer.echo(f"{len(record['files'])} trace file(s) from {record['client_requests']} requests -> {output}")
+
+
+@trace_app.command("analyze")
+def trace_analyze(folder: Annotated[Path, typer.Argument(help="Folder written by `icd trace collect`.")]) -> None:
+    """Break latency into queue / compute input / infer / compute output / network; name the bottleneck; plot."""
+    from icd.ops.trace_report import analyze_folder, format_table
+
+    typer.echo(format_table(analyze_folder(folder)))
+
+
+def optimize_instances(
+    target_latency: Annotated[float, typer.Option(help="p95 latency target, ms.")] = 100.0,
+    target_utilization: Annotated[float, typer.Option(help="Plan to run at this % of measured capacity.")] = 80.0,
+    cost_model: Annotated[str, typer.Option(help="Name in deploy/cost_models/ or a YAML path.")] = "aws-p4d",
+    report: Annotated[Path, typer.Option(help="JSON report (a PNG Pareto plot is written next to it).")] = Path(
+        "optimization_report.json"),
+    endpoint: Annotated[str, typer.Option(help="Triton HTTP endpoint (explicit model control).")] = DEFAULT_ENDPOINT,
+    model: Annotated[str, typer.Option(help="Model to tune.")] = "bert_icd",
+    instance_type: Annotated[Optional[str], typer.Option(help="Instance type of the cost model (default: its first).")] = None,  # noqa: UP007
+    instance_counts: Annotated[str, typer.Option(help="Comma-separated instance counts.")] = "1,2",
+    max_batch_sizes: Annotated[str, typer.Option(help="Comma-separated max batch sizes.")] = "8,32",
+    queue_delays_us: Annotated[str, typer.Option(help="Comma-separated dynamic-batching delays (µs).")] = "0,5000",
+    duration: Annotated[float, typer.Option(help="Measured seconds per configuration.")] = 10.0,
+    concurrency: Annotated[int, typer.Option(help="Closed-loop clients.")] = 8,
+    input_shape: Annotated[int, typer.Option(help="Tokens per request row.")] = 128,
+    demand_rps: Annotated[Optional[float], typer.Option(help="Expected requests/s: sizes the fleet.")] = None,  # noqa: UP007
+) -> None:
+    """Sweep instance count / max batch / batching delay on the live server; recommend the cheapest config."""
+    from icd.ops.cost import SweepSettings, optimize
+
+    settings = SweepSettings(
+        endpoint=endpoint.rstrip("/"), model=model, target_p95_ms=target_latency,
+        target_utilization=target_utilization / 100.0, cost_model=cost_model, instance_type=instance_type,
+        instance_counts=_csv_ints(instance_counts, "--instance-counts"),
+        max_batch_sizes=_csv_ints(max_batch_sizes, "--max-batch-sizes"),
+        queue_delays_us=_csv_ints(queue_delays_us, "--queue-delays-us"), duration_s=duration,
+        concurrency=concurrency, input_shape=input_shape, demand_rps=demand_rps)
+    result = optimize(settings, report)
+    for row in result["candidates"]:
+        typer.echo(f"  {row['config_id']}: {row['throughput_rps']} req/s p95={row['p95_ms']} ms "
+                   f"meets={row['meets_latency']} cost/1M req={row['projected_cost_per_million_requests']}")
+    best = result["recommendation"]
+    typer.echo(f"recommended: {best['config_id'] if best else 'none meets the targets'}; report: {report}")
+    if best is None:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def compress(
+    input_dir: Annotated[Path, typer.Option("--input-dir", help="Model repository (or one model/version folder).")],
+    compression_ratio: Annotated[float, typer.Option(help="Fraction of off-diagonal entries kept (0, 1].")] = 0.1,
+    validate_accuracy: Annotated[bool, typer.Option(help="Solve from both matrices; keep only if >= 99%.")] = False,
+    min_objective_ratio: Annotated[float, typer.Option(help="Validation threshold.")] = 0.99,
+    time_limit: Annotated[float, typer.Option(help="Solver refinement seconds per matrix.")] = 2.0,
+) -> None:
+    """Compress correlation_matrix.npz files (low-rank factors in float16); backup kept until validated."""
+    from icd.ops.compress import compress_tree
+
+    results = compress_tree(input_dir, compression_ratio, validate_accuracy, min_objective_ratio, time_limit)
+    failed = False
+    for res in results:
+        typer.echo(f"{res.path}: {res.bytes_before} -> {res.bytes_after} bytes ({res.status.value})"
+                   + (f"; worst objective ratio {res.worst_ratio:.4f}" if res.worst_ratio is not None else ""))
+        failed |= res.failed
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's subcommands to `app`."""
+    app.command("verify")(verify)
+    app.command("keygen")(keygen)
+    app.command("encrypt")(encrypt)
+    app.command("decrypt")(decrypt)
+    app.command("logs")(logs)
+    app.add_typer(trace_app, name="trace")
+    app.command("optimize-instances")(optimize_instances)
+    app.command("compress")(compress)

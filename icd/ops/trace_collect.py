@@ -1,0 +1,122 @@
+"""Collect Triton traces for one model while driving load (``scripts/collect_performance_trace.py``).
+
+Triton 2.51 only takes the trace *file* at start (``--trace-config triton,file=PATH``; the API answers
+"trace file location can not be updated through network protocol"), so the server must have been started with
+one (``icd serve --trace-file`` / ``TritonServer(extra_args=...)``). This turns tracing on for the model through
+``POST /v2/models/<model>/trace/setting`` (level TIMESTAMPS, rate, log frequency), drives closed-loop load with
+the icd load generator, turns tracing off, and copies the trace files Triton wrote (``PATH.<n>``, each holding
+``log_frequency`` traces; the last partial batch stays in Triton until it fills) into the output folder, next to
+the client-side summary of the same load run. The server must be on this host (it writes the files).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from icd.errors import UserError
+from icd.io.atomic import write_json_atomic
+
+TRACE_SETTLE_S = 0.5
+
+
+@dataclass(frozen=True)
+class TraceCollectSettings:
+    endpoint: str
+    model: str
+    duration_s: float
+    output: Path
+    trace_rate: int = 1
+    """Trace one request in ``trace_rate``."""
+    log_frequency: int = 50
+    """Traces per file Triton writes."""
+    concurrency: int = 4
+    batch_size: int = 1
+    input_shape: int = 128
+    inputs: str = "random"
+
+
+def _settings_url(endpoint: str, model: str | None = None) -> str:
+    base = endpoint.rstrip("/")
+    return f"{base}/v2/models/{model}/trace/setting" if model else f"{base}/v2/trace/setting"
+
+
+def _post(client: httpx.Client, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    resp = client.post(url, json=body)
+    if resp.status_code != 200:
+        raise UserError(f"Triton refused trace settings at {url}: {resp.text.strip()[:200]}")
+    return resp.json()
+
+
+def server_trace_file(client: httpx.Client, endpoint: str) -> Path:
+    """The trace file the server was started with.
+
+    Raises:
+        UserError: unreachable, or no trace file configured.
+    """
+    try:
+        resp = client.get(_settings_url(endpoint))
+    except httpx.HTTPError as exc:
+        raise UserError(f"--endpoint {endpoint}: cannot reach Triton ({exc})") from None
+    if resp.status_code != 200:
+        raise UserError(f"--endpoint {endpoint}: GET /v2/trace/setting answered {resp.status_code}")
+    trace_file = resp.json().get("trace_file") or ""
+    if not trace_file:
+        raise UserError(f"Triton at {endpoint} has no trace file: start it with "
+                        "--trace-config triton,file=PATH (icd serve --trace-file PATH)")
+    return Path(trace_file)
+
+
+def _written(trace_file: Path) -> dict[Path, float]:
+    return {p: p.stat().st_mtime for p in trace_file.parent.glob(trace_file.name + "*") if p.is_file()}
+
+
+def _drive_load(settings: TraceCollectSettings) -> dict[str, Any]:
+    from icd.load.runner import run_load
+    from icd.load.settings import LoadSettings
+    from icd.load.target import Target
+
+    load = LoadSettings(duration_s=settings.duration_s, warmup_s=0.0, concurrency=settings.concurrency,
+                        batch_size=settings.batch_size, input_shape=settings.input_shape, inputs=settings.inputs,
+                        workers=0)
+    report = run_load(load, Target(settings.endpoint, (settings.model,)))
+    summary = report.model_summary(settings.model)
+    summary.pop("timeseries", None)
+    return summary
+
+
+def collect(settings: TraceCollectSettings) -> dict[str, Any]:
+    """Enable tracing, drive load, disable tracing, copy the new trace files; returns the collection record."""
+    if not settings.output.parent.exists():
+        raise UserError(f"--output {settings.output}: parent folder does not exist")
+    settings.output.mkdir(parents=True, exist_ok=True)
+    with httpx.Client(timeout=10.0, trust_env=False) as client:
+        trace_file = server_trace_file(client, settings.endpoint)
+        before = _written(trace_file)
+        url = _settings_url(settings.endpoint, settings.model)
+        applied = _post(client, url, {"trace_level": ["TIMESTAMPS"], "trace_rate": str(settings.trace_rate),
+                                      "trace_count": "-1", "log_frequency": str(settings.log_frequency)})
+        try:
+            client_summary = _drive_load(settings)
+        finally:
+            _post(client, url, {"trace_level": ["OFF"]})
+    time.sleep(TRACE_SETTLE_S)
+    new = [p for p, mtime in _written(trace_file).items() if before.get(p) != mtime]
+    copied = []
+    for path in sorted(new):
+        shutil.copy2(path, settings.output / path.name)
+        copied.append(path.name)
+    record = {"endpoint": settings.endpoint, "model": settings.model, "duration_s": settings.duration_s,
+              "server_trace_file": str(trace_file), "trace_settings": applied, "files": copied,
+              "client_requests": client_summary.get("requests")}
+    write_json_atomic(settings.output / "client_summary.json", client_summary)
+    write_json_atomic(settings.output / "collection.json", record)
+    if not copied:
+        raise UserError(f"Triton wrote no trace file under {trace_file}* during the run "
+                        f"({client_summary.get('requests')} requests; log_frequency={settings.log_frequency})")
+    return record

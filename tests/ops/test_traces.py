@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from icd.errors import ArtefactError
+from icd.ops.traces import breakdown, parse_traces
+from icd.serve.synthetic_model import EchoDelaySpec, write_echo_delay_model
+from tests.ops.helpers import run_script
+
+_STAMPS = ["HTTP_RECV_START", "HTTP_RECV_END", "REQUEST_START", "QUEUE_START", "COMPUTE_START", "COMPUTE_INPUT_END",
+           "COMPUTE_OUTPUT_START", "COMPUTE_END", "REQUEST_END", "HTTP_SEND_START", "HTTP_SEND_END"]
+
+
+def _entries(trace_id: int, offsets_us: list[int]) -> list[dict]:
+    out = [{"id": trace_id, "model_name": "m", "model_version": 1}]
+    out += [{"id": trace_id, "timestamps": [{"name": n, "ns": 1_000_000 + us * 1000}]} for n, us in zip(_STAMPS, offsets_us)]
+    return out
+
+
+def test_phases_from_triton_timestamps():
+    # recv 0-10, request 20, queue 30, compute 1030 (queue 1000 us), input end 1040, output start 5040
+    entries = _entries(1, [0, 10, 20, 30, 1030, 1040, 5040, 5060, 5070, 5080, 5100])
+    entries += [{"id": 2, "timestamps": [{"name": "QUEUE_START", "ns": 5}]}]  # incomplete
+    requests, incomplete = parse_traces(entries)
+    assert incomplete == 1 and len(requests) == 1
+    phases = requests[0].phases_ms
+    assert phases["queue"] == pytest.approx(1.0) and phases["compute_infer"] == pytest.approx(4.0)
+    assert requests[0].total_ms == pytest.approx(5.1)
+    result = breakdown(requests, client_mean_ms=7.1)
+    assert result["bottleneck"] == "compute_infer"
+    assert result["phases"]["network_client"]["mean_ms"] == pytest.approx(2.0)
+
+
+def test_no_complete_trace_is_an_error():
+    with pytest.raises(ArtefactError):
+        breakdown([], None)
+
+
+@pytest.mark.e2e
+def test_guide_commands_collect_and_analyze_real_triton(tmp_path, triton_server):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    write_echo_delay_model(repo, EchoDelaySpec(delay_ms=20.0, max_queue_delay_us=0))
+    trace_file = tmp_path / "server" / "trace.json"
+    trace_file.parent.mkdir()
+    server = triton_server(repo, extra_args=[f"--trace-config=triton,file={trace_file}"],
+                           env={"TRITON_ICD_PROFILE": "true"})
+    done = run_script("collect_performance_trace.py", "--endpoint", server.http_url, "--model", "echo_delay",
+                      "--duration", "2", "--output", "traces/", "--log-frequency", "5", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "traces" / "collection.json").read_text())
+    assert record["files"] and record["trace_settings"]["trace_level"] == ["TIMESTAMPS"]
+    done = run_script("analyze_performance_trace.py", "traces/", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "traces" / "trace_analysis.json").read_text())
+    assert result["requests"] >= 5 and result["models"] == ["echo_delay"]
+    # 20 ms sleep per batch inside execute(): the model's compute is the measured bottleneck
+    assert result["bottleneck"] == "compute_infer" and result["phases"]["compute_infer"]["mean_ms"] >= 19.0
+    assert "bottleneck: compute_infer" in done.stdout
+    assert (tmp_path / result["plot"]).is_file()
+
+
+@pytest.mark.e2e
+def test_collect_refuses_server_without_trace_file(tmp_path, triton_small_server):
+    done = run_script("collect_performance_trace.py", "--endpoint", triton_small_server.http_url, "--model",
+                      "echo_delay", "--duration", "1", "--output", str(tmp_path / "t"))
+    assert done.returncode == 2 and "trace-config" in done.stderr
