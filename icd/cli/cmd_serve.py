@@ -109,6 +109,9 @@ def serve(
     log_file: Path = typer.Option(None, "--log-file", help="Triton's log (default: a temporary file)"),
     log_verbose: int = typer.Option(0, "--log-verbose", envvar="TRITON_LOG_VERBOSE"),
     timeout_s: float = typer.Option(180.0, "--timeout", help="seconds to wait for readiness"),
+    trace_file: Path = typer.Option(None, "--trace-file", envvar="ICD_TRITON_TRACE_FILE",
+                                    help="Triton trace output file (Triton 2.51 can only set it at start); "
+                                         "`icd trace collect` then turns tracing on per model"),
 ) -> None:
     """Serve a model repository on the real tritonserver until Ctrl-C or SIGTERM."""
     from icd.serve.repository_scan import check_model_names, repository_models
@@ -121,6 +124,7 @@ def serve(
     server = TritonServer(
         model_repository, http_port, grpc_port, metrics_port, log_file=log_file, log_verbose=log_verbose,
         model_control_mode=mode, load_models=names or ("*",),
+        extra_args=() if trace_file is None else ("--trace-config", f"triton,file={trace_file.resolve()}"),
     )
     typer.echo(f"starting tritonserver on 127.0.0.1 (http {http_port}, grpc {grpc_port}, metrics {metrics_port})")
     server.start(timeout_s=timeout_s)

@@ -308,4 +308,5 @@ class LayoutRecord:
 
 def icd_log_line(fields: Mapping[str, object]) -> str:
     """``ICD {"tag": "ICD", ...}`` — one line, greppable by ``grep ICD`` and parseable after the tag."""
-    return f"{ICD_LOG_TAG} " + json.dumps({"tag": ICD_LOG_TAG, **fields}, sort_keys=False, separators=(",", ":"))
+    record = {"tag": ICD_LOG_TAG, "ts": round(time.time(), 6), **fields}
+    return f"{ICD_LOG_TAG} " + json.dumps(record, sort_keys=False, separators=(",", ":"))
