@@ -107,13 +107,11 @@ def _layout_record(inputs: RunInputs, encoder: Encoder, options: ExportOptions) 
     runtime: dict[str, list[int]] = {}
     if encoder.output_index is not None:
         runtime["output"] = encoder.output_index.tolist()
-    perms = {} if options.baseline else {k: v.tolist() for k, v in inputs.permutations.items()}
     return {
         "layout_efficiency": value,
         "definition": f"mean block locality (block {BLOCK}) of |correlation| over dims {dims}; docs/serving.md",
         "dims": dims,
         "identity_layout": options.baseline,
-        "permutations": perms,
         "correlation_file": None if options.baseline else CORRELATION_FILE,
         "runtime_permutations": runtime,
     }

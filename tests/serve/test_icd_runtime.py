@@ -158,4 +158,6 @@ def test_log_line_is_tagged_json():
 
     line = rt.icd_log_line({"model": "m", "batch_size": 3})
     assert line.startswith("ICD ")
-    assert json.loads(line[4:]) == {"tag": "ICD", "model": "m", "batch_size": 3}
+    record = json.loads(line[4:])
+    assert isinstance(record.pop("ts"), float)
+    assert record == {"tag": "ICD", "model": "m", "batch_size": 3}

@@ -280,9 +280,73 @@ class SharedFileCache:
 
 
 # ------------------------------------------------------------------------------------------------- layout
+PERMUTATION_FILE = "permutation.json"
+ENCRYPTED_SUFFIX = ".enc"
+ENCRYPTION_FORMAT = "icd-aes-256-gcm/1"
+KEY_ENV = "ICD_PERMUTATION_KEY"
+KEY_FILE_ENV = "ICD_PERMUTATION_KEY_FILE"
+
+
+class DecryptionError(ValueError):
+    """An encrypted permutation file cannot be decrypted (no key, wrong key, tampered). Never shows the key."""
+
+
+def _permutation_key(env: Mapping[str, str]) -> bytes:
+    if env.get(KEY_ENV):
+        text, where = env[KEY_ENV], f"${KEY_ENV}"
+    elif env.get(KEY_FILE_ENV):
+        where = env[KEY_FILE_ENV]
+        try:
+            text = Path(where).read_text()
+        except OSError as exc:
+            raise DecryptionError(f"{where}: cannot read key file ({exc.strerror})") from None
+    else:
+        raise DecryptionError(f"{PERMUTATION_FILE}{ENCRYPTED_SUFFIX} is encrypted: set ${KEY_ENV} or ${KEY_FILE_ENV}")
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        raise DecryptionError(f"{where}: not a hex key") from None
+    if len(key) != 32:
+        raise DecryptionError(f"{where}: key has {len(key)} bytes, AES-256 needs 32")
+    return key
+
+
+def decrypt_permutation_file(path: Path, env: Mapping[str, str]) -> bytes:
+    """Plaintext of an ``icd encrypt`` envelope (AES-256-GCM, file name bound as associated data)."""
+    import base64
+
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    doc = json.loads(Path(path).read_text())
+    if not isinstance(doc, dict) or doc.get("format") != ENCRYPTION_FORMAT:
+        raise DecryptionError(f"{path.name}: not an {ENCRYPTION_FORMAT} file")
+    key = _permutation_key(env)
+    try:
+        nonce = base64.b64decode(doc["nonce"], validate=True)
+        ciphertext = base64.b64decode(doc["ciphertext"], validate=True)
+        return AESGCM(key).decrypt(nonce, ciphertext, str(doc["name"]).encode())
+    except (KeyError, ValueError, InvalidTag):
+        raise DecryptionError(f"{path.name}: refused — wrong key or tampered ciphertext") from None
+
+
+def read_permutations(folder: Path, env: Mapping[str, str]) -> dict[str, list[int]]:
+    """The version's permutations from ``permutation.json``, or its encrypted ``.enc`` (key from ``env``)."""
+    plain = Path(folder) / PERMUTATION_FILE
+    encrypted = plain.with_name(PERMUTATION_FILE + ENCRYPTED_SUFFIX)
+    if plain.is_file():
+        doc = json.loads(plain.read_text())
+    elif encrypted.is_file():
+        doc = json.loads(decrypt_permutation_file(encrypted, env))
+    else:
+        return {}
+    return {entry["name"]: list(entry["perm"]) for entry in doc.get("dims", [])}
+
+
 @dataclass(frozen=True)
 class LayoutRecord:
-    """What ``icd_layout.json`` (written at export) says about this version's layout."""
+    """What ``icd_layout.json`` (written at export) says about this version's layout, with the permutations read
+    from ``permutation.json`` (or decrypted from ``permutation.json.enc``)."""
 
     layout_efficiency: float
     permutations: dict[str, list[int]]
@@ -290,12 +354,13 @@ class LayoutRecord:
     runtime_permutations: dict[str, list[int]]
 
     @classmethod
-    def load(cls, folder: Path) -> LayoutRecord:
+    def load(cls, folder: Path, env: Mapping[str, str] | None = None) -> LayoutRecord:
         doc = json.loads((Path(folder) / LAYOUT_FILE).read_text())
         value = doc.get("layout_efficiency")
+        identity = bool(doc.get("identity_layout"))
         return cls(
             layout_efficiency=float("nan") if value is None else float(value),
-            permutations={k: list(v) for k, v in doc.get("permutations", {}).items()},
+            permutations={} if identity else read_permutations(Path(folder), os.environ if env is None else env),
             correlation_file=doc.get("correlation_file"),
             runtime_permutations={k: list(v) for k, v in doc.get("runtime_permutations", {}).items()},
         )

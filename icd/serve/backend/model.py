@@ -54,7 +54,10 @@ class TritonPythonModel:
             self.settings = rt.CacheSettings.from_env(os.environ)
         except (rt.ChecksumError, rt.CacheConfigError) as exc:
             raise pb_utils.TritonModelException(f"{self.model_name}: {exc}") from None
-        self.layout = rt.LayoutRecord.load(self.folder)
+        try:
+            self.layout = rt.LayoutRecord.load(self.folder, os.environ)
+        except rt.DecryptionError as exc:
+            raise pb_utils.TritonModelException(f"{self.model_name}: {exc}") from None
         unknown = sorted(set(self.layout.runtime_permutations) - {"output"})
         if unknown:
             raise pb_utils.TritonModelException(

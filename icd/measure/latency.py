@@ -1,0 +1,136 @@
+"""In-process latency of one ``Encoder`` forward: fixed torch threads, inference mode, after warm-up.
+
+This is the single latency harness of icd (the pipeline, benches and reports use it).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from icd.measure.metrics import Measurement
+
+DEFAULT_VOCAB = 30522
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Median / p95 wall time of ``runs`` timed forwards of a ``batch_size × seq_len`` batch."""
+
+    median_ms: float
+    p95_ms: float
+    runs: int
+    threads: int
+    batch_size: int
+    seq_len: int
+    how: str
+    samples_ms: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        out = asdict(self)
+        out["samples_ms"] = list(self.samples_ms)
+        return out
+
+    def measurements(self) -> list[Measurement]:
+        return [
+            Measurement("latency_median_ms", self.median_ms, self.how),
+            Measurement("latency_p95_ms", self.p95_ms, self.how),
+        ]
+
+
+def _vocab_size(encoder: nn.Module) -> int:
+    bert = getattr(encoder, "bert", None)
+    config = getattr(bert, "config", None)
+    return int(getattr(config, "vocab_size", DEFAULT_VOCAB))
+
+
+def synthetic_batch(encoder: nn.Module, batch_size: int, seq_len: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded random token ids (no padding) of the given shape, for timing only."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, _vocab_size(encoder), (batch_size, seq_len), generator=generator)
+    return ids, torch.ones_like(ids)
+
+
+def measure_latency(
+    encoder: nn.Module,
+    batch_size: int = 8,
+    seq_len: int = 128,
+    warmup: int = 3,
+    runs: int = 10,
+    threads: int = 2,
+    seed: int = 0,
+) -> Latency:
+    """Time ``runs`` forwards after ``warmup`` untimed ones, with ``threads`` torch threads.
+
+    The previous torch thread count is restored afterwards. Raises ValueError for non-positive sizes.
+    """
+    return measure_latency_interleaved({"model": encoder}, batch_size, seq_len, warmup, runs, threads, seed)["model"]
+
+
+def _check_sizes(batch_size: int, seq_len: int, warmup: int, runs: int, threads: int) -> None:
+    for name, value, low in (("batch_size", batch_size, 1), ("seq_len", seq_len, 1), ("runs", runs, 1),
+                             ("threads", threads, 1), ("warmup", warmup, 0)):
+        if value < low:
+            raise ValueError(f"measure_latency: {name} must be >= {low}, got {value}")
+
+
+def _time_once(encoder: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> float:
+    start = time.perf_counter()
+    encoder(ids, mask)
+    return (time.perf_counter() - start) * 1000.0
+
+
+def measure_latency_interleaved(
+    encoders: dict[str, nn.Module],
+    batch_size: int = 8,
+    seq_len: int = 128,
+    warmup: int = 3,
+    runs: int = 10,
+    threads: int = 2,
+    seed: int = 0,
+) -> dict[str, Latency]:
+    """Time several models in rounds (each round runs every model once), so that a change in machine load
+    during the measurement affects all of them alike; same inputs, threads and warm-up for each.
+
+    With one model this is :func:`measure_latency`. The previous torch thread count is restored afterwards.
+    """
+    _check_sizes(batch_size, seq_len, warmup, runs, threads)
+    if not encoders:
+        raise ValueError("measure_latency_interleaved: no models")
+    first = next(iter(encoders.values()))
+    ids, mask = synthetic_batch(first, batch_size, seq_len, seed)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    samples: dict[str, list[float]] = {name: [] for name in encoders}
+    try:
+        with torch.inference_mode():
+            for encoder in encoders.values():
+                for _ in range(warmup):
+                    encoder(ids, mask)
+            for _ in range(runs):
+                for name, encoder in encoders.items():
+                    samples[name].append(_time_once(encoder, ids, mask))
+    finally:
+        torch.set_num_threads(previous)
+    how = (
+        f"in-process forward, torch.inference_mode, {threads} threads, batch {batch_size}x{seq_len} random "
+        f"token ids, {warmup} warm-up + {runs} timed runs (perf_counter)"
+        + (f", interleaved round-robin with {len(encoders)} models" if len(encoders) > 1 else "")
+    )
+    return {
+        name: Latency(
+            median_ms=float(np.median(values)),
+            p95_ms=float(np.percentile(values, 95)),
+            runs=runs,
+            threads=threads,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            how=how,
+            samples_ms=tuple(values),
+        )
+        for name, values in samples.items()
+    }

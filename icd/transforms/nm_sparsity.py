@@ -1,0 +1,558 @@
+"""One-shot N:M sparsity along each selected Linear's input dimension.
+
+In every output row, each group of ``m`` consecutive input columns keeps at most ``n`` weights. Methods:
+
+* ``magnitude`` — keep the ``n`` largest ``|W_ij|`` per group (no data).
+* ``wanda`` — keep the ``n`` largest ``|W_ij| · ‖x_j‖`` (Sun et al. 2023); ``‖x_j‖`` from calibration tokens.
+* ``sparsegpt`` — OBS-style mask selection and reconstruction of the kept weights from the Hessian
+  ``H = XᵀX + λI``, column block by block (Frantar & Alistarh 2023).
+
+Data-aware methods run *sequentially* by default: Linears are processed in forward order, and each one's
+statistics come from the model whose earlier Linears are already sparse, so later layers compensate the error
+of earlier ones. The weights present when the transform runs are used as they are, so N:M applies equally to a
+model whose permutations were folded in before.
+
+Example:
+    >>> optimize_(encoder, NMSparsityConfig(n=2, m=4, scope="all", method="sparsegpt"),
+    ...           TransformContext(tokenizer=tok, calibration_texts=texts))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from icd.measure.encode import Batch
+from icd.transforms.api import TransformContext, TransformRecord, register_transform
+from icd.transforms.configs import NMSparsityConfig
+
+SCOPE_PATTERNS = {
+    "ffn": r"^encoder\.layer\.\d+\.(intermediate|output)\.dense$",
+    "attention": r"^encoder\.layer\.\d+\.attention\.(self\.(query|key|value)|output\.dense)$",
+    "all": r"^encoder\.layer\.\d+\.",
+}
+_SHARED_INPUT = re.compile(r"\.self\.(query|key|value)$")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Masks
+
+
+def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Boolean keep-mask with the ``n`` highest ``scores`` in each group of ``m`` consecutive columns per row.
+
+    Raises:
+        ValueError: ``scores`` is not 2-D, its column count is not a multiple of ``m``, or ``n >= m``.
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"nm_mask: scores must be 2-D, got shape {tuple(scores.shape)}")
+    if not 0 < n < m:
+        raise ValueError(f"nm_mask: need 0 < n < m, got n={n}, m={m}")
+    rows, cols = scores.shape
+    if cols % m:
+        raise ValueError(f"nm_mask: {cols} input columns is not a multiple of m={m}")
+    groups = scores.reshape(rows, cols // m, m)
+    keep = torch.zeros_like(groups, dtype=torch.bool)
+    keep.scatter_(2, groups.topk(n, dim=2).indices, True)
+    return keep.reshape(rows, cols)
+
+
+def is_nm(weight: torch.Tensor, n: int, m: int) -> bool:
+    """True when every group of ``m`` consecutive input columns of every row has at most ``n`` non-zeros."""
+    rows, cols = weight.shape
+    if cols % m:
+        return False
+    nonzero = (weight != 0).reshape(rows, cols // m, m).sum(dim=2)
+    return bool((nonzero <= n).all())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Selection
+
+
+def encoder_body(encoder: nn.Module) -> nn.Module:
+    """The ``BertModel`` whose module names are the Linear names (``encoder.layer.0.intermediate.dense``)."""
+    return getattr(encoder, "bert", encoder)
+
+
+def select_linears(encoder: nn.Module, scope: str) -> dict[str, nn.Linear]:
+    """Linears of the encoder body matching ``scope`` ('ffn', 'attention', 'all' or a regex), in forward order.
+
+    Raises:
+        ValueError: nothing matches.
+    """
+    pattern = re.compile(SCOPE_PATTERNS.get(scope, scope))
+    body = encoder_body(encoder)
+    chosen = {name: mod for name, mod in body.named_modules() if isinstance(mod, nn.Linear) and pattern.search(name)}
+    if not chosen:
+        raise ValueError(f"nm_sparsity.scope={scope!r} selects no Linear of the model")
+    return chosen
+
+
+def input_groups(names: Sequence[str]) -> list[list[str]]:
+    """Group Linear names that read the same input (query/key/value of one layer), keeping forward order."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(_SHARED_INPUT.sub(".self.qkv", name), []).append(name)
+    return list(groups.values())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Calibration statistics
+
+
+@dataclass
+class InputGram:
+    """Σ x xᵀ over the non-padding tokens a Linear has seen (float64) and the token count."""
+
+    gram: torch.Tensor
+    count: int = 0
+
+    @property
+    def hessian(self) -> torch.Tensor:
+        """Mean ``x xᵀ`` (the layer-wise Hessian up to a factor 2)."""
+        return self.gram / max(self.count, 1)
+
+    @property
+    def input_norms(self) -> torch.Tensor:
+        """‖x_j‖ per input channel over all tokens (what Wanda multiplies ``|W|`` by)."""
+        return self.gram.diagonal().clamp(min=0).sqrt()
+
+
+class _StopForward(Exception):
+    """Raised by a hook once every Linear of interest has seen its input for the batch."""
+
+
+@contextmanager
+def _gram_hooks(body: nn.Module, names: Sequence[str], stop_after: str | None) -> Iterator[tuple[dict[str, InputGram], list]]:
+    modules = dict(body.named_modules())
+    grams = {name: InputGram(torch.zeros(modules[name].in_features, modules[name].in_features, dtype=torch.float64))
+             for name in names}
+    mask_holder: list[torch.Tensor] = []
+
+    def make_hook(name: str):
+        def hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            x = args[0]
+            tokens = x[mask_holder[0].bool()] if x.dim() == 3 else x.reshape(-1, x.shape[-1])
+            tokens = tokens.double()
+            grams[name].gram += tokens.T @ tokens
+            grams[name].count += tokens.shape[0]
+            if name == stop_after:
+                raise _StopForward
+
+        return hook
+
+    handles = [modules[name].register_forward_pre_hook(make_hook(name)) for name in names]
+    try:
+        yield grams, mask_holder
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def collect_grams(encoder: nn.Module, names: Sequence[str], batches: Sequence[Batch], stop_early: bool = True) -> dict[str, InputGram]:
+    """Run ``batches`` through ``encoder`` and accumulate each named Linear's input Gram (padding excluded).
+
+    With ``stop_early`` the forward stops once the last named Linear (in forward order) has its input.
+    """
+    body = encoder_body(encoder)
+    with _gram_hooks(body, names, names[-1] if stop_early else None) as (grams, mask_holder), torch.inference_mode():
+        for batch in batches:
+            mask_holder[:] = [batch.attention_mask]
+            try:
+                encoder(batch.input_ids, batch.attention_mask)
+            except _StopForward:
+                pass
+    return grams
+
+
+def _grams_from_stats(stats: object, names: Sequence[str]) -> dict[str, InputGram] | None:
+    """Per-Linear Grams from an ``icd.calibrate.CalibrationStats`` (its ``inputs`` table), when it has them all.
+
+    The statistics must describe the model as it is now (taken after any permutation was folded in).
+    """
+    layers = getattr(stats, "inputs", stats)
+    out = {}
+    for name in names:
+        entry = layers.get(name) if isinstance(layers, dict) else None
+        gram = getattr(entry, "gram", None)
+        if gram is None:
+            return None
+        out[name] = InputGram(torch.as_tensor(gram, dtype=torch.float64), int(getattr(entry, "count", 1)))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Methods
+
+
+def magnitude_prune(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Weights with the ``n`` largest ``|w|`` kept per group of ``m`` inputs, the rest zero."""
+    return weight * nm_mask(weight.abs(), n, m)
+
+
+def wanda_prune(weight: torch.Tensor, input_norms: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Weights with the ``n`` largest ``|w_ij| · ‖x_j‖`` kept per group of ``m`` inputs."""
+    scores = weight.abs().double() * input_norms.double().unsqueeze(0)
+    return weight * nm_mask(scores, n, m)
+
+
+def _inverse_hessian_chol(hessian: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor of ``(H + λI)⁻¹`` with λ = damp · mean diag(H), raising λ until it factorises."""
+    eye = torch.eye(hessian.shape[0], dtype=hessian.dtype)
+    scale = hessian.diagonal().mean().clamp(min=1e-12)
+    lam = damp * scale
+    for _ in range(8):
+        chol, info = torch.linalg.cholesky_ex(hessian + lam * eye)
+        if int(info) == 0:
+            inv = torch.cholesky_inverse(chol)
+            return torch.linalg.cholesky(inv, upper=True)
+        lam = max(float(lam) * 10.0, 1e-8 * float(scale))
+    raise ValueError("sparsegpt: Hessian is not positive definite even after damping")
+
+
+def sparsegpt_prune(
+    weight: torch.Tensor, hessian: torch.Tensor, n: int, m: int, blocksize: int = 128, damp: float = 0.01
+) -> torch.Tensor:
+    """N:M mask selection and weight reconstruction by SparseGPT (Frantar & Alistarh 2023, Alg. 1).
+
+    Args:
+        weight: ``out × in`` weights.
+        hessian: ``in × in`` mean ``x xᵀ`` of the layer's inputs.
+        n, m: keep ``n`` of every ``m`` consecutive inputs per row.
+        blocksize: columns per lazy-update block (rounded down to a multiple of ``m``).
+        damp: damping as a fraction of the mean diagonal of ``hessian``.
+
+    Returns:
+        New weights (same shape and dtype) in the exact N:M pattern.
+    """
+    rows, cols = weight.shape
+    if cols % m:
+        raise ValueError(f"sparsegpt: {cols} input columns is not a multiple of m={m}")
+    w = weight.detach().double().clone()
+    h = hessian.double().clone()
+    dead = h.diagonal() == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    hinv = _inverse_hessian_chol(h, damp)
+    block = max(m, blocksize - blocksize % m)
+    for i1 in range(0, cols, block):
+        i2 = min(i1 + block, cols)
+        w1 = w[:, i1:i2].clone()
+        q1 = torch.zeros_like(w1)
+        err1 = torch.zeros_like(w1)
+        hinv1 = hinv[i1:i2, i1:i2]
+        prune = torch.zeros_like(w1, dtype=torch.bool)
+        for i in range(i2 - i1):
+            if i % m == 0:
+                scores = w1[:, i : i + m] ** 2 / hinv1.diagonal()[i : i + m].unsqueeze(0) ** 2
+                drop = scores.topk(m - n, dim=1, largest=False).indices
+                prune[:, i : i + m].scatter_(1, drop, True)
+            col = w1[:, i]
+            q = col.masked_fill(prune[:, i], 0.0)
+            q1[:, i] = q
+            e = (col - q) / hinv1[i, i]
+            w1[:, i:] -= e.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
+            err1[:, i] = e
+        w[:, i1:i2] = q1
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    return w.to(weight.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reports
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    """What N:M did to one Linear.
+
+    ``rel_error`` is ``‖(W − Ŵ) X‖² / ‖W X‖²`` over the calibration inputs the Linear saw (``error_kind``
+    "output"), or ``‖W − Ŵ‖² / ‖W‖²`` when no data was used (``error_kind`` "weight").
+    """
+
+    name: str
+    out_features: int
+    in_features: int
+    kept_fraction: float
+    rel_error: float
+    error_kind: str
+    calibration_tokens: int
+
+
+@dataclass
+class NMSparsityReport:
+    """Per-layer results of one N:M transform and its provenance."""
+
+    record: TransformRecord
+    layers: list[LayerSparsity] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {"record": self.record.to_dict(), "seconds": self.seconds, "layers": [asdict(x) for x in self.layers]}
+
+
+def _layer_report(name: str, old: torch.Tensor, new: torch.Tensor, gram: InputGram | None) -> LayerSparsity:
+    delta = (old - new).double()
+    if gram is not None and gram.count > 0:
+        h = gram.hessian
+        num = torch.einsum("ij,jk,ik->", delta, h, delta).item()
+        den = torch.einsum("ij,jk,ik->", old.double(), h, old.double()).item()
+        kind = "output"
+    else:
+        num, den, kind = delta.pow(2).sum().item(), old.double().pow(2).sum().item(), "weight"
+    return LayerSparsity(
+        name=name,
+        out_features=old.shape[0],
+        in_features=old.shape[1],
+        kept_fraction=float((new != 0).double().mean()),
+        rel_error=num / den if den > 0 else 0.0,
+        error_kind=kind,
+        calibration_tokens=gram.count if gram is not None else 0,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Layer-wise sequential calibration
+
+
+@dataclass
+class _LayerCall:
+    """How one batch enters an encoder layer: hidden states plus the other arguments the model passed."""
+
+    hidden: torch.Tensor
+    args: tuple
+    kwargs: dict
+    token_mask: torch.Tensor
+
+
+def _capture_layer_calls(encoder: nn.Module, layer: nn.Module, batches: Sequence[Batch]) -> list[_LayerCall]:
+    calls: list[_LayerCall] = []
+    current: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        calls.append(_LayerCall(args[0], tuple(args[1:]), dict(kwargs), current[0].bool()))
+        raise _StopForward
+
+    handle = layer.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        with torch.inference_mode():
+            for batch in batches:
+                current[:] = [batch.attention_mask]
+                try:
+                    encoder(batch.input_ids, batch.attention_mask)
+                except _StopForward:
+                    pass
+    finally:
+        handle.remove()
+    return calls
+
+
+def _run_layer(layer: nn.Module, call: _LayerCall, hidden: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        out = layer(hidden, *call.args, **call.kwargs)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _linear_input(layer: nn.Module, module_name: str, call: _LayerCall, hidden: torch.Tensor) -> torch.Tensor:
+    """Input tokens (non-padding rows, float64) of ``layer``'s sub-module ``module_name`` for one batch."""
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, args: tuple) -> None:
+        captured.append(args[0])
+        raise _StopForward
+
+    handle = layer.get_submodule(module_name).register_forward_pre_hook(hook)
+    try:
+        _run_layer(layer, call, hidden)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    return captured[0][call.token_mask].double()
+
+
+@dataclass
+class _GroupStats:
+    """Gram of the (sparse-model) inputs, and their cross product with the dense model's inputs."""
+
+    gram: InputGram
+    cross: torch.Tensor | None = None  # X̂ᵀ X (in × in), only with error feedback
+    dense_gram: torch.Tensor | None = None  # Xᵀ X of the dense model's inputs, only with error feedback
+
+
+def _group_stats(
+    layer: nn.Module, dense_layer: nn.Module | None, module_name: str, calls: Sequence[_LayerCall],
+    hidden: Sequence[torch.Tensor], dense_hidden: Sequence[torch.Tensor] | None,
+) -> _GroupStats:
+    in_features = layer.get_submodule(module_name).in_features
+    gram = InputGram(torch.zeros(in_features, in_features, dtype=torch.float64))
+    cross = None if dense_layer is None else torch.zeros_like(gram.gram)
+    dense_gram = None if dense_layer is None else torch.zeros_like(gram.gram)
+    for k, call in enumerate(calls):
+        x_hat = _linear_input(layer, module_name, call, hidden[k])
+        gram.gram += x_hat.T @ x_hat
+        gram.count += x_hat.shape[0]
+        if cross is not None and dense_gram is not None and dense_layer is not None and dense_hidden is not None:
+            x = _linear_input(dense_layer, module_name, call, dense_hidden[k])
+            cross += x_hat.T @ x
+            dense_gram += x.T @ x
+    return _GroupStats(gram, cross, dense_gram)
+
+
+def _feedback_target(weight: torch.Tensor, stats: _GroupStats, damp: float) -> torch.Tensor:
+    """Unconstrained least-squares weights for the sparse inputs: ``W (X̂ᵀX)ᵀ (X̂ᵀX̂ + λI)⁻¹``."""
+    if stats.cross is None:
+        return weight
+    h = stats.gram.gram
+    lam = damp * h.diagonal().mean().clamp(min=1e-12)
+    eye = torch.eye(h.shape[0], dtype=h.dtype)
+    rhs = stats.cross @ weight.double().T  # X̂ᵀ X Wᵀ
+    return torch.linalg.solve(h + lam * eye, rhs).T.to(weight.dtype)
+
+
+def _encoder_layers(encoder: nn.Module) -> list[nn.Module]:
+    return list(encoder_body(encoder).encoder.layer)
+
+
+_LAYER_NAME = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
+
+
+def _sequential_layerwise(
+    encoder: nn.Module, linears: dict[str, nn.Linear], config: NMSparsityConfig, batches: Sequence[Batch]
+) -> list[LayerSparsity]:
+    """Sparsify encoder-layer Linears layer by layer on cached layer inputs (each layer runs a few times)."""
+    layers = _encoder_layers(encoder)
+    by_layer: dict[int, list[str]] = {}
+    for name in linears:
+        match = _LAYER_NAME.match(name)
+        if match:
+            by_layer.setdefault(int(match.group(1)), []).append(name)
+    if not by_layer:
+        return []
+    feedback = config.method == "sparsegpt" and config.error_feedback
+    calls = _capture_layer_calls(encoder, layers[0], batches)
+    hidden = [c.hidden for c in calls]
+    dense_hidden = list(hidden) if feedback else None
+    results = []
+    for index in range(max(by_layer) + 1):
+        layer = layers[index]
+        dense_layer = copy.deepcopy(layer) if feedback else None
+        for group in input_groups(by_layer.get(index, [])):
+            rel = _LAYER_NAME.match(group[0]).group(2)  # type: ignore[union-attr]
+            stats = _group_stats(layer, dense_layer, rel, calls, hidden, dense_hidden)
+            for name in group:
+                results.append(_apply_one(name, linears[name], config, stats))
+        hidden = [_run_layer(layer, c, h) for c, h in zip(calls, hidden)]
+        if dense_layer is not None and dense_hidden is not None:
+            dense_hidden = [_run_layer(dense_layer, c, h) for c, h in zip(calls, dense_hidden)]
+    return results
+
+
+def _layer_report_vs_dense(
+    name: str, old: torch.Tensor, new: torch.Tensor, gram: InputGram, cross: torch.Tensor, dense_gram: torch.Tensor
+) -> LayerSparsity:
+    """``rel_error = ‖XWᵀ − X̂Ŵᵀ‖² / ‖XWᵀ‖²``: the sparse Linear on sparse-model inputs vs the dense one."""
+    w, w_hat = old.double(), new.double()
+    dense = torch.einsum("ij,jk,ik->", w, dense_gram, w).item()
+    num = dense - 2 * (w_hat * (w @ cross.T)).sum().item() + torch.einsum("ij,jk,ik->", w_hat, gram.gram, w_hat).item()
+    return LayerSparsity(
+        name=name, out_features=old.shape[0], in_features=old.shape[1],
+        kept_fraction=float((new != 0).double().mean()),
+        rel_error=max(num, 0.0) / dense if dense > 0 else 0.0,
+        error_kind="output_vs_dense", calibration_tokens=gram.count,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Driver
+
+
+def _sparsify_weight(weight: torch.Tensor, config: NMSparsityConfig, stats: _GroupStats | None) -> torch.Tensor:
+    if config.method == "magnitude":
+        return magnitude_prune(weight, config.n, config.m)
+    if stats is None:
+        raise ValueError(f"nm_sparsity.method={config.method!r} needs calibration data (TransformContext)")
+    if config.method == "wanda":
+        return wanda_prune(weight, stats.gram.input_norms, config.n, config.m)
+    target = _feedback_target(weight, stats, config.damp)
+    return sparsegpt_prune(target, stats.gram.hessian, config.n, config.m, config.blocksize, config.damp)
+
+
+def _check_shapes(linears: dict[str, nn.Linear], m: int) -> None:
+    for name, linear in linears.items():
+        if linear.in_features % m:
+            raise ValueError(f"nm_sparsity.m={m}: Linear {name} has {linear.in_features} inputs, not a multiple of m")
+
+
+def _one_pass_grams(
+    encoder: nn.Module, config: NMSparsityConfig, context: TransformContext | None, names: Sequence[str]
+) -> dict[str, InputGram] | None:
+    """Grams of ``names`` from the model as it is now, or from ``context.stats`` (None for magnitude)."""
+    if config.method == "magnitude" or not names:
+        return None
+    if context is not None and context.stats is not None and not config.sequential:
+        grams = _grams_from_stats(context.stats, names)
+        if grams is not None:
+            return grams
+    if context is None or not context.has_calibration_data:
+        raise ValueError(f"nm_sparsity.method={config.method!r} needs calibration data (TransformContext)")
+    return collect_grams(encoder, names, context.calibration_batches())
+
+
+def apply_nm_sparsity(
+    encoder: nn.Module, config: NMSparsityConfig, context: TransformContext | None = None
+) -> NMSparsityReport:
+    """Make every Linear in ``config.scope`` N:M sparse, in place; return per-layer information.
+
+    Raises:
+        ValueError: the scope selects nothing, a Linear's input size is not a multiple of ``m``, or a data-aware
+            method has no calibration data.
+    """
+    start = time.perf_counter()
+    linears = select_linears(encoder, config.scope)
+    _check_shapes(linears, config.m)
+    report = NMSparsityReport(record=TransformRecord.from_config(config))
+    remaining = list(linears)
+    data_aware = config.method != "magnitude"
+    if data_aware and config.sequential and context is not None and context.has_calibration_data:
+        report.layers.extend(_sequential_layerwise(encoder, linears, config, context.calibration_batches()))
+        done = {layer.name for layer in report.layers}
+        remaining = [name for name in remaining if name not in done]
+    if config.sequential and data_aware:
+        for group in input_groups(remaining):  # Linears outside the encoder layers (pooler, head), in order
+            grams = _one_pass_grams(encoder, config, context, group)
+            for name in group:
+                report.layers.append(_apply_one(name, linears[name], config, _stats_of(grams, name)))
+    else:
+        grams = _one_pass_grams(encoder, config, context, remaining)
+        for name in remaining:
+            report.layers.append(_apply_one(name, linears[name], config, _stats_of(grams, name)))
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _stats_of(grams: dict[str, InputGram] | None, name: str) -> _GroupStats | None:
+    return None if grams is None else _GroupStats(grams[name], None)
+
+
+def _apply_one(name: str, linear: nn.Linear, config: NMSparsityConfig, stats: _GroupStats | None) -> LayerSparsity:
+    old = linear.weight.data.clone()
+    new = _sparsify_weight(old, config, stats)
+    with torch.no_grad():
+        linear.weight.copy_(new)
+    if stats is not None and stats.cross is not None and stats.dense_gram is not None:
+        return _layer_report_vs_dense(name, old, linear.weight.data, stats.gram, stats.cross, stats.dense_gram)
+    return _layer_report(name, old, linear.weight.data, None if stats is None else stats.gram)
+
+
+@register_transform(NMSparsityConfig)
+def _nm_sparsity_handler(encoder: nn.Module, config: NMSparsityConfig, context: TransformContext | None) -> NMSparsityReport:
+    return apply_nm_sparsity(encoder, config, context)

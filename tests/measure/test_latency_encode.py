@@ -1,0 +1,54 @@
+"""In-process latency harness and encode (no timing assertions)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from icd.measure.encode import encode
+from icd.measure.latency import measure_latency, measure_latency_interleaved
+from icd.model.encoder import Encoder
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Encoder:
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)
+    return Encoder(BertModel(config, add_pooling_layer=False).eval(), "embedding").eval()
+
+
+def test_latency_positive_with_asked_runs_and_threads_restored(tiny):
+    before = torch.get_num_threads()
+    lat = measure_latency(tiny, batch_size=2, seq_len=8, warmup=1, runs=4, threads=1)
+    assert lat.runs == 4 and len(lat.samples_ms) == 4
+    assert lat.median_ms > 0 and lat.p95_ms >= lat.median_ms
+    assert (lat.batch_size, lat.seq_len, lat.threads) == (2, 8, 1)
+    assert "1 threads" in lat.how and "4 timed runs" in lat.how
+    assert torch.get_num_threads() == before
+    assert [m.tag for m in lat.measurements()] == ["latency_median_ms", "latency_p95_ms"]
+
+
+def test_interleaved_latency_times_every_model(tiny):
+    lat = measure_latency_interleaved({"a": tiny, "b": tiny}, batch_size=1, seq_len=4, warmup=0, runs=3, threads=1)
+    assert sorted(lat) == ["a", "b"]
+    assert all(len(x.samples_ms) == 3 and x.median_ms > 0 for x in lat.values())
+    assert "interleaved" in lat["a"].how
+    with pytest.raises(ValueError, match="no models"):
+        measure_latency_interleaved({})
+
+
+def test_latency_rejects_bad_sizes(tiny):
+    with pytest.raises(ValueError, match="runs"):
+        measure_latency(tiny, runs=0)
+
+
+def test_encode_keeps_text_order(tiny, minilm_tokenizer):
+    texts = ["a much longer text than the others, with many more tokens in it", "short", "medium length text"]
+    together = encode(tiny, minilm_tokenizer, texts, batch_size=2, max_length=32)
+    alone = torch.cat([encode(tiny, minilm_tokenizer, [t], batch_size=1, max_length=32) for t in texts])
+    assert together.shape == (3, 16)
+    assert torch.allclose(together, alone, atol=1e-5)
+    with pytest.raises(ValueError, match="no texts"):
+        encode(tiny, minilm_tokenizer, [], batch_size=2)

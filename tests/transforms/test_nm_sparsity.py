@@ -1,0 +1,186 @@
+"""N:M sparsity: exact pattern, shapes and dtype kept, scopes, methods, errors (on a tiny random BERT)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import BertConfig, BertModel
+
+from icd.measure.encode import Batch
+from icd.model.encoder import Encoder
+from icd.transforms.api import TransformContext, optimize_
+from icd.transforms.configs import NMSparsityConfig
+from icd.transforms.nm_sparsity import (
+    is_nm,
+    magnitude_prune,
+    nm_mask,
+    select_linears,
+    sparsegpt_prune,
+    wanda_prune,
+)
+
+LAYERS = 2
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder() -> Encoder:
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=200, hidden_size=32, num_hidden_layers=LAYERS, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64)
+    return Encoder(BertModel(config, add_pooling_layer=False).eval(), "embedding").eval()
+
+
+@pytest.fixture(scope="module")
+def batches() -> list[Batch]:
+    gen = torch.Generator().manual_seed(1)
+    out = []
+    for _ in range(3):
+        ids = torch.randint(5, 200, (4, 12), generator=gen)
+        mask = torch.ones_like(ids)
+        mask[0, 8:] = 0  # some padding
+        out.append(Batch(ids, mask))
+    return out
+
+
+def _context(batches: list[Batch]) -> TransformContext:
+    return TransformContext(batches=batches)
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+@pytest.mark.parametrize("sequential", [True, False])
+def test_every_selected_linear_gets_exact_nm_and_keeps_shape_dtype(tiny_encoder, batches, method, sequential):
+    enc = copy.deepcopy(tiny_encoder)
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    ctx = _context(batches)
+    optimize_(enc, NMSparsityConfig(n=2, m=4, scope="all", method=method, sequential=sequential), ctx)
+    linears = select_linears(enc, "all")
+    assert len(linears) == 6 * LAYERS
+    for name, linear in linears.items():
+        w = linear.weight
+        assert is_nm(w, 2, 4), name
+        assert w.dtype == torch.float32
+        assert w.shape == before[f"hf.{name}.weight"].shape
+        # exactly half of each group survives (random weights have no zeros)
+        assert (w != 0).float().mean().item() == pytest.approx(0.5)
+        assert torch.equal(linear.bias, before[f"hf.{name}.bias"])  # biases untouched
+    report = ctx.applied[-1].result
+    assert [layer.name for layer in report.layers] == list(linears)
+    assert all(layer.kept_fraction == pytest.approx(0.5) for layer in report.layers)
+    assert all(layer.rel_error >= 0 for layer in report.layers)
+    ids, mask = batches[0].input_ids, batches[0].attention_mask
+    assert enc(ids, mask).shape == tiny_encoder(ids, mask).shape
+
+
+def test_scope_ffn_leaves_attention_dense(tiny_encoder):
+    enc = copy.deepcopy(tiny_encoder)
+    optimize_(enc, NMSparsityConfig(scope="ffn", method="magnitude"))
+    ffn = select_linears(enc, "ffn")
+    assert sorted(ffn) == sorted(f"encoder.layer.{i}.{k}.dense" for i in range(LAYERS) for k in ("intermediate", "output"))
+    for name, linear in select_linears(enc, "attention").items():
+        original = dict(tiny_encoder.bert.named_modules())[name].weight
+        assert torch.equal(linear.weight, original), name
+    assert all(is_nm(lin.weight, 2, 4) for lin in ffn.values())
+
+
+def test_scope_names():
+    enc_names = {
+        "attention": {"attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"},
+    }
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    model = Encoder(BertModel(config, add_pooling_layer=False), "embedding")
+    got = {name.split("layer.0.", 1)[1] for name in select_linears(model, "attention")}
+    assert got == enc_names["attention"]
+    assert list(select_linears(model, r"intermediate")) == ["encoder.layer.0.intermediate.dense"]
+    with pytest.raises(ValueError, match="selects no Linear"):
+        select_linears(model, r"no_such_linear")
+
+
+def test_data_aware_method_without_data_raises(tiny_encoder):
+    with pytest.raises(ValueError, match="calibration data"):
+        optimize_(copy.deepcopy(tiny_encoder), NMSparsityConfig(method="wanda"))
+
+
+def test_m_must_divide_in_features(tiny_encoder):
+    with pytest.raises(ValueError, match="not a multiple of m"):
+        optimize_(copy.deepcopy(tiny_encoder), NMSparsityConfig(n=2, m=5, method="magnitude", blocksize=125))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 6),
+    groups=st.integers(1, 5),
+    nm=st.sampled_from([(1, 2), (2, 4), (1, 4), (3, 4), (4, 8)]),
+    seed=st.integers(0, 10_000),
+)
+def test_nm_mask_keeps_top_n_of_each_group(rows, groups, nm, seed):
+    n, m = nm
+    scores = torch.randn(rows, groups * m, generator=torch.Generator().manual_seed(seed))
+    mask = nm_mask(scores, n, m)
+    assert mask.shape == scores.shape
+    assert (mask.reshape(rows, groups, m).sum(-1) == n).all()
+    kept_min = scores.masked_fill(~mask, float("inf")).reshape(rows, groups, m).amin(-1)
+    dropped_max = scores.masked_fill(mask, float("-inf")).reshape(rows, groups, m).amax(-1)
+    assert (kept_min >= dropped_max).all()
+    assert is_nm(magnitude_prune(scores, n, m), n, m)
+
+
+def test_nm_mask_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="multiple of m=4"):
+        nm_mask(torch.randn(2, 6), 2, 4)
+    with pytest.raises(ValueError, match="0 < n < m"):
+        nm_mask(torch.randn(2, 8), 4, 4)
+
+
+def test_wanda_uses_input_norms():
+    weight = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    norms = torch.tensor([100.0, 100.0, 1.0, 1.0])  # big activations on the small weights
+    assert torch.equal(wanda_prune(weight, norms, 2, 4), torch.tensor([[1.0, 2.0, 0.0, 0.0]]))
+    assert torch.equal(magnitude_prune(weight, 2, 4), torch.tensor([[0.0, 0.0, 3.0, 4.0]]))
+
+
+def test_sparsegpt_reconstruction_beats_magnitude_on_correlated_inputs():
+    gen = torch.Generator().manual_seed(0)
+    mix = torch.randn(16, 16, generator=gen)
+    x = torch.randn(2000, 16, generator=gen) @ mix  # correlated input channels
+    weight = torch.randn(8, 16, generator=gen)
+    hessian = (x.T @ x / x.shape[0]).double()
+
+    def output_error(w_new: torch.Tensor) -> float:
+        return ((x @ (weight - w_new).T) ** 2).sum().item()
+
+    sparse = sparsegpt_prune(weight, hessian, 2, 4, blocksize=8, damp=0.001)
+    assert sparse.dtype == weight.dtype and sparse.shape == weight.shape
+    assert is_nm(sparse, 2, 4)
+    assert output_error(sparse) < 0.8 * output_error(magnitude_prune(weight, 2, 4))
+
+
+def test_sparsegpt_sequential_error_feedback_toggle(tiny_encoder, batches):
+    outs = {}
+    for feedback in (True, False):
+        enc = copy.deepcopy(tiny_encoder)
+        ctx = _context(batches)
+        optimize_(enc, NMSparsityConfig(scope="all", method="sparsegpt", error_feedback=feedback), ctx)
+        assert all(is_nm(lin.weight, 2, 4) for lin in select_linears(enc, "all").values())
+        kinds = {layer.error_kind for layer in ctx.applied[-1].result.layers}
+        assert kinds == ({"output_vs_dense"} if feedback else {"output"})
+        assert all(0.0 <= layer.rel_error < 1.0 for layer in ctx.applied[-1].result.layers)
+        outs[feedback] = enc(batches[0].input_ids, batches[0].attention_mask)
+    assert not torch.equal(outs[True], outs[False])
+
+
+def test_applies_after_a_folded_permutation(tiny_encoder):
+    """N:M acts on the weights as they are: permuting input columns first changes which weights survive."""
+    enc = copy.deepcopy(tiny_encoder)
+    linear = select_linears(enc, "ffn")["encoder.layer.0.output.dense"]
+    perm = torch.randperm(linear.in_features, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        linear.weight.copy_(linear.weight[:, perm])
+    optimize_(enc, NMSparsityConfig(scope=r"layer\.0\.output\.dense$", method="magnitude"))
+    assert is_nm(linear.weight, 2, 4)
+    original = dict(tiny_encoder.bert.named_modules())["encoder.layer.0.output.dense"].weight
+    assert torch.equal(linear.weight, magnitude_prune(original[:, perm], 2, 4))
