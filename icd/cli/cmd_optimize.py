@@ -49,6 +49,10 @@ def run(
     print_rows(console, f"icd run {cfg.name} ({result.mode}) → {out}", [v.row(result.dense) for v in result.variants])
     for i, decision in enumerate(result.decisions, start=1):
         console.print(f"iteration {i}: {'accepted' if decision.accepted else 'rolled back'} — {decision.reason}")
+    floor = cfg.pipeline.accept.min_cos_mean
+    if result.final.fidelity.cos_mean < floor:
+        console.print(f"[yellow]note[/yellow]: the final model's held-out cos_mean "
+                      f"{result.final.fidelity.cos_mean:.4f} is below pipeline.accept.min_cos_mean={floor}")
 
 
 def pair(

@@ -32,7 +32,9 @@ def test_verify_encrypt_serve_and_analyze_logs(tmp_path, triton_repo_bert, trito
     assert not (version / "permutation.json").exists() and (version / "permutation.json.enc").is_file()
     assert run_icd(capsys, "verify", str(repo)).returncode == 0
     log_file = tmp_path / "triton.log"
-    server = triton_server(repo, log_file=log_file, env={"TRITON_ICD_PROFILE": "true"})
+    # the serving model decrypts permutation.json.enc with the key file named in its environment
+    server = triton_server(repo, log_file=log_file, env={"TRITON_ICD_PROFILE": "true",
+                                                         "ICD_PERMUTATION_KEY_FILE": str(tmp_path / "production.key")})
     with httpx.Client(trust_env=False, timeout=30) as client:
         for model in ("bert_icd", "bert_baseline"):
             for batch in (1, 2, 1):

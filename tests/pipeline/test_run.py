@@ -82,7 +82,8 @@ def test_metrics_have_units_and_how(linear_run):
 
 def test_iterative_embedding_run_with_int8(tmp_path):
     out = tmp_path / "iter"
-    cfg = load_config("configs/minilm.json", [*SMALL, "pipeline.mode=iterative"])
+    cfg = load_config("configs/minilm.json", [*SMALL, "pipeline.mode=iterative", "transforms.0.search_texts=16",
+                                              "transforms.0.alpha_grid=[0.5]"])
     result = run_config(cfg, out, progress=False)
     assert len(result.decisions) == 1
     doc = json.loads((out / "metrics.json").read_text())
@@ -144,3 +145,17 @@ def test_cli_bad_input_exit_2_and_nothing_written(tmp_path, capsys, args, needle
     assert needle in err and err.count("\n") == 1
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_pair_prints_and_writes_the_comparison(tmp_path, capsys):
+    out = tmp_path / "pair"
+    rc = main(["pair", "-c", "configs/minilm.json", *[a for o in SMALL for a in ("--override", o)],
+               "--override", "transforms=[]", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    for mode in ("dense", "linear", "iterative"):
+        assert mode in printed and (out / mode / "run.json").is_file()
+    rows = json.loads((out / "pair.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["dense", "linear", "iterative"]
+    assert all(r["cos_mean"] > 0.9999 and r["latency_median_ms"] > 0 for r in rows)
+    assert (out / "pair.html").is_file()
