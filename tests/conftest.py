@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
+
+from icd.io import ports
 
 pytest_plugins = ["tests.fixtures.triton", "tests.fixtures.prometheus"]
 
@@ -14,9 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return ports.free_port()
 
 
 @pytest.fixture

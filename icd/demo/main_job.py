@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from rich.console import Console
 
 from icd.config import load_config
 from icd.defaults import LOOPBACK
+from icd.io.ports import free_port
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,6 @@ class DemoOptions:
     progress: bool = True
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -68,7 +64,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> Path:
         export_model(run_dir, models, ExportOptions(model_name=options.icd_model))
         export_model(run_dir, models, ExportOptions(model_name=options.baseline_model, baseline=True))
     state = options.out / "state"
-    ports = {"http_port": _free_port(), "grpc_port": _free_port(), "metrics_port": _free_port()}
+    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
     server = TritonServer(models, log_file=options.out / "triton.log", **ports)
     with _step(console, f"3/5 serve on Triton {server.http_url}"):
         server.start(timeout_s=180)
@@ -76,7 +72,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> Path:
         for line in describe(server):
             console.print(line)
         with _step(console, "4/5 monitor: Prometheus scraping Triton"):
-            record = stack.up(stack.StackOptions(prometheus_port=_free_port(), alertmanager_port=None,
+            record = stack.up(stack.StackOptions(prometheus_port=free_port(), alertmanager_port=None,
                                                  triton_metrics=[f"{LOOPBACK}:{ports['metrics_port']}"],
                                                  scrape_interval="2s", evaluation_interval="2s"), state)
             console.print(f"Prometheus {record.prometheus_url} (dashboard: {record.prometheus_url}/consoles/icd_overview.html)")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from icd.errors import UserError
+from icd.io.ports import port_in_use
 
 _LOG_TAIL_CHARS = 600
 _POLL_S = 0.1
@@ -32,15 +32,6 @@ def log_tail(path: Path | None, chars: int = _LOG_TAIL_CHARS) -> str:
     return " | ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether a TCP listener cannot be bound on ``host:port`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 def pid_alive(pid: int) -> bool:

@@ -10,13 +10,13 @@ Example:
 from __future__ import annotations
 
 import json
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from icd.errors import UserError
+from icd.io.ports import free_port
 
 SMOKE_TOLERANCE = 1e-5
 SMOKE_TEXTS = (
@@ -25,10 +25,6 @@ SMOKE_TEXTS = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -92,7 +88,7 @@ def export_and_check(run_dir: Path, repository: Path, timeout_s: float = 300.0) 
     batch = tokenizer(list(SMOKE_TEXTS), padding=True, return_tensors="np")
     ids, mask = batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64)
     result = SmokeResult(Path(repository))
-    server = TritonServer(repository, _free_port(), _free_port(), _free_port(),
+    server = TritonServer(repository, free_port(), free_port(), free_port(),
                           model_control_mode=ModelControlMode.EXPLICIT, load_models=tuple(references))
     with server.start(timeout_s=timeout_s):
         for name, model in references.items():

@@ -17,7 +17,6 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +30,7 @@ import httpx
 from icd.defaults import LOOPBACK, TRITON_GRPC_PORT, TRITON_HTTP_PORT, TRITON_METRICS_PORT
 from icd.errors import UserError
 from icd.serve.triton_env import prepare_backend_dir, server_environment, tritonserver_binary
+from icd.io.ports import port_in_use
 
 _LOG_TAIL_CHARS = 600
 _PR_SET_PDEATHSIG = 1
@@ -47,15 +47,6 @@ class ModelControlMode(str, Enum):
     """Rescan the repository periodically and (re)load what changed."""
 
 
-def port_in_use(port: int, host: str = LOOPBACK) -> bool:
-    """Whether a TCP listener can not be bound on ``host:port`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
