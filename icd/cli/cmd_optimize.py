@@ -17,12 +17,19 @@ ProgressOption = typer.Option(True, "--progress/--no-progress", help="show progr
 
 COLUMNS = ("variant", "cos_mean", "cos_min", "nn_agreement", "argmax_agreement", "latency_median_ms",
            "latency_p95_ms", "speedup")
+HEADERS = {"cos_mean": "cos", "cos_min": "cos-min", "nn_agreement": "NN", "argmax_agreement": "argmax",
+           "latency_median_ms": "p50-ms", "latency_p95_ms": "p95-ms", "speedup": "speedup"}
+NOT_MEASURED = "—"
 
 
 def print_rows(console: Console, title: str, rows: list[dict]) -> None:
-    table = Table(title=title)
+    table = Table(title=title, caption=f"cos: mean cosine vs dense, NN: nearest-neighbour agreement, p50/p95: "
+                                       f"in-process latency; {NOT_MEASURED} = not measured")
     for column in COLUMNS:
-        table.add_column(column, justify="left" if column == "variant" else "right")
+        if column == "variant":
+            table.add_column(column, no_wrap=True, min_width=10)
+        else:
+            table.add_column(HEADERS[column], justify="right")
     for row in rows:
         table.add_row(*[_cell(row.get(c)) for c in COLUMNS])
     console.print(table)
@@ -30,8 +37,10 @@ def print_rows(console: Console, title: str, rows: list[dict]) -> None:
 
 def _cell(value) -> str:
     if value is None:
-        return "not measured"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+        return NOT_MEASURED
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
 
 
 def run(

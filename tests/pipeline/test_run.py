@@ -155,6 +155,7 @@ def test_cli_pair_prints_and_writes_the_comparison(tmp_path, capsys):
     printed = capsys.readouterr().out
     for mode in ("dense", "linear", "iterative"):
         assert mode in printed and (out / mode / "run.json").is_file()
+    assert "cos-min" in printed and "p50-ms" in printed
     rows = json.loads((out / "pair.json").read_text())["rows"]
     assert [r["variant"] for r in rows] == ["dense", "linear", "iterative"]
     assert all(r["cos_mean"] > 0.9999 and r["latency_median_ms"] > 0 for r in rows)
