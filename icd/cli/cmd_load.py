@@ -157,7 +157,7 @@ def simulate(
     models: str = typer.Option(None, "--models", envvar="ICD_LOAD_MODELS", help="Comma-separated model names"),
     traffic_pattern: str = _opt("--traffic-pattern", "constant | bursty | realistic | stress", "realistic"),
     report: Path = _opt("--report", "JSON report; the HTML report is written next to it"),
-    duration: str = _opt("--duration", "Simulated time: 3600, 1h, 90s", "60"),
+    duration: str = _opt("--duration", "wall-clock run time (the pattern's day is compressed into it): 3600, 1h, 90s", "60"),
     rate: float = _opt("--rate", "Per model: constant/bursty base, realistic peak, stress start rate (req/s)", 10),
     slo_p95_ms: float = _opt("--slo-p95-ms", "Stress: p95 SLO in ms", 250),
     step: str = _opt("--step", "Stress: seconds per ramp step", "min(10, duration/6)"),
