@@ -5,7 +5,6 @@ Every problem is an :class:`icd.errors.ArtefactError` / :class:`ConfigError` wit
 
 from __future__ import annotations
 
-import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from icd.errors import ArtefactError, ConfigError
+from icd.io.json_artefact import read_json_artefact
 
 CONFIG_LOCK = "config.lock.json"
 RUN_JSON = "run.json"
@@ -49,12 +49,7 @@ class RunInputs:
 
 
 def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise ArtefactError(f"missing artefact: {path}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtefactError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+    return read_json_artefact(path)
 
 
 def read_config_lock(run_dir: Path) -> dict[str, Any]:

@@ -13,15 +13,14 @@ Layout (documented in docs/artefacts.md):
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from icd.config.schema import ModelSection
-from icd.errors import ArtefactError
 from icd.io.atomic import write_json_atomic
+from icd.io.json_artefact import read_json_artefact
 from icd.model.encoder import Encoder
 
 MODEL_DIR = "model"
@@ -56,13 +55,8 @@ def save_run_encoder(
 
 
 def read_icd_model(model_dir: Path) -> dict[str, Any]:
-    path = Path(model_dir) / ICD_MODEL_FILE
-    if not path.is_file():
-        raise ArtefactError(f"not an icd model folder (no {ICD_MODEL_FILE}): {model_dir}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtefactError(f"{path}: invalid JSON: {exc}") from None
+    return read_json_artefact(Path(model_dir) / ICD_MODEL_FILE,
+                              f"not an icd model folder (no {ICD_MODEL_FILE}): {model_dir}")
 
 
 def load_run_encoder(model_dir: Path) -> Encoder:

@@ -19,6 +19,7 @@ from typing import Any
 from icd import __version__
 from icd.errors import ArtefactError
 from icd.io.atomic import write_json_atomic
+from icd.io.json_artefact import read_json_artefact
 
 RUN_MARKER = "run.json"
 
@@ -47,13 +48,8 @@ def check_output_dir(out: Path) -> None:
 
 
 def read_run_marker(run_dir: Path) -> dict[str, Any]:
-    marker = Path(run_dir) / RUN_MARKER
-    if not marker.is_file():
-        raise ArtefactError(f"not an icd run directory (no {RUN_MARKER}): {run_dir}")
-    try:
-        return json.loads(marker.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtefactError(f"{marker}: invalid JSON: {exc}") from None
+    return read_json_artefact(Path(run_dir) / RUN_MARKER,
+                              f"not an icd run directory (no {RUN_MARKER}): {run_dir}")
 
 
 @dataclass
