@@ -37,6 +37,10 @@ def monitor_up(
         help="Triton metrics endpoint HOST:PORT (repeatable; default 127.0.0.1:8002).")] = None,
     load_metrics: Annotated[Optional[list[str]], typer.Option(  # noqa: UP007
         envvar="ICD_LOAD_METRICS", help="Load-generator exporter HOST:PORT (repeatable).")] = None,
+    router_metrics: Annotated[Optional[list[str]], typer.Option(  # noqa: UP007
+        envvar="ICD_ROUTER_METRICS",
+        help="Router exporter HOST:PORT (repeatable; `icd router up` serves one on 127.0.0.1:9180); the canary "
+             "analysis queries its icd_router_* series.")] = None,
     scrape_interval: Annotated[str, typer.Option(envvar="ICD_SCRAPE_INTERVAL", help="Scrape interval.")] = "15s",
     evaluation_interval: Annotated[str, typer.Option(
         envvar="ICD_EVALUATION_INTERVAL", help="Rule evaluation interval.")] = "15s",
@@ -54,6 +58,7 @@ def monitor_up(
         alertmanager_port=alertmanager_port or None,
         triton_metrics=triton_metrics or [f"{LOOPBACK}:8002"],
         load_metrics=load_metrics or [],
+        router_metrics=router_metrics or [],
         scrape_interval=scrape_interval,
         evaluation_interval=evaluation_interval,
         short_for=short_for,

@@ -43,6 +43,7 @@ class StackOptions:
     alertmanager_port: int | None
     triton_metrics: Sequence[str] = ()
     load_metrics: Sequence[str] = ()
+    router_metrics: Sequence[str] = ()
     scrape_interval: str = "15s"
     evaluation_interval: str = "15s"
     short_for: str | None = None
@@ -62,7 +63,7 @@ class StackRecord:
 
 def build_config(options: StackOptions, rules_file: Path, alertmanager: str | None) -> PrometheusConfig:
     """The generated Prometheus configuration for ``options``."""
-    for target in [*options.triton_metrics, *options.load_metrics]:
+    for target in [*options.triton_metrics, *options.load_metrics, *options.router_metrics]:
         check_host_port(target, "scrape target")
     check_duration(options.scrape_interval, "--scrape-interval")
     check_duration(options.evaluation_interval, "--evaluation-interval")
@@ -71,6 +72,8 @@ def build_config(options: StackOptions, rules_file: Path, alertmanager: str | No
         jobs.append(ScrapeJob("triton", list(options.triton_metrics)))
     if options.load_metrics:
         jobs.append(ScrapeJob("load_generator", list(options.load_metrics)))
+    if options.router_metrics:
+        jobs.append(ScrapeJob("router", list(options.router_metrics)))
     if alertmanager:
         jobs.append(ScrapeJob("alertmanager", [alertmanager]))
     return PrometheusConfig(

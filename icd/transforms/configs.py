@@ -34,6 +34,15 @@ class NMSparsityConfig(_TransformConfig):
         description="sequential sparsegpt: reconstruct towards the dense model's outputs (min ‖XWᵀ − X̂Ŵᵀ‖), "
         "so each Linear also corrects the error of the Linears before it",
     )
+    refit: bool = Field(
+        True, description="sparsegpt: exact per-row least-squares re-fit of the kept weights on SparseGPT's mask"
+    )
+    mask_rounds: int = Field(
+        0, ge=0, description="sparsegpt: rounds of in-group mask swaps + exact re-fit (a row keeps a swap only if its error drops)"
+    )
+    bias_correction: bool = Field(
+        False, description="sequential data-aware methods: re-fit each Linear's bias so mean outputs match the target"
+    )
 
     @field_validator("m")
     @classmethod

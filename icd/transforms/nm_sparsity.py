@@ -233,6 +233,13 @@ def sparsegpt_prune(
     Returns:
         New weights (same shape and dtype) in the exact N:M pattern.
     """
+    return _sparsegpt(weight, hessian, n, m, blocksize, damp)[0].to(weight.dtype)
+
+
+def _sparsegpt(
+    weight: torch.Tensor, hessian: torch.Tensor, n: int, m: int, blocksize: int = 128, damp: float = 0.01
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SparseGPT weights (float64) and their keep-mask (exactly ``n`` per group of ``m`` in every row)."""
     rows, cols = weight.shape
     if cols % m:
         raise ValueError(f"sparsegpt: {cols} input columns is not a multiple of m={m}")
@@ -243,27 +250,159 @@ def sparsegpt_prune(
     w[:, dead] = 0.0
     hinv = _inverse_hessian_chol(h, damp)
     block = max(m, blocksize - blocksize % m)
+    prune = torch.zeros_like(w, dtype=torch.bool)
     for i1 in range(0, cols, block):
         i2 = min(i1 + block, cols)
         w1 = w[:, i1:i2].clone()
         q1 = torch.zeros_like(w1)
         err1 = torch.zeros_like(w1)
         hinv1 = hinv[i1:i2, i1:i2]
-        prune = torch.zeros_like(w1, dtype=torch.bool)
+        prune1 = prune[:, i1:i2]
         for i in range(i2 - i1):
             if i % m == 0:
                 scores = w1[:, i : i + m] ** 2 / hinv1.diagonal()[i : i + m].unsqueeze(0) ** 2
                 drop = scores.topk(m - n, dim=1, largest=False).indices
-                prune[:, i : i + m].scatter_(1, drop, True)
+                prune1[:, i : i + m].scatter_(1, drop, True)
             col = w1[:, i]
-            q = col.masked_fill(prune[:, i], 0.0)
+            q = col.masked_fill(prune1[:, i], 0.0)
             q1[:, i] = q
             e = (col - q) / hinv1[i, i]
             w1[:, i:] -= e.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
             err1[:, i] = e
         w[:, i1:i2] = q1
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-    return w.to(weight.dtype)
+    return w, ~prune
+
+
+def _prepared_hessian(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``H + λI`` (float64, λ = damp · mean diag) with dead inputs (zero diagonal) given a unit diagonal, and the
+    dead-input mask."""
+    h = hessian.double().clone()
+    dead = h.diagonal() == 0
+    h[dead, dead] = 1.0
+    lam = damp * float(h.diagonal().mean().clamp(min=1e-12))
+    h.diagonal().add_(lam)
+    return h, dead
+
+
+def _support_indices(keep: torch.Tensor) -> torch.Tensor:
+    """``rows × k`` column indices of ``keep`` (every row must keep the same number of columns)."""
+    counts = keep.sum(dim=1)
+    if bool((counts != counts[0]).any()):
+        raise ValueError("refit: every row must keep the same number of weights")
+    return keep.nonzero()[:, 1].reshape(keep.shape[0], int(counts[0]))
+
+
+def _row_chunks(rows: int, k: int, budget_bytes: int = 1 << 27) -> int:
+    return max(1, min(rows, budget_bytes // max(1, 8 * k * k)))
+
+
+def _solve_supports(
+    b: torch.Tensor, h: torch.Tensor, keep: torch.Tensor, with_costs: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per row ``r`` with support ``S``: ``w_S = (h_SS)⁻¹ b_S`` (zero elsewhere), and with ``with_costs`` the OBS
+    removal cost ``w_i² / [(h_SS)⁻¹]_ii`` of every kept weight (+inf elsewhere). Rows go in chunks (batched
+    Cholesky)."""
+    idx = _support_indices(keep)
+    rows, k = idx.shape
+    out = torch.zeros_like(b)
+    cost = torch.full_like(b, float("inf")) if with_costs else None
+    step = _row_chunks(rows, k)
+    for r1 in range(0, rows, step):
+        sub = idx[r1 : r1 + step]
+        chol = torch.linalg.cholesky(h[sub.unsqueeze(2), sub.unsqueeze(1)])
+        sol = torch.cholesky_solve(b[r1 : r1 + step].gather(1, sub).unsqueeze(2), chol).squeeze(2)
+        out[r1 : r1 + step].scatter_(1, sub, sol)
+        if cost is not None:
+            eye = torch.eye(k, dtype=chol.dtype).expand_as(chol)
+            inv_diag = torch.linalg.solve_triangular(chol, eye, upper=False).pow(2).sum(dim=1)  # diag (LLᵀ)⁻¹
+            cost[r1 : r1 + step].scatter_(1, sub, sol**2 / inv_diag)
+    return out, cost
+
+
+def refit_masked(target: torch.Tensor, hessian: torch.Tensor, keep: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
+    """Exact per-row least squares of the kept weights: for each row ``r`` with support ``S``,
+    ``ŵ_S = argmin (ŵ − t)ᵀ(H + λI)(ŵ − t) = [(H+λI)_SS]⁻¹ ((H+λI) t)_S``, zero elsewhere.
+
+    SparseGPT's column-by-column OBS updates only compensate each pruned weight on the columns after it, so they
+    approximate this optimum for its mask; solving it exactly (a batched Cholesky per chunk of rows) never does
+    worse on the calibration objective.
+
+    Args:
+        target: ``out × in`` weights to reproduce (the dense or error-feedback target).
+        hessian: ``in × in`` mean ``x xᵀ`` of the layer's inputs.
+        keep: boolean ``out × in`` support, the same number of kept weights in every row.
+        damp: damping as a fraction of the mean diagonal of ``hessian``.
+
+    Returns:
+        float64 ``out × in`` weights, zero outside ``keep``.
+    """
+    h, dead = _prepared_hessian(hessian, damp)
+    t = target.double().clone()
+    t[:, dead] = 0.0
+    return _solve_supports(t @ h, h, keep)[0]
+
+
+def row_errors(weight: torch.Tensor, target: torch.Tensor, hessian: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
+    """Per-row ``(w − t)ᵀ(H + λI)(w − t)``: the calibration objective SparseGPT and the re-fit minimise."""
+    h, _ = _prepared_hessian(hessian, damp)
+    delta = weight.double() - target.double()
+    return ((delta @ h) * delta).sum(dim=1)
+
+
+def improve_mask(
+    target: torch.Tensor, hessian: torch.Tensor, keep: torch.Tensor, n: int, m: int, rounds: int = 3,
+    damp: float = 0.01, fixed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Alternate N:M mask swaps and exact re-fits; a row takes its swapped mask only if its objective drops.
+
+    Each round, from the re-fitted weights ``ŵ`` and the gradient ``g = (H+λI)(ŵ − t)``, every group of ``m``
+    proposes its best single swap — drop kept ``i``, add pruned ``j`` — when the predicted change
+    ``ŵ_i²/[(H_SS)⁻¹]_ii − g_j²/H_jj`` is negative; each row is re-fitted on its swapped mask and keeps it only if
+    its ``row_errors`` fell, so the objective never rises.
+
+    Args:
+        target, hessian, keep, damp: as for :func:`refit_masked`; ``keep`` must be N:M on the grouped columns.
+        n, m: the pattern (swaps stay inside a group, so it is kept exactly).
+        rounds: swap / re-fit rounds (stops early when no row improves).
+        fixed: the last ``fixed`` columns are outside the N:M groups and always kept (e.g. a bias column).
+
+    Returns:
+        (float64 weights, keep mask): the exact re-fit on the returned mask.
+    """
+    h, dead = _prepared_hessian(hessian, damp)
+    t = target.double().clone()
+    t[:, dead] = 0.0
+    b = t @ h
+    rows, cols = t.shape
+    grouped = cols - fixed
+    if grouped % m:
+        raise ValueError(f"improve_mask: {grouped} grouped columns is not a multiple of m={m}")
+    w, cost = _solve_supports(b, h, keep, with_costs=True)
+    err = (((w - t) @ h) * (w - t)).sum(dim=1)
+    diag = h.diagonal()[:grouped].unsqueeze(0)
+    for _ in range(rounds):
+        grad = (w @ h - b)[:, :grouped]
+        gain = (grad**2 / diag).masked_fill(keep[:, :grouped], float("-inf")).reshape(rows, -1, m)
+        drop_cost, drop_at = cost[:, :grouped].reshape(rows, -1, m).min(dim=2)
+        add_gain, add_at = gain.max(dim=2)
+        swap = drop_cost - add_gain < 0
+        if not bool(swap.any()):
+            break
+        new_keep = keep.clone()
+        grouped_keep = new_keep[:, :grouped].reshape(rows, -1, m)  # a view
+        g_rows, g_cols = swap.nonzero(as_tuple=True)
+        grouped_keep[g_rows, g_cols, drop_at[g_rows, g_cols]] = False
+        grouped_keep[g_rows, g_cols, add_at[g_rows, g_cols]] = True
+        w_new, cost_new = _solve_supports(b, h, new_keep, with_costs=True)
+        err_new = (((w_new - t) @ h) * (w_new - t)).sum(dim=1)
+        better = err_new < err
+        if not bool(better.any()):
+            break
+        pick = better.unsqueeze(1)
+        keep, w, err = torch.where(pick, new_keep, keep), torch.where(pick, w_new, w), torch.where(better, err_new, err)
+        cost = torch.where(pick, cost_new, cost)  # type: ignore[arg-type]
+    return w, keep
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -14,11 +14,13 @@ from icd.monitor.stack import StackOptions, build_config
 
 def test_config_holds_targets_rules_and_alertmanager() -> None:
     options = StackOptions(prometheus_port=19090, alertmanager_port=19093, triton_metrics=["127.0.0.1:18002"],
-                           load_metrics=["127.0.0.1:19101"], scrape_interval="1s", evaluation_interval="2s")
+                           load_metrics=["127.0.0.1:19101"], router_metrics=["127.0.0.1:19180"],
+                           scrape_interval="1s", evaluation_interval="2s")
     doc = yaml.safe_load(build_config(options, monitoring_dir() / RULES_FILE, "127.0.0.1:19093").to_yaml())
     jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in doc["scrape_configs"]}
     assert jobs == {"prometheus": ["127.0.0.1:19090"], "triton": ["127.0.0.1:18002"],
-                    "load_generator": ["127.0.0.1:19101"], "alertmanager": ["127.0.0.1:19093"]}
+                    "load_generator": ["127.0.0.1:19101"], "router": ["127.0.0.1:19180"],
+                    "alertmanager": ["127.0.0.1:19093"]}
     assert doc["global"]["scrape_interval"] == "1s" and doc["global"]["evaluation_interval"] == "2s"
     assert doc["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["127.0.0.1:19093"]
     assert doc["rule_files"] == [str((monitoring_dir() / RULES_FILE).resolve())]
@@ -34,6 +36,9 @@ def test_bad_target_is_a_user_error(bad: str) -> None:
     with pytest.raises(UserError, match="HOST:PORT"):
         check_host_port(bad, "--triton-metrics")
     options = StackOptions(prometheus_port=19090, alertmanager_port=None, triton_metrics=[bad])
+    with pytest.raises(UserError, match="HOST:PORT"):
+        build_config(options, monitoring_dir() / RULES_FILE, None)
+    options = StackOptions(prometheus_port=19090, alertmanager_port=None, router_metrics=[bad])
     with pytest.raises(UserError, match="HOST:PORT"):
         build_config(options, monitoring_dir() / RULES_FILE, None)
 
