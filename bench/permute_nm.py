@@ -5,13 +5,19 @@ Prints a table and writes bench/results/permute_nm.json:
 (a) random 64×128 matrices (Pool & Yu, NeurIPS 2021, report 35.5% efficacy for stripe-group search);
 (b) each of MiniLM-L6's 36 encoder Linear weights alone (scores |W|): efficacy per matrix, mean, min, and the
     wall time of searching all 36 (target: mean ≥ 30%, every one > 0, ≤ 60 s wall on this 2-core machine);
-(c) under the model's shared constraints: ONE hidden-dim permutation shared by the columns of Q, K, V and W1 of
+(c) a ceiling probe: layer 0's six Linears searched again with CEILING× their time limit, to show how much
+    more time would buy (the local search's plateau on real weights);
+(d) under the model's shared constraints: ONE hidden-dim permutation shared by the columns of Q, K, V and W1 of
     all 6 layers; per layer the FFN permutation (W2's columns; W1's rows follow it, which does not change W1's
     mask); per layer the vo permutation (attention output dense columns, only inside each head's block of 32).
 
 Efficacy = (kept_permuted − kept_plain) / (kept_upper − kept_plain) × 100, kept = Σ|w| kept by 2:4.
 
-    .venv/bin/python bench/permute_nm.py [--workers 2] [--budget 56] [--out bench/results/permute_nm.json]
+    .venv/bin/python bench/permute_nm.py [--workers 2] [--budget 50] [--kicks 1000] [--ceiling 4]
+                                         [--out bench/results/permute_nm.json]
+
+Each search stops after ``--kicks`` perturbations or at its time limit, whichever comes first (the default
+lets every search use its whole share of the budget).
 """
 
 from __future__ import annotations
@@ -62,11 +68,11 @@ def load_linears() -> dict[str, np.ndarray]:
             for name, module in encoder.bert.encoder.layer.named_modules() if isinstance(module, torch.nn.Linear)}
 
 
-def _search_one(job: tuple[str, np.ndarray, float, Constraint | None]) -> dict:
-    name, weight, limit, constraint = job
+def _search_one(job: tuple[str, np.ndarray, float, Constraint | None, int]) -> dict:
+    name, weight, limit, constraint, kicks = job
     warm_up()
     cpu = time.process_time()
-    result = search_nm_permutation(np.abs(weight), N, M, time_limit_s=limit, constraint=constraint, kicks=2)
+    result = search_nm_permutation(np.abs(weight), N, M, time_limit_s=limit, constraint=constraint, kicks=kicks)
     cpu = time.process_time() - cpu
     return {"name": name, "shape": list(weight.shape), "efficacy": round(result.efficacy, 3),
             "kept_plain": result.kept_plain, "kept_permuted": result.kept_permuted, "kept_upper": result.kept_upper,
@@ -106,11 +112,17 @@ def bench_random(seconds: float, shape_limit: float) -> list[dict]:
     return rows
 
 
-def bench_alone(linears: dict[str, np.ndarray], budget: float, workers: int) -> dict:
+def time_limits(linears: dict[str, np.ndarray], budget: float, workers: int) -> dict[str, float]:
+    """Each matrix's share of the wall budget (proportional to what its search needs to converge)."""
     weights = {name: BUDGET_WEIGHT[kind_of(name)] for name in linears}
     scale = budget * workers / sum(weights.values())
+    return {name: scale * weight for name, weight in weights.items()}
+
+
+def bench_alone(linears: dict[str, np.ndarray], budget: float, workers: int, kicks: int) -> dict:
+    limits = time_limits(linears, budget, workers)
     # Longest jobs first so the two workers finish together.
-    jobs = sorted(((name, w, scale * weights[name], None) for name, w in linears.items()), key=lambda j: -j[2])
+    jobs = sorted(((name, w, limits[name], None, kicks) for name, w in linears.items()), key=lambda j: -j[2])
     start = time.perf_counter()
     load_before = os.getloadavg()[0]
     results = run_jobs(jobs, workers)
@@ -121,7 +133,22 @@ def bench_alone(linears: dict[str, np.ndarray], budget: float, workers: int) -> 
             "all_above_plain": bool(min(effs) > 0), "wall_s": round(wall, 2), "workers": workers,
             "cpu_s": round(sum(r["cpu_s"] for r in results), 2),
             "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-            "target": {"efficacy_mean": 30.0, "wall_s": 60.0}}
+            "kicks": kicks, "target": {"efficacy_mean": 30.0, "wall_s": 60.0}}
+
+
+def bench_ceiling(linears: dict[str, np.ndarray], alone: dict, budget: float, workers: int, kicks: int,
+                  factor: float) -> dict:
+    """Layer 0's matrices again with ``factor``× their time limit: what more search time buys."""
+    limits = time_limits(linears, budget, workers)
+    names = [name for name in linears if name.startswith("layer.0.")]
+    jobs = [(name, linears[name], factor * limits[name], None, kicks) for name in names]
+    results = run_jobs(jobs, workers)
+    by_name = {r["name"]: r for r in alone["matrices"]}
+    rows = [{"name": r["name"], "efficacy_budget": by_name[r["name"]]["efficacy"], "efficacy_long": r["efficacy"],
+             "seconds_long": r["seconds"]} for r in results]
+    return {"factor": factor, "matrices": rows,
+            "efficacy_mean_budget": round(float(np.mean([r["efficacy_budget"] for r in rows])), 3),
+            "efficacy_mean_long": round(float(np.mean([r["efficacy_long"] for r in rows])), 3)}
 
 
 def _kept(weight: np.ndarray, perm: np.ndarray | None) -> tuple[float, float, float]:
@@ -130,12 +157,13 @@ def _kept(weight: np.ndarray, perm: np.ndarray | None) -> tuple[float, float, fl
     return kept_nm(scores, N, M), kept_nm(permuted, N, M), kept_upper_bound(scores, N, M)
 
 
-def bench_shared(linears: dict[str, np.ndarray], alone: dict, hidden_limit: float, vo_limit: float) -> dict:
+def bench_shared(linears: dict[str, np.ndarray], alone: dict, hidden_limit: float, vo_limit: float,
+                 kicks: int) -> dict:
     layers = sorted({int(name.split(".")[1]) for name in linears})
     readers = [f"layer.{i}.{mod}" for i in layers for mod in
                ("attention.self.query", "attention.self.key", "attention.self.value", "intermediate.dense")]
     hidden = search_nm_permutation([np.abs(linears[name]) for name in readers], N, M, time_limit_s=hidden_limit,
-                                   kicks=2)
+                                   kicks=kicks)
     per_matrix = []
     for name in readers:
         plain, permuted, upper = _kept(linears[name], hidden.perm)
@@ -144,7 +172,7 @@ def bench_shared(linears: dict[str, np.ndarray], alone: dict, hidden_limit: floa
     for i in layers:
         name = f"layer.{i}.attention.output.dense"
         res = search_nm_permutation(np.abs(linears[name]), N, M, time_limit_s=vo_limit,
-                                    constraint=Constraint(block=HEAD_DIM), kicks=2)
+                                    constraint=Constraint(block=HEAD_DIM), kicks=kicks)
         per_matrix.append({"name": name, "dim": f"layer{i}.vo (blocks of {HEAD_DIM})", "efficacy": round(res.efficacy, 3)})
         vo_rows.append(round(res.efficacy, 3))
     by_name = {r["name"]: r for r in alone["matrices"]}
@@ -175,8 +203,15 @@ def print_table(report: dict) -> None:
           f"  wall {alone['wall_s']:.1f} s with {alone['workers']} worker(s), {alone['cpu_s']:.1f} CPU-s of search"
           f"  (targets: mean >= 30%, <= 60 s)")
     print(f"  machine load average (1 min) before/after: {alone['load_average_1m']} on {os.cpu_count()} cores")
+    ceiling = report.get("ceiling")
+    if ceiling:
+        print(f"\n(c) ceiling probe: layer 0 with {ceiling['factor']:g}x the time limit")
+        for r in ceiling["matrices"]:
+            print(f"  {r['name']:<40} {r['efficacy_budget']:6.2f}% -> {r['efficacy_long']:6.2f}%"
+                  f"  ({r['seconds_long']:.1f} s)")
+        print(f"  mean {ceiling['efficacy_mean_budget']:.2f}% -> {ceiling['efficacy_mean_long']:.2f}%")
     shared = report["shared"]
-    print("\n(c) under the model's shared constraints")
+    print("\n(d) under the model's shared constraints")
     h = shared["hidden"]
     print(f"  hidden: one perm for {h['matrices']} matrices ({h['rows']}x{h['cols']} stacked): joint efficacy "
           f"{h['efficacy_joint']:.2f}% in {h['seconds']:.1f} s")
@@ -189,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--budget", type=float, default=50.0, help="wall seconds for the 36 searches (b)")
+    parser.add_argument("--kicks", type=int, default=1000,
+                        help="perturbations per search before it stops by itself (else its time limit stops it)")
+    parser.add_argument("--ceiling", type=float, default=4.0,
+                        help="ceiling probe: layer 0 again with this many times the time limit (0 = skip)")
     parser.add_argument("--hidden-limit", type=float, default=30.0)
     parser.add_argument("--vo-limit", type=float, default=1.5)
     parser.add_argument("--random-limit", type=float, default=5.0)
@@ -204,8 +243,11 @@ def main(argv: list[str] | None = None) -> int:
               "pattern": f"{N}:{M}", "scores": "|W|", "model_load_s": round(load_s, 2),
               "command": "python bench/permute_nm.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     report["random"] = bench_random(args.random_limit, args.shape_limit)
-    report["alone"] = bench_alone(linears, args.budget, args.workers)
-    report["shared"] = bench_shared(linears, report["alone"], args.hidden_limit, args.vo_limit)
+    report["alone"] = bench_alone(linears, args.budget, args.workers, args.kicks)
+    if args.ceiling > 0:
+        report["ceiling"] = bench_ceiling(linears, report["alone"], args.budget, args.workers, args.kicks,
+                                          args.ceiling)
+    report["shared"] = bench_shared(linears, report["alone"], args.hidden_limit, args.vo_limit, args.kicks)
     for row in report["alone"]["matrices"]:
         row.pop("perm")
     print_table(report)
