@@ -1,13 +1,15 @@
 """Benchmark (not a test): the issue-8 §2 ablation of permutations under one-shot 2:4 on every encoder Linear.
 
-Three ``icd run``s of ``configs/minilm.json`` with ``transforms=[2:4 sparsegpt, scope all]``:
+Three ``icd run``s of ``configs/minilm.json`` with ``transforms=[2:4 <method>, scope all]`` (the other
+``NMSparsityConfig`` fields at their defaults unless ``--options`` sets them):
 * ``no_permutation`` — linear mode with ``solver.method=identity`` (the transform alone);
 * ``linear`` — permute (N:M-kept-importance objective), then prune;
 * ``iterative`` — linear, then calibrate the pruned model, re-permute under whole-group constraints, accept or
   roll back.
 Fidelity on 256 held-out texts vs fp32 (mean-pooled embeddings). Writes bench/results/ablation_nm.json.
 
-Usage: .venv/bin/python bench/ablation_nm.py [--method sparsegpt|wanda|magnitude]
+Usage: .venv/bin/python bench/ablation_nm.py [--method sparsegpt|wanda|magnitude] [--calibration 512]
+       [--options '{"refit": false}']
 """
 
 from __future__ import annotations
@@ -36,12 +38,16 @@ VARIANTS = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", default="sparsegpt", choices=["sparsegpt", "wanda", "magnitude"])
+    parser.add_argument("--calibration", type=int, default=512, help="calibration texts (data.calibration_texts)")
+    parser.add_argument("--options", default="{}", help="extra NMSparsityConfig fields, as a JSON object")
     parser.add_argument("--out", default="bench/results/ablation_nm.json")
     args = parser.parse_args(argv)
-    transform = json.dumps([{"type": "nm_sparsity", "n": 2, "m": 4, "scope": "all", "method": args.method}])
+    options = json.loads(args.options)
+    transform = json.dumps([{"type": "nm_sparsity", "n": 2, "m": 4, "scope": "all", "method": args.method, **options}])
     rows = []
     for name, overrides in VARIANTS.items():
-        cfg = load_config("configs/minilm.json", [f"transforms={transform}", *overrides])
+        cfg = load_config("configs/minilm.json", [f"transforms={transform}", f"data.calibration_texts={args.calibration}",
+                                                  *overrides])
         with tempfile.TemporaryDirectory() as tmp:
             began = time.perf_counter()
             result = run_config(cfg, Path(tmp) / "run", progress=False)
@@ -58,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(*[f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in
                         ("variant", "efficacy_mean", "cos_mean", "cos_min", "nn_agreement", "run_s")])
     Console().print(table)
-    write_json_atomic(args.out, {"method": args.method, "rows": rows, "command": "python bench/ablation_nm.py"})
+    command = " ".join(["python bench/ablation_nm.py", *(argv if argv is not None else sys.argv[1:])])
+    write_json_atomic(args.out, {"method": args.method, "options": options, "calibration_texts": args.calibration,
+                                 "rows": rows, "command": command})
     return 0
 
 

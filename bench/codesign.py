@@ -7,21 +7,35 @@ median divided by the variant's, all models timed in interleaved rounds in the s
 on a shared machine latency is only comparable within one run). 2:4 weights are stored dense here (no sparse CPU
 kernel), so their latency shows what N:M costs or buys on this CPU: nothing, until a sparse kernel runs them.
 
+2:4 variants (all 36 encoder Linears, one-shot, no training):
+
+* ``magnitude_2of4_all`` / ``wanda_2of4_all`` — mask by |w| / |w|·‖x‖;
+* ``sparsegpt_2of4_all`` — SparseGPT as published (mask + OBS reconstruction), sequential, error feedback
+  (``refit=False``: the method before the exact re-fit);
+* ``icd_2of4_all`` — ``NMSparsityConfig`` defaults (SparseGPT mask, exact per-row least-squares re-fit, …), no
+  permutation;
+* ``icd_2of4_linear`` / ``icd_2of4_iterative`` — the same transform after icd's channel permutations
+  (``icd run`` in linear / iterative mode: permutations searched for what the 2:4 mask keeps, folded, then
+  pruned; iterative re-permutes whole groups after pruning and accepts or rolls back). Their ``efficacy_mean`` is
+  the mean N:M efficacy (percent) of the permutations searched in the solve stage.
+
 Writes bench/results/codesign.json: a list of
-``{variant, efficacy_mean, cos_mean, cos_min, nn_agreement, latency_ms, speedup, ...}`` (efficacy_mean is null:
-no permutation is applied in these variants) and prints a table.
+``{variant, efficacy_mean, cos_mean, cos_min, nn_agreement, latency_ms, speedup, ...}`` (efficacy_mean is null
+where no permutation is applied) and prints a table.
 
 Usage:
-    .venv/bin/python bench/codesign.py [--calibration 800] [--heldout 256] [--variants fp32,sparsegpt_2of4_all]
+    .venv/bin/python bench/codesign.py [--calibration 800] [--heldout 256] [--variants fp32,icd_2of4_all]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import platform
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -34,6 +48,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from icd.config import load_config
 from icd.config.schema import ModelSection
 from icd.data.corpus import load_split
 from icd.io.atomic import write_json_atomic
@@ -45,7 +60,11 @@ from icd.transforms.api import TransformContext, optimize_
 from icd.transforms.configs import Int8Config, NMSparsityConfig
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "codesign.json"
+PIPELINE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "minilm.json"
 Builder = Callable[[nn.Module, TransformContext], nn.Module]
+# SparseGPT as it was before the exact re-fit (kept reportable as the baseline).
+SPARSEGPT_PLAIN = {"refit": False, "mask_rounds": 0, "bias_correction": False, "residual_feedback": False,
+                   "layernorm_correction": False}
 
 
 @dataclass(frozen=True)
@@ -57,11 +76,51 @@ class Variant:
     note: str
 
 
-def _nm(method: str) -> Builder:
+def _nm(method: str, **options: object) -> Builder:
     def build(fp32: nn.Module, ctx: TransformContext) -> nn.Module:
         model = copy.deepcopy(fp32)
-        optimize_(model, NMSparsityConfig(n=2, m=4, scope="all", method=method), ctx)
+        optimize_(model, NMSparsityConfig(n=2, m=4, scope="all", method=method, **options), ctx)
         return model
+
+    return build
+
+
+@dataclass
+class PipelineSettings:
+    """What a permuted variant's ``icd run`` must share with this bench (same split, same batches)."""
+
+    calibration: int = 800
+    heldout: int = 256
+    batch_size: int = 32
+    max_length: int = 128
+    threads: int = 2
+
+
+PIPELINE = PipelineSettings()
+# efficacy_mean of the permuted variants built in this process (variant name -> percent)
+EFFICACY: dict[str, float | None] = {}
+
+
+def _permuted_nm(mode: str, name: str) -> Builder:
+    """``icd run`` of configs/minilm.json in ``mode`` with the default 2:4 transform on every encoder Linear; the
+    model it returns is the run's final one (outputs in the original channel order)."""
+
+    def build(_fp32: nn.Module, _ctx: TransformContext) -> nn.Module:
+        from icd.pipeline.runner import run_config
+
+        transform = json.dumps([{"type": "nm_sparsity", "n": 2, "m": 4, "scope": "all"}])
+        overrides = [f"transforms={transform}", f"pipeline.mode={mode}",
+                     f"data.calibration_texts={PIPELINE.calibration}", f"data.heldout_texts={PIPELINE.heldout}",
+                     f"data.batch_size={PIPELINE.batch_size}", "data.seed=0", f"model.max_length={PIPELINE.max_length}",
+                     "measure.latency.runs=1", "measure.latency.warmup=0",
+                     f"measure.latency.threads={PIPELINE.threads}"]
+        cfg = load_config(str(PIPELINE_CONFIG), overrides)
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run_config(cfg, Path(tmp) / "run", progress=False)
+        efficacies = [float(s.solver["efficacy"]) for s in result.solutions.values() if "efficacy" in s.solver]
+        EFFICACY[name] = sum(efficacies) / len(efficacies) if efficacies else None
+        assert result.runtime is not None
+        return result.runtime.encoder
 
     return build
 
@@ -83,9 +142,16 @@ def variants() -> list[Variant]:
     out = [
         Variant("fp32", lambda fp32, _ctx: fp32, "reference model"),
         Variant("magnitude_2of4_all", _nm("magnitude"), "2:4 on all 36 encoder Linears, largest |w| per group"),
-        Variant("wanda_2of4_all", _nm("wanda"), "2:4 all, |w|·‖x‖ scores, sequential calibration"),
-        Variant("sparsegpt_2of4_all", _nm("sparsegpt"),
-                "2:4 all, SparseGPT mask + reconstruction, sequential, error feedback to dense outputs"),
+        Variant("wanda_2of4_all", _nm("wanda", bias_correction=False),
+                "2:4 all, |w|·‖x‖ scores, sequential calibration"),
+        Variant("sparsegpt_2of4_all", _nm("sparsegpt", **SPARSEGPT_PLAIN),
+                "2:4 all, SparseGPT mask + OBS reconstruction, sequential, error feedback to dense outputs"),
+        Variant("icd_2of4_all", _nm("sparsegpt"),
+                "2:4 all, NMSparsityConfig defaults (SparseGPT mask + exact least-squares re-fit), no permutation"),
+        Variant("icd_2of4_linear", _permuted_nm("linear", "icd_2of4_linear"),
+                "icd run linear: N:M-objective channel permutations folded, then icd_2of4_all's transform"),
+        Variant("icd_2of4_iterative", _permuted_nm("iterative", "icd_2of4_iterative"),
+                "icd run iterative: linear, then whole-group re-permutation after pruning (accept / roll back)"),
         Variant("torch_dynamic_int8_all", _torch_dynamic_int8, "torch quantize_dynamic on every Linear"),
     ]
     try:
@@ -99,7 +165,7 @@ def variants() -> list[Variant]:
 def _row(name: str, fid: Fidelity, lat: Latency, base_ms: float, build_s: float, note: str) -> dict[str, object]:
     return {
         "variant": name,
-        "efficacy_mean": None,
+        "efficacy_mean": None if EFFICACY.get(name) is None else round(float(EFFICACY[name]), 3),  # type: ignore[arg-type]
         "cos_mean": round(fid.cos_mean, 6),
         "cos_min": round(fid.cos_min, 6),
         "nn_agreement": round(fid.nn_agreement, 6),
@@ -113,11 +179,11 @@ def _row(name: str, fid: Fidelity, lat: Latency, base_ms: float, build_s: float,
 
 def _print(rows: list[dict[str, object]], console: Console) -> None:
     table = Table(title="codesign: MiniLM-L6 vs fp32 (held-out texts)")
-    for col in ("variant", "cos_mean", "cos_min", "nn_agreement", "latency_ms", "speedup", "build_s"):
+    columns = ("variant", "efficacy_mean", "cos_mean", "cos_min", "nn_agreement", "latency_ms", "speedup", "build_s")
+    for col in columns:
         table.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
     for row in rows:
-        table.add_row(*(str(row[c]) for c in ("variant", "cos_mean", "cos_min", "nn_agreement", "latency_ms",
-                                              "speedup", "build_s")))
+        table.add_row(*(str(row[c]) for c in columns))
     console.print(table)
 
 
@@ -143,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"unknown variant(s) {unknown}; known: {list(known)}")
         return 2
     torch.set_num_threads(args.threads)
+    PIPELINE.calibration, PIPELINE.heldout, PIPELINE.batch_size = args.calibration, args.heldout, args.batch_size
+    PIPELINE.max_length, PIPELINE.threads = args.max_length, args.threads
     section = ModelSection()
     fp32, tokenizer = load_encoder(section), load_tokenizer(section)
     split = load_split(args.calibration, args.heldout, seed=0)

@@ -4,9 +4,9 @@ entries of a run configuration. Serialised with provenance as ``{"type", "versio
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 class _TransformConfig(BaseModel):
@@ -14,10 +14,18 @@ class _TransformConfig(BaseModel):
     version: int = 1
 
 
+_NM_VERSION_1_DEFAULTS: dict[str, Any] = {
+    "refit": False, "mask_rounds": 0, "bias_correction": False, "residual_feedback": False,
+    "layernorm_correction": False,
+}
+"""What version 1 of :class:`NMSparsityConfig` did for the options it did not have yet."""
+
+
 class NMSparsityConfig(_TransformConfig):
     """N:M structured sparsity along each selected Linear's input dimension (2:4 by default)."""
 
     type: Literal["nm_sparsity"] = "nm_sparsity"
+    version: int = 2
     n: int = Field(2, gt=0, description="weights kept per group")
     m: int = Field(4, gt=1, description="group size along the input dimension")
     scope: str = Field("ffn", description="'ffn', 'attention', 'all' or a regex over Linear names")
@@ -41,7 +49,15 @@ class NMSparsityConfig(_TransformConfig):
         0, ge=0, description="sparsegpt: rounds of in-group mask swaps + exact re-fit (a row keeps a swap only if its error drops)"
     )
     bias_correction: bool = Field(
-        False, description="sequential data-aware methods: re-fit each Linear's bias so mean outputs match the target"
+        True, description="sequential data-aware methods: re-fit each Linear's bias so mean outputs match the target"
+    )
+    residual_feedback: bool = Field(
+        True, description="sequential sparsegpt with error feedback: the Linear before each residual add + LayerNorm "
+        "also targets the residual stream's error (R − R̂)",
+    )
+    layernorm_correction: bool = Field(
+        True, description="sequential sparsegpt with error feedback: re-fit the scale / shift of the LayerNorm after "
+        "each pruned output projection so its outputs match the dense model's (per channel, least squares)",
     )
 
     @field_validator("m")
@@ -62,16 +78,46 @@ class NMSparsityConfig(_TransformConfig):
                 raise ValueError(f"nm_sparsity.scope={scope!r} is not 'ffn'/'attention'/'all' nor a regex: {exc}") from None
         return scope
 
+    @model_validator(mode="before")
+    @classmethod
+    def _version_1_defaults(cls, data: Any) -> Any:
+        """A version-1 record (written before the exact re-fit and the corrections existed) rebuilds as it ran."""
+        if isinstance(data, dict) and data.get("version") == 1:
+            return {**_NM_VERSION_1_DEFAULTS, **data}
+        return data
+
 
 class Int8Config(_TransformConfig):
-    """int8 weights, dynamically quantized activations (torch dynamic quantization) on selected Linears."""
+    """int8 weights, activations quantized on every call, on selected Linears (docs/int8.md).
+
+    ``qscheme``: ``per_token`` (one activation scale per token on the ``per_token_scope`` Linears, one per call on
+    the others; per-output-channel weight scales), ``per_channel`` / ``per_tensor`` (one activation scale per call;
+    weight scales per output channel / per tensor).
+    """
 
     type: Literal["int8"] = "int8"
     scope: str = "all"
     smooth_alpha: float | None = Field(0.5, ge=0.0, le=1.0, description="SmoothQuant migration strength; null = off")
     keep_fp32: list[str] = Field(default_factory=list, description="Linear names (regex) kept in fp32")
     auto_keep_fp32: int = Field(0, ge=0, description="keep up to this many most-sensitive Linears in fp32")
-    qscheme: Literal["per_channel", "per_tensor"] = Field("per_channel", description="int8 weight scales per output row or per tensor")
+    qscheme: Literal["per_token", "per_channel", "per_tensor"] = Field(
+        "per_token",
+        description="activation scales per token (per_token) or per call (per_channel / per_tensor: weight scales per "
+                    "output channel / per tensor); per_token uses per-channel weight scales",
+    )
+    per_token_scope: str = Field(
+        "ffn_out", description="qscheme per_token: the Linears quantized per token ('all', 'ffn', 'attention', 'ffn_in', "
+                           "'ffn_out' or a regex); the other quantized Linears get one activation scale per call",
+    )
+    per_token_max: int | None = Field(
+        None, ge=0, description="qscheme per_token: at most this many of the per_token_scope Linears get per-token scales, "
+                             "those whose measured int8 output error on calibration text drops most with them (each "
+                             "costs extra passes over its input); null = every Linear in per_token_scope",
+    )
+    reduce_range: bool | None = Field(
+        None, description="7-bit activations (needed on CPUs without VNNI, where u8*s8 products can saturate); "
+                          "null = decided at quantization: 8-bit where this CPU has VNNI (recorded in the run)",
+    )
     alpha_grid: list[float] = Field(
         default_factory=lambda: [0.5, 0.65, 0.75, 0.85, 0.95],
         description="migration strengths tried per Linear (with smooth_alpha); the lowest measured int8 output error wins",
@@ -86,6 +132,16 @@ class Int8Config(_TransformConfig):
     engine: Literal["onednn", "x86", "fbgemm"] = Field(
         "onednn", description="torch quantized engine whose kernels the int8 Linears are packed for"
     )
+
+    @field_validator("scope", "per_token_scope")
+    @classmethod
+    def _int8_scope_compiles(cls, scope: str, info: ValidationInfo) -> str:
+        if scope not in ("all", "ffn", "attention", "ffn_in", "ffn_out"):
+            try:
+                re.compile(scope)
+            except re.error as exc:
+                raise ValueError(f"int8.{info.field_name}={scope!r} is not a named scope nor a regex: {exc}") from None
+        return scope
 
     @field_validator("alpha_grid")
     @classmethod

@@ -1,27 +1,31 @@
-"""Dynamic int8 quantization of named Linears (torch ``quantize_dynamic`` kernels, fbgemm/x86 on CPU).
+"""Dynamic int8 quantization of named Linears (:class:`icd.transforms.int8_kernels.DynamicInt8Linear`, CPU).
 
 Two levels:
 
 * :func:`quantize_linears_` — the deterministic step the runtime replays at model load: replace exactly the named
-  fp32 Linears (as in ``encoder.bert.named_modules()``) by ``torch.ao.nn.quantized.dynamic.Linear``.
+  fp32 Linears (as in ``encoder.bert.named_modules()``) by int8 Linears with the recorded scheme.
 * :func:`prepare_int8_runtime` — the search behind ``Int8Config``: SmoothQuant-style smoothing with a migration
-  strength chosen per Linear by its measured int8 output error on calibration text, the V→O part folded into the
-  fp32 weights, the rest a runtime input scale; then, within ``auto_keep_fp32``, the Linears whose int8 version
-  costs the most measured end-to-end fidelity (calibration text only) stay fp32 until ``cos_target`` holds.
-  It returns the runtime record (:mod:`icd.transforms.runtime`) and a report saying what stayed fp32 and why.
+  strength chosen per Linear by its measured int8 output error on calibration text (measured with the very
+  kernel that will serve it), the V→O part folded into the fp32 weights, the rest a runtime input scale; then,
+  within ``auto_keep_fp32``, the Linears whose int8 version costs the most measured end-to-end fidelity
+  (calibration text only) stay fp32 until ``cos_target`` holds. It returns the runtime record
+  (:mod:`icd.transforms.runtime`) and a report saying what stayed fp32 and why.
+
+Schemes (:class:`QScheme`): ``per_token`` (default: one activation scale per token on the ``per_token_scope``
+Linears, per-output-channel weights), ``per_channel`` and ``per_tensor`` (one activation scale per call; weight
+scales per output channel / per tensor). Activations are 8-bit where the CPU has VNNI (``reduce_range``).
 
 Example:
     >>> from icd.transforms.api import optimize_, TransformContext           # doctest: +SKIP
-    >>> optimize_(encoder, Int8Config(auto_keep_fp32=2), TransformContext(tokenizer=tok, calibration_texts=cal))
+    >>> optimize_(encoder, Int8Config(), TransformContext(tokenizer=tok, calibration_texts=cal))
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -31,6 +35,7 @@ from torch import nn
 
 from icd.transforms.api import TransformContext, register_transform
 from icd.transforms.configs import Int8Config
+from icd.transforms.int8_kernels import DynamicInt8Linear, default_reduce_range, vnni_supported
 from icd.transforms.smoothing import InputScaled, fold_value_output_scale_, scale_of, smoothing_exponents
 
 SCOPE_FFN = ("intermediate.dense", "output.dense")
@@ -44,12 +49,15 @@ x86/fbgemm 1.5-1.6x (bench/int8.py, docs/int8.md); 2-thread figures were not mea
 
 
 class QScheme(str, Enum):
-    """How int8 weights are scaled."""
+    """How int8 weights and activations are scaled (activations are quantized on every call)."""
 
     PER_TENSOR = "per_tensor"
-    """One scale for the whole weight matrix (``default_dynamic_qconfig``)."""
+    """One weight scale per matrix, one activation scale per call (torch's ``default_dynamic_qconfig``)."""
     PER_CHANNEL = "per_channel"
-    """One scale per output row (``per_channel_dynamic_qconfig``)."""
+    """One weight scale per output channel, one activation scale per call."""
+    PER_TOKEN = "per_token"
+    """One weight scale per output channel; one activation scale per token (row) on the recorded per-token
+    Linears, one per call on the others."""
 
 
 def linear_names(encoder: nn.Module) -> list[str]:
@@ -63,31 +71,47 @@ def linear_names(encoder: nn.Module) -> list[str]:
     return names
 
 
+def _is_ffn_in(name: str) -> bool:
+    return name.endswith("intermediate.dense")
+
+
+def _is_ffn_out(name: str) -> bool:
+    return name.endswith("output.dense") and ".attention." not in name
+
+
 def _is_ffn(name: str) -> bool:
-    return name.endswith("intermediate.dense") or (name.endswith("output.dense") and ".attention." not in name)
+    return _is_ffn_in(name) or _is_ffn_out(name)
+
+
+_NAMED_SCOPES: dict[str, Callable[[str], bool]] = {
+    "all": lambda name: True,
+    "ffn": _is_ffn,
+    "attention": lambda name: not _is_ffn(name),
+    "ffn_in": _is_ffn_in,
+    "ffn_out": _is_ffn_out,
+}
 
 
 def resolve_scope(encoder: nn.Module, scope: str, keep_fp32: Sequence[str] = ()) -> list[str]:
-    """The Linear names ``scope`` selects (``all`` / ``ffn`` / ``attention`` / a regex), minus ``keep_fp32``.
+    """The Linear names ``scope`` selects, minus ``keep_fp32`` (regexes).
+
+    ``scope``: ``all`` / ``ffn`` / ``attention`` / ``ffn_in`` (intermediate.dense) / ``ffn_out`` (the FFN's
+    output.dense) or a regex over the names.
 
     Raises:
         ValueError: an invalid regex, or a scope that selects nothing.
     """
     names = [n for n in linear_names(encoder) if n.startswith("encoder.")]
-    if scope == "all":
-        chosen = names
-    elif scope == "ffn":
-        chosen = [n for n in names if _is_ffn(n)]
-    elif scope == "attention":
-        chosen = [n for n in names if not _is_ffn(n)]
+    if scope in _NAMED_SCOPES:
+        chosen = [n for n in names if _NAMED_SCOPES[scope](n)]
     else:
         try:
             pattern = re.compile(scope)
         except re.error as exc:
-            raise ValueError(f"int8.scope={scope!r} is not 'all'/'ffn'/'attention' nor a regex: {exc}") from None
+            raise ValueError(f"int8 scope {scope!r} is not one of {sorted(_NAMED_SCOPES)} nor a regex: {exc}") from None
         chosen = [n for n in names if pattern.search(n)]
     if not chosen:
-        raise ValueError(f"int8.scope={scope!r} selects no Linear of the model")
+        raise ValueError(f"int8 scope {scope!r} selects no Linear of the model")
     try:
         keep = [re.compile(k) for k in keep_fp32]
     except re.error as exc:
@@ -95,86 +119,90 @@ def resolve_scope(encoder: nn.Module, scope: str, keep_fp32: Sequence[str] = ())
     return [n for n in chosen if not any(k.search(n) for k in keep)]
 
 
-def _qconfig(scheme: QScheme):
-    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
+def int8_linear(
+    linear: nn.Linear, scheme: QScheme | str = QScheme.PER_CHANNEL, engine: str | None = DEFAULT_ENGINE,
+    reduce_range: bool = True, per_token: bool | None = None, inv_scale: torch.Tensor | None = None,
+) -> DynamicInt8Linear:
+    """An int8 copy of ``linear`` (``linear`` itself is not changed).
 
-    return per_channel_dynamic_qconfig if scheme == QScheme.PER_CHANNEL else default_dynamic_qconfig
-
-
-@contextlib.contextmanager
-def quantized_engine(engine: str | None) -> Iterator[None]:
-    """Pack weights for ``engine`` inside the block (the global setting is restored afterwards).
-
-    A packed int8 Linear keeps the kernels of the engine it was packed for, whatever the global setting later.
+    Args:
+        scheme: weight / activation scaling; ``per_token`` needs ``per_token`` true or None (None: per-token
+            activations exactly when the scheme is ``per_token``).
+        engine: torch quantized engine the weights are packed for (None: the current global one).
+        reduce_range: 7-bit activations (torch's historical default) instead of 8-bit.
+        inv_scale: smoothing multiplier applied to the input first (``linear`` already holds the scaled weight).
 
     Raises:
-        ValueError: ``engine`` is not supported by this torch build.
+        ValueError: per-token activations asked for with another scheme, or an unsupported engine.
     """
-    if engine is None:
-        yield
-        return
+    scheme = QScheme(scheme)
+    token = scheme == QScheme.PER_TOKEN if per_token is None else bool(per_token)
+    if token and scheme != QScheme.PER_TOKEN:
+        raise ValueError(f"int8: per-token activation scales need qscheme 'per_token', not {scheme.value!r}")
+    return DynamicInt8Linear(linear, per_token=token, per_channel=scheme != QScheme.PER_TENSOR,
+                             reduce_range=reduce_range, engine=engine, inv_scale=inv_scale)
+
+
+def _check_engine(engine: str | None) -> None:
     supported = torch.backends.quantized.supported_engines
-    if engine not in supported:
+    if engine is not None and engine not in supported:
         raise ValueError(f"int8 engine {engine!r} is not supported by this torch build (supported: {supported})")
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = engine
-    try:
-        yield
-    finally:
-        torch.backends.quantized.engine = previous
-
-
-def quantized_linear(
-    linear: nn.Linear, scheme: QScheme | str = QScheme.PER_CHANNEL, engine: str | None = DEFAULT_ENGINE
-) -> nn.Module:
-    """A dynamic int8 copy of ``linear`` packed for ``engine`` (``linear`` itself is not changed)."""
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-
-    source = copy.copy(linear)
-    source.qconfig = _qconfig(QScheme(scheme))
-    with warnings.catch_warnings(), quantized_engine(engine):
-        warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
-        return DynamicLinear.from_float(source)
 
 
 def quantize_linears_(
     encoder: nn.Module, names: Sequence[str], scheme: QScheme | str = QScheme.PER_CHANNEL,
-    engine: str | None = DEFAULT_ENGINE,
+    engine: str | None = DEFAULT_ENGINE, reduce_range: bool = True, per_token: Sequence[str] | None = None,
 ) -> None:
-    """Replace the named fp32 Linears of ``encoder.bert`` by dynamic int8 Linears, in place.
+    """Replace the named fp32 Linears of ``encoder.bert`` by :class:`DynamicInt8Linear`, in place.
 
-    A name may point at an ``InputScaled`` wrapper (a smoothed Linear): its inner Linear is quantized.
+    A name may point at an ``InputScaled`` wrapper (a smoothed Linear): the wrapper and its Linear become one
+    int8 Linear that applies the input scale itself.
+
+    Args:
+        scheme: see :class:`QScheme`.
+        engine: torch quantized engine the weights are packed for (None: the current global one).
+        reduce_range: 7-bit activations (the historical default of torch and of icd records) instead of 8-bit.
+        per_token: with ``scheme`` ``per_token``, the names (a subset of ``names``) given per-token activation
+            scales; None = all of them.
 
     Raises:
-        ValueError: a name is not an fp32 Linear of ``encoder.bert`` (unknown or already quantized), or the
-            engine is not supported here.
+        ValueError: a name is not an fp32 Linear of ``encoder.bert`` (unknown or already quantized), per-token
+            names outside ``names`` or without the ``per_token`` scheme, or an unsupported engine.
     """
     scheme = QScheme(scheme)
+    tokens = set(names) if per_token is None and scheme == QScheme.PER_TOKEN else set(per_token or ())
+    if tokens and scheme != QScheme.PER_TOKEN:
+        raise ValueError(f"int8: per-token Linears need qscheme 'per_token', not {scheme.value!r}")
+    outside = sorted(tokens - set(names))
+    if outside:
+        raise ValueError(f"int8: per-token Linears that are not quantized: {outside}")
+    _check_engine(engine)
     modules = dict(encoder.bert.named_modules())
     for name in names:
         module = modules.get(name)
         target = module.inner if isinstance(module, InputScaled) else module
         if type(target) is not nn.Linear:
             raise ValueError(f"int8: {name!r} is not an fp32 nn.Linear of the model")
+    if names and not reduce_range and not vnni_supported():
+        warnings.warn("int8: 8-bit activations (reduce_range false) on a CPU without VNNI: u8*s8 int16 "
+                      "accumulation may saturate; quantize with reduce_range true here", RuntimeWarning, stacklevel=2)
     for name in names:
         module = modules[name]
-        if isinstance(module, InputScaled):
-            module.inner = quantized_linear(module.inner, scheme, engine)
-        else:
-            parent_name, _, leaf = name.rpartition(".")
-            parent = encoder.bert.get_submodule(parent_name) if parent_name else encoder.bert
-            setattr(parent, leaf, quantized_linear(module, scheme, engine))
+        inner, inv_scale = (module.inner, module.inv_scale) if isinstance(module, InputScaled) else (module, None)
+        parent_name, _, leaf = name.rpartition(".")
+        parent = encoder.bert.get_submodule(parent_name) if parent_name else encoder.bert
+        setattr(parent, leaf, int8_linear(inner, scheme, engine, reduce_range, name in tokens, inv_scale))
 
 
 def quantized_names(encoder: nn.Module) -> list[str]:
-    """Names (as in ``encoder.bert``, wrappers resolved) of the dynamic int8 Linears currently in the model."""
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    """Names (as in ``encoder.bert``) of the int8 Linears currently in the model."""
+    return [name for name, module in encoder.bert.named_modules() if isinstance(module, DynamicInt8Linear)]
 
-    out = []
-    for name, module in encoder.bert.named_modules():
-        if isinstance(module, DynamicLinear):
-            out.append(name.removesuffix(".inner"))
-    return out
+
+def per_token_names(encoder: nn.Module) -> list[str]:
+    """Names of the int8 Linears of the model that quantize their input per token."""
+    return [name for name, module in encoder.bert.named_modules()
+            if isinstance(module, DynamicInt8Linear) and module.per_token]
 
 
 # ---------------------------------------------------------------------------------------------------- the search
@@ -184,15 +212,14 @@ def quantized_names(encoder: nn.Module) -> list[str]:
 class _ErrorAccumulator:
     """Σ‖ŷ − y‖² and Σ‖y‖² of one Linear's int8 output per candidate migration strength."""
 
-    candidates: dict[float | None, tuple[nn.Module, torch.Tensor | None]]
+    candidates: dict[float | None, nn.Module]
     err: dict[float | None, float] = field(default_factory=dict)
     norm: float = 0.0
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.norm += float(y.double().pow(2).sum())
-        for alpha, (qlinear, inv_scale) in self.candidates.items():
-            xq = x if inv_scale is None else x * inv_scale
-            self.err[alpha] = self.err.get(alpha, 0.0) + float((qlinear(xq) - y).double().pow(2).sum())
+        for alpha, qlinear in self.candidates.items():
+            self.err[alpha] = self.err.get(alpha, 0.0) + float((qlinear(x) - y).double().pow(2).sum())
 
     def relative(self, alpha: float | None) -> float:
         return self.err.get(alpha, 0.0) / max(self.norm, 1e-30)
@@ -223,23 +250,35 @@ def _run(encoder: nn.Module, batches: Sequence[Any]) -> torch.Tensor:
         return torch.cat([encoder(b.input_ids, b.attention_mask).float() for b in batches])
 
 
+@dataclass(frozen=True)
+class _Kernel:
+    """The int8 kernel settings of a search: what each Linear will be served with."""
+
+    scheme: QScheme
+    engine: str
+    reduce_range: bool
+    per_token: frozenset[str]
+
+    def linear(self, name: str, linear: nn.Linear, inv_scale: torch.Tensor | None = None) -> DynamicInt8Linear:
+        return int8_linear(linear, self.scheme, self.engine, self.reduce_range, name in self.per_token, inv_scale)
+
+
 def _measure_errors(
     encoder: nn.Module, names: Sequence[str], batches: Sequence[Any], absmax: dict[str, torch.Tensor],
-    alphas: Sequence[float], scheme: QScheme, engine: str,
+    alphas: Sequence[float], kernel: _Kernel,
 ) -> dict[str, _ErrorAccumulator]:
     """Int8 output error of each Linear, unsmoothed and smoothed with each alpha, on its real fp32 inputs."""
     modules = dict(encoder.bert.named_modules())
     accumulators: dict[str, _ErrorAccumulator] = {}
     for name in names:
         linear = modules[name]
-        candidates: dict[float | None, tuple[nn.Module, torch.Tensor | None]] = {
-            None: (quantized_linear(linear, scheme, engine), None)}
+        candidates: dict[float | None, nn.Module] = {None: kernel.linear(name, linear)}
         for alpha in alphas:
             k = smoothing_exponents(absmax[name], linear.weight, alpha)
             smoothed = copy.deepcopy(linear)
             with torch.no_grad():
                 smoothed.weight.mul_(scale_of(k))
-            candidates[alpha] = (quantized_linear(smoothed, scheme, engine), scale_of(-k))
+            candidates[alpha] = kernel.linear(name, smoothed, scale_of(-k))
         accumulators[name] = _ErrorAccumulator(candidates)
 
     def hook_for(name: str):
@@ -314,14 +353,15 @@ def _search_batches(context: TransformContext | None, texts: int) -> list[Any]:
 
 
 def _smooth_and_fold(
-    fp32: nn.Module, names: list[str], context: TransformContext, batches: list[Any], config: Int8Config
+    fp32: nn.Module, names: list[str], context: TransformContext, batches: list[Any], config: Int8Config,
+    kernel: _Kernel,
 ) -> list[SmoothingChoice]:
     """Choose each Linear's smoothing by measured int8 output error; fold the V->O ones into ``fp32``.
 
     Activation ranges come from every calibration text; errors from the ``batches`` subset.
     """
     absmax = _input_absmax(fp32, names, context.calibration_batches())
-    errors = _measure_errors(fp32, names, batches, absmax, _alphas(config), QScheme(config.qscheme), config.engine)
+    errors = _measure_errors(fp32, names, batches, absmax, _alphas(config), kernel)
     modules = dict(fp32.bert.named_modules())
     choices = [_choose(n, errors[n], absmax[n], modules[n].weight, config.smooth_min_error) for n in names]
     for choice in choices:
@@ -337,6 +377,7 @@ class _Candidate:
 
     fp32: nn.Module
     config: Int8Config
+    kernel: _Kernel
     scales: dict[str, torch.Tensor]
     batches: list[Any]
     reference: torch.Tensor | None = None
@@ -344,8 +385,12 @@ class _Candidate:
     def record(self, quantized: Sequence[str]) -> dict[str, Any]:
         from icd.transforms.runtime import int8_runtime_record
 
-        return int8_runtime_record(list(quantized), self.config.qscheme,
-                                   {n: k for n, k in self.scales.items() if n in quantized}, engine=self.config.engine)
+        per_token = None
+        if self.kernel.scheme == QScheme.PER_TOKEN:
+            per_token = [n for n in quantized if n in self.kernel.per_token]
+        return int8_runtime_record(list(quantized), self.kernel.scheme,
+                                   {n: k for n, k in self.scales.items() if n in quantized}, engine=self.kernel.engine,
+                                   reduce_range=self.kernel.reduce_range, per_token=per_token)
 
     def calibration_cos(self, quantized: Sequence[str]) -> float:
         """Mean cosine vs fp32 on the search batches (calibration text) of the int8 model."""
@@ -388,6 +433,51 @@ def _keep_most_sensitive(
     return kept
 
 
+def _kernel(fp32: nn.Module, config: Int8Config, names: Sequence[str]) -> _Kernel:
+    """The configured kernel, with ``reduce_range`` resolved and the per-token Linears among ``names``."""
+    scheme = QScheme(config.qscheme)
+    reduce_range = default_reduce_range() if config.reduce_range is None else bool(config.reduce_range)
+    per_token: frozenset[str] = frozenset()
+    if scheme == QScheme.PER_TOKEN:
+        try:
+            per_token = frozenset(resolve_scope(fp32, config.per_token_scope)) & frozenset(names)
+        except ValueError as exc:
+            raise ValueError(f"int8.per_token_scope: {exc}") from None
+    return _Kernel(scheme, config.engine, reduce_range, per_token)
+
+
+def _best_error(acc: _ErrorAccumulator) -> float:
+    return min(acc.relative(alpha) for alpha in acc.candidates)
+
+
+def _pick_per_token(
+    fp32: nn.Module, config: Int8Config, kernel: _Kernel, batches: Sequence[Any], report: dict[str, Any]
+) -> _Kernel:
+    """Keep per-token scales only on the ``per_token_max`` Linears where they lower the measured error most.
+
+    Each candidate's relative int8 output error (best over the smoothing strengths) is measured on its real fp32
+    inputs with one activation scale per call and with per-token scales; the gain is the difference.
+    """
+    limit = config.per_token_max
+    if limit is None or len(kernel.per_token) <= limit:
+        return kernel
+    if not batches:  # nothing to measure with: the configured scope stands (the report's note says no search ran)
+        return kernel
+    candidates = sorted(kernel.per_token)
+    chosen: frozenset[str] = frozenset()
+    if limit:
+        absmax = _input_absmax(fp32, candidates, batches)
+        per_call = _measure_errors(fp32, candidates, batches, absmax, _alphas(config),
+                                   _Kernel(kernel.scheme, kernel.engine, kernel.reduce_range, frozenset()))
+        per_token = _measure_errors(fp32, candidates, batches, absmax, _alphas(config), kernel)
+        gains = {n: _best_error(per_call[n]) - _best_error(per_token[n]) for n in candidates}
+        chosen = frozenset(sorted(candidates, key=lambda n: -gains[n])[:limit])
+        report["per_token_selection"] = [
+            {"name": n, "rel_output_error_per_call": _best_error(per_call[n]),
+             "rel_output_error_per_token": _best_error(per_token[n]), "chosen": n in chosen} for n in candidates]
+    return _Kernel(kernel.scheme, kernel.engine, kernel.reduce_range, chosen)
+
+
 def prepare_int8_runtime(
     fp32: nn.Module, config: Int8Config, context: TransformContext | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -407,24 +497,28 @@ def prepare_int8_runtime(
         which Linears stayed fp32 and the measured reason).
     """
     names = resolve_scope(fp32, config.scope, config.keep_fp32)
+    kernel = _kernel(fp32, config, names)
     kept = [{"name": n, "reason": "not in scope or matched keep_fp32"} for n in linear_names(fp32) if n not in names]
     batches = _search_batches(context, config.search_texts)
-    report: dict[str, Any] = {"type": "int8", "qscheme": config.qscheme, "engine": config.engine,
+    report: dict[str, Any] = {"type": "int8", "qscheme": kernel.scheme.value, "engine": kernel.engine,
+                              "activation_bits": 7 if kernel.reduce_range else 8, "cpu_vnni": vnni_supported(),
                               "search_texts": sum(int(b.input_ids.shape[0]) for b in batches)}
+    kernel = _pick_per_token(fp32, config, kernel, batches, report)
     choices: list[SmoothingChoice] = []
     if batches and _alphas(config):
-        choices = _smooth_and_fold(fp32, names, context, batches, config)
+        choices = _smooth_and_fold(fp32, names, context, batches, config, kernel)
     elif not batches:
         report["note"] = "no calibration data: no smoothing search, no measured fp32 exceptions"
     report["smoothing"] = [c.to_dict() for c in choices]
     scales = {c.name: c.exponents for c in choices if c.exponents is not None and not c.folded}
-    candidate = _Candidate(fp32, config, scales, batches)
+    candidate = _Candidate(fp32, config, kernel, scales, batches)
     quantized = list(names)
     if batches:
         report["calibration_cos_mean_all_int8"] = candidate.calibration_cos(quantized)
         kept += _keep_most_sensitive(candidate, quantized, report)
     report["kept_fp32"] = kept
     report["quantized"] = len(quantized)
+    report["per_token"] = sorted(n for n in quantized if n in kernel.per_token)
     return candidate.record(quantized), report
 
 

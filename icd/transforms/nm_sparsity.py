@@ -5,7 +5,14 @@ In every output row, each group of ``m`` consecutive input columns keeps at most
 * ``magnitude`` — keep the ``n`` largest ``|W_ij|`` per group (no data).
 * ``wanda`` — keep the ``n`` largest ``|W_ij| · ‖x_j‖`` (Sun et al. 2023); ``‖x_j‖`` from calibration tokens.
 * ``sparsegpt`` — OBS-style mask selection and reconstruction of the kept weights from the Hessian
-  ``H = XᵀX + λI``, column block by block (Frantar & Alistarh 2023).
+  ``H = XᵀX + λI``, column block by block (Frantar & Alistarh 2023); by default the kept weights are then
+  re-fitted exactly (per-row least squares on the mask, ``refit``), optionally after in-group mask swaps
+  (``mask_rounds``).
+
+In the sequential pass each Linear's bias can be fitted with its kept weights (``bias_correction``), the
+projection before each residual add + LayerNorm can also cancel the residual stream's error
+(``residual_feedback``), and that LayerNorm's scale / shift can be re-fitted to the dense outputs
+(``layernorm_correction``); all three are on by default.
 
 Data-aware methods run *sequentially* by default: Linears are processed in forward order, and each one's
 statistics come from the model whose earlier Linears are already sparse, so later layers compensate the error
@@ -502,20 +509,44 @@ def _run_layer(layer: nn.Module, call: _LayerCall, hidden: torch.Tensor) -> torc
 
 def _linear_input(layer: nn.Module, module_name: str, call: _LayerCall, hidden: torch.Tensor) -> torch.Tensor:
     """Input tokens (non-padding rows, float64) of ``layer``'s sub-module ``module_name`` for one batch."""
-    captured: list[torch.Tensor] = []
+    return _linear_io(layer, module_name, call, hidden, residual=False)[0]
+
+
+def _residual_parent(layer: nn.Module, module_name: str) -> nn.Module | None:
+    """The ``…Output`` block around ``module_name`` when it computes ``LayerNorm(dense(h) + input_tensor)``."""
+    parent_name, _, leaf = module_name.rpartition(".")
+    if leaf != "dense" or not parent_name:
+        return None
+    parent = layer.get_submodule(parent_name)
+    return parent if isinstance(getattr(parent, "LayerNorm", None), nn.LayerNorm) else None
+
+
+def _linear_io(
+    layer: nn.Module, module_name: str, call: _LayerCall, hidden: torch.Tensor, residual: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Input tokens of ``module_name`` and, with ``residual``, the residual its output is added to (float64)."""
+    captured: dict[str, torch.Tensor] = {}
+    parent = _residual_parent(layer, module_name) if residual else None
+
+    def parent_hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        captured["residual"] = args[1] if len(args) > 1 else kwargs["input_tensor"]
 
     def hook(_module: nn.Module, args: tuple) -> None:
-        captured.append(args[0])
+        captured["input"] = args[0]
         raise _StopForward
 
-    handle = layer.get_submodule(module_name).register_forward_pre_hook(hook)
+    handles = [layer.get_submodule(module_name).register_forward_pre_hook(hook)]
+    if parent is not None:
+        handles.append(parent.register_forward_pre_hook(parent_hook, with_kwargs=True))
     try:
         _run_layer(layer, call, hidden)
     except _StopForward:
         pass
     finally:
-        handle.remove()
-    return captured[0][call.token_mask].double()
+        for handle in handles:
+            handle.remove()
+    res = captured.get("residual")
+    return captured["input"][call.token_mask].double(), None if res is None else res[call.token_mask].double()
 
 
 @dataclass
@@ -525,25 +556,40 @@ class _GroupStats:
     gram: InputGram
     cross: torch.Tensor | None = None  # X̂ᵀ X (in × in), only with error feedback
     dense_gram: torch.Tensor | None = None  # Xᵀ X of the dense model's inputs, only with error feedback
+    sum_hat: torch.Tensor | None = None  # Σ x̂ over tokens (sequential pass only; for bias correction)
+    sum_dense: torch.Tensor | None = None  # Σ x of the dense model's inputs, only with error feedback
+    cross_resid: torch.Tensor | None = None  # X̂ᵀ (R − R̂) (in × out), only with residual feedback
+    sum_resid: torch.Tensor | None = None  # Σ (R − R̂) over tokens (out), only with residual feedback
 
 
 def _group_stats(
     layer: nn.Module, dense_layer: nn.Module | None, module_name: str, calls: Sequence[_LayerCall],
-    hidden: Sequence[torch.Tensor], dense_hidden: Sequence[torch.Tensor] | None,
+    hidden: Sequence[torch.Tensor], dense_hidden: Sequence[torch.Tensor] | None, residual: bool = False,
 ) -> _GroupStats:
-    in_features = layer.get_submodule(module_name).in_features
+    linear = layer.get_submodule(module_name)
+    in_features = linear.in_features
+    residual = residual and dense_layer is not None and _residual_parent(layer, module_name) is not None
+    cross_resid = torch.zeros(in_features, linear.out_features, dtype=torch.float64) if residual else None
+    sum_resid = torch.zeros(linear.out_features, dtype=torch.float64) if residual else None
     gram = InputGram(torch.zeros(in_features, in_features, dtype=torch.float64))
     cross = None if dense_layer is None else torch.zeros_like(gram.gram)
     dense_gram = None if dense_layer is None else torch.zeros_like(gram.gram)
+    sum_hat = torch.zeros(in_features, dtype=torch.float64)
+    sum_dense = None if dense_layer is None else torch.zeros_like(sum_hat)
     for k, call in enumerate(calls):
-        x_hat = _linear_input(layer, module_name, call, hidden[k])
+        x_hat, r_hat = _linear_io(layer, module_name, call, hidden[k], residual)
         gram.gram += x_hat.T @ x_hat
         gram.count += x_hat.shape[0]
+        sum_hat += x_hat.sum(dim=0)
         if cross is not None and dense_gram is not None and dense_layer is not None and dense_hidden is not None:
-            x = _linear_input(dense_layer, module_name, call, dense_hidden[k])
+            x, r = _linear_io(dense_layer, module_name, call, dense_hidden[k], residual)
+            if cross_resid is not None and sum_resid is not None and r is not None and r_hat is not None:
+                cross_resid += x_hat.T @ (r - r_hat)
+                sum_resid += (r - r_hat).sum(dim=0)
             cross += x_hat.T @ x
             dense_gram += x.T @ x
-    return _GroupStats(gram, cross, dense_gram)
+            sum_dense += x.sum(dim=0)  # type: ignore[operator]
+    return _GroupStats(gram, cross, dense_gram, sum_hat, sum_dense, cross_resid, sum_resid)
 
 
 def _feedback_target(weight: torch.Tensor, stats: _GroupStats, damp: float) -> torch.Tensor:
@@ -554,7 +600,87 @@ def _feedback_target(weight: torch.Tensor, stats: _GroupStats, damp: float) -> t
     lam = damp * h.diagonal().mean().clamp(min=1e-12)
     eye = torch.eye(h.shape[0], dtype=h.dtype)
     rhs = stats.cross @ weight.double().T  # X̂ᵀ X Wᵀ
-    return torch.linalg.solve(h + lam * eye, rhs).T.to(weight.dtype)
+    if stats.cross_resid is not None:
+        rhs = rhs + stats.cross_resid  # + X̂ᵀ (R − R̂): also undo the residual stream's error
+    return torch.linalg.solve(h + lam * eye, rhs).T
+
+
+def _augmented_problem(
+    weight: torch.Tensor, bias: torch.Tensor, stats: _GroupStats, damp: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The least-squares problem with the bias as one more, never-pruned input column of constant 1.
+
+    Returns ``(Ĥₐ, tₐ)``: the mean Gram of ``[x̂, 1]`` and the target ``[W*, b*]`` (``[W, b]`` without error feedback;
+    with it, the unconstrained fit of the dense outputs ``XWᵀ + b`` from ``[X̂, 1]``).
+    """
+    assert stats.sum_hat is not None
+    count = float(max(stats.gram.count, 1))
+    s_hat = stats.sum_hat.unsqueeze(1)
+    h_aug = torch.cat([torch.cat([stats.gram.gram, s_hat], 1), torch.cat([s_hat.T, s_hat.new_full((1, 1), count)], 1)])
+    w_aug = torch.cat([weight.double(), bias.double().unsqueeze(1)], 1)
+    if stats.cross is None or stats.sum_dense is None:
+        return h_aug / count, w_aug
+    s_dense = stats.sum_dense.unsqueeze(1)
+    cross_aug = torch.cat([torch.cat([stats.cross, s_hat], 1), torch.cat([s_dense.T, s_hat.new_full((1, 1), count)], 1)])
+    lam = damp * h_aug.diagonal().mean().clamp(min=1e-12)
+    eye = torch.eye(h_aug.shape[0], dtype=h_aug.dtype)
+    rhs = cross_aug @ w_aug.T
+    if stats.cross_resid is not None and stats.sum_resid is not None:
+        rhs = rhs + torch.cat([stats.cross_resid, stats.sum_resid.unsqueeze(0)])
+    target = torch.linalg.solve(h_aug + lam * eye, rhs).T
+    return h_aug / count, target
+
+
+def _mean_shift_bias(
+    weight: torch.Tensor, bias: torch.Tensor, new: torch.Tensor, stats: _GroupStats
+) -> torch.Tensor:
+    """Bias moved by the mean output change, so mean outputs over the calibration tokens match the target's."""
+    assert stats.sum_hat is not None
+    s_target = stats.sum_dense if stats.sum_dense is not None else stats.sum_hat
+    shift = weight.double() @ s_target - new.double() @ stats.sum_hat
+    if stats.sum_resid is not None:
+        shift = shift + stats.sum_resid
+    shift = shift / max(stats.gram.count, 1)
+    return (bias.double() + shift).to(bias.dtype)
+
+
+def _normalized(norm: nn.LayerNorm, u: torch.Tensor) -> torch.Tensor:
+    """``(u − mean) / sqrt(var + eps)`` over the last dimension, as ``norm`` computes before its affine map."""
+    mean = u.mean(dim=-1, keepdim=True)
+    var = u.var(dim=-1, unbiased=False, keepdim=True)
+    return (u - mean) / torch.sqrt(var + norm.eps)
+
+
+def _correct_layernorm(
+    layer: nn.Module, dense_layer: nn.Module, norm_name: str, calls: Sequence[_LayerCall],
+    hidden: Sequence[torch.Tensor], dense_hidden: Sequence[torch.Tensor],
+) -> None:
+    """Re-fit ``norm_name``'s per-channel scale and shift so its outputs on the sparse model's tokens match the
+    dense model's by least squares (two parameters per channel, closed form)."""
+    norm = layer.get_submodule(norm_name)
+    dense_norm = dense_layer.get_submodule(norm_name)
+    if not isinstance(norm, nn.LayerNorm) or norm.weight is None or norm.bias is None:
+        return
+    width = norm.weight.shape[0]
+    s_nn, s_n, s_ny, s_y = (torch.zeros(width, dtype=torch.float64) for _ in range(4))
+    count = 0
+    for k, call in enumerate(calls):
+        n_hat = _normalized(norm, _linear_input(layer, norm_name, call, hidden[k]))
+        with torch.inference_mode():
+            target = dense_norm(_linear_input(dense_layer, norm_name, call, dense_hidden[k]).to(dense_norm.weight.dtype))
+        target = target.double()
+        s_nn += (n_hat * n_hat).sum(0)
+        s_n += n_hat.sum(0)
+        s_ny += (n_hat * target).sum(0)
+        s_y += target.sum(0)
+        count += n_hat.shape[0]
+    det = s_nn * count - s_n * s_n
+    ok = det > 1e-9 * (s_nn * count).clamp(min=1e-30)
+    scale = torch.where(ok, (s_ny * count - s_n * s_y) / det.where(ok, torch.ones_like(det)), norm.weight.double())
+    shift = torch.where(ok, (s_nn * s_y - s_n * s_ny) / det.where(ok, torch.ones_like(det)), norm.bias.double())
+    with torch.no_grad():
+        norm.weight.copy_(scale.to(norm.weight.dtype))
+        norm.bias.copy_(shift.to(norm.bias.dtype))
 
 
 def _encoder_layers(encoder: nn.Module) -> list[nn.Module]:
@@ -586,9 +712,14 @@ def _sequential_layerwise(
         dense_layer = copy.deepcopy(layer) if feedback else None
         for group in input_groups(by_layer.get(index, [])):
             rel = _LAYER_NAME.match(group[0]).group(2)  # type: ignore[union-attr]
-            stats = _group_stats(layer, dense_layer, rel, calls, hidden, dense_hidden)
+            stats = _group_stats(layer, dense_layer, rel, calls, hidden, dense_hidden,
+                                 residual=config.residual_feedback and len(group) == 1)
             for name in group:
                 results.append(_apply_one(name, linears[name], config, stats))
+            parent = _residual_parent(layer, rel) if len(group) == 1 else None
+            if config.layernorm_correction and parent is not None and dense_layer is not None and dense_hidden:
+                _correct_layernorm(layer, dense_layer, rel.rpartition(".")[0] + ".LayerNorm", calls, hidden,
+                                   dense_hidden)
         hidden = [_run_layer(layer, c, h) for c, h in zip(calls, hidden)]
         if dense_layer is not None and dense_hidden is not None:
             dense_hidden = [_run_layer(dense_layer, c, h) for c, h in zip(calls, dense_hidden)]
@@ -596,12 +727,18 @@ def _sequential_layerwise(
 
 
 def _layer_report_vs_dense(
-    name: str, old: torch.Tensor, new: torch.Tensor, gram: InputGram, cross: torch.Tensor, dense_gram: torch.Tensor
+    name: str, old: torch.Tensor, new: torch.Tensor, stats: _GroupStats, bias_shift: torch.Tensor | None = None
 ) -> LayerSparsity:
-    """``rel_error = ‖XWᵀ − X̂Ŵᵀ‖² / ‖XWᵀ‖²``: the sparse Linear on sparse-model inputs vs the dense one."""
+    """``rel_error = ‖(XWᵀ + b) − (X̂Ŵᵀ + b̂)‖² / ‖XWᵀ‖²``: the sparse Linear on sparse-model inputs vs the dense one
+    (``bias_shift = b − b̂``, None when the bias is unchanged)."""
+    assert stats.cross is not None and stats.dense_gram is not None
+    gram, cross, dense_gram = stats.gram, stats.cross, stats.dense_gram
     w, w_hat = old.double(), new.double()
     dense = torch.einsum("ij,jk,ik->", w, dense_gram, w).item()
     num = dense - 2 * (w_hat * (w @ cross.T)).sum().item() + torch.einsum("ij,jk,ik->", w_hat, gram.gram, w_hat).item()
+    if bias_shift is not None and stats.sum_hat is not None and stats.sum_dense is not None:
+        col_sum = w @ stats.sum_dense - w_hat @ stats.sum_hat  # Σ over tokens of the weights' output error
+        num += 2 * float(bias_shift @ col_sum) + gram.count * float(bias_shift @ bias_shift)
     return LayerSparsity(
         name=name, out_features=old.shape[0], in_features=old.shape[1],
         kept_fraction=float((new != 0).double().mean()),
@@ -614,15 +751,35 @@ def _layer_report_vs_dense(
 # Driver
 
 
-def _sparsify_weight(weight: torch.Tensor, config: NMSparsityConfig, stats: _GroupStats | None) -> torch.Tensor:
+def _sparsify(
+    weight: torch.Tensor, bias: torch.Tensor | None, config: NMSparsityConfig, stats: _GroupStats | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """New N:M weights, and a new bias when ``config.bias_correction`` applies (else None)."""
+    n, m, damp = config.n, config.m, config.damp
     if config.method == "magnitude":
-        return magnitude_prune(weight, config.n, config.m)
+        return magnitude_prune(weight, n, m), None
     if stats is None:
         raise ValueError(f"nm_sparsity.method={config.method!r} needs calibration data (TransformContext)")
+    fit_bias = config.bias_correction and bias is not None and stats.sum_hat is not None
     if config.method == "wanda":
-        return wanda_prune(weight, stats.gram.input_norms, config.n, config.m)
-    target = _feedback_target(weight, stats, config.damp)
-    return sparsegpt_prune(target, stats.gram.hessian, config.n, config.m, config.blocksize, config.damp)
+        new = wanda_prune(weight, stats.gram.input_norms, n, m)
+        return new, _mean_shift_bias(weight, bias, new, stats) if fit_bias else None  # type: ignore[arg-type]
+    target = _feedback_target(weight, stats, damp)
+    new, keep = _sparsegpt(target, stats.gram.hessian, n, m, config.blocksize, damp)
+    if not (config.refit or config.mask_rounds):
+        new = new.to(weight.dtype)
+        return new, _mean_shift_bias(weight, bias, new, stats) if fit_bias else None  # type: ignore[arg-type]
+    hessian, fixed = stats.gram.hessian, 0
+    if fit_bias:
+        hessian, target = _augmented_problem(weight, bias, stats, damp)  # type: ignore[arg-type]
+        keep, fixed = torch.cat([keep, keep.new_ones(keep.shape[0], 1)], 1), 1
+    if config.mask_rounds:
+        new, _ = improve_mask(target, hessian, keep, n, m, config.mask_rounds, damp, fixed)
+    else:
+        new = refit_masked(target, hessian, keep, damp)
+    if fit_bias:
+        return new[:, :-1].to(weight.dtype), new[:, -1].to(bias.dtype)  # type: ignore[union-attr]
+    return new.to(weight.dtype), None
 
 
 def _check_shapes(linears: dict[str, nn.Linear], m: int) -> None:
@@ -684,11 +841,17 @@ def _stats_of(grams: dict[str, InputGram] | None, name: str) -> _GroupStats | No
 
 def _apply_one(name: str, linear: nn.Linear, config: NMSparsityConfig, stats: _GroupStats | None) -> LayerSparsity:
     old = linear.weight.data.clone()
-    new = _sparsify_weight(old, config, stats)
+    old_bias = None if linear.bias is None else linear.bias.data.clone()
+    new, new_bias = _sparsify(old, old_bias, config, stats)
     with torch.no_grad():
         linear.weight.copy_(new)
+        if new_bias is not None and linear.bias is not None:
+            linear.bias.copy_(new_bias)
+    bias_shift = None
+    if new_bias is not None and old_bias is not None and linear.bias is not None:
+        bias_shift = (old_bias - linear.bias.data).double()
     if stats is not None and stats.cross is not None and stats.dense_gram is not None:
-        return _layer_report_vs_dense(name, old, linear.weight.data, stats.gram, stats.cross, stats.dense_gram)
+        return _layer_report_vs_dense(name, old, linear.weight.data, stats, bias_shift)
     return _layer_report(name, old, linear.weight.data, None if stats is None else stats.gram)
 
 

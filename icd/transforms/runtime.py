@@ -5,12 +5,19 @@ smoothing scale (V->O) and sparsity mask folded in. Dynamic int8 quantization ca
 records it as a provenance record and :func:`apply_runtime_transforms_` replays it, deterministically, at load::
 
     {"type": "int8", "version": 1,
-     "data": {"qscheme": "per_channel", "dtype": "qint8", "engine": "onednn",
+     "data": {"qscheme": "per_token", "dtype": "qint8", "engine": "onednn", "reduce_range": false,
               "quantized": ["encoder.layer.0.attention.self.query", ...],
+              "per_token": ["encoder.layer.0.output.dense", ...],
               "input_scale_log2": {"encoder.layer.0.intermediate.dense": "<base64 of int8 exponents>", ...}}}
 
 ``quantized`` is the exact, resolved list of Linear names (as in ``encoder.bert.named_modules()``); Linears not
-listed stay fp32. ``input_scale_log2`` holds the smoothing that cannot be folded into fp32 weights (see
+listed stay fp32. ``qscheme`` (:class:`icd.transforms.int8.QScheme`): with ``per_token``, the Linears listed in
+``per_token`` (a subset of ``quantized``; absent = all) get one activation scale per token, the others one per
+call; weights are per output channel except with ``per_tensor``. ``reduce_range`` true = 7-bit activations;
+records written before it existed have no such key and keep their 7-bit behaviour (``qscheme`` per_channel or
+per_tensor), so an old run is served exactly as it was measured.
+
+``input_scale_log2`` holds the smoothing that cannot be folded into fp32 weights (see
 :mod:`icd.transforms.smoothing`): per input channel ``k``, the weight columns are multiplied by ``2**k`` and the
 input by ``2**-k`` (exact in floating point), then the Linear is quantized. Unknown record types raise, so a
 model is never silently served differently from how it was made.
@@ -20,7 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +36,9 @@ import torch
 from icd.errors import ArtefactError
 from icd.model.encoder import Encoder
 from icd.transforms.int8 import DEFAULT_ENGINE, QScheme, quantize_linears_
+
+LEGACY_REDUCE_RANGE = True
+"""``reduce_range`` of records without the key (torch's dynamic Linear always used 7-bit activations)."""
 from icd.transforms.smoothing import smooth_linear_input_
 
 INT8_RECORD_TYPE = "int8"
@@ -54,34 +64,47 @@ def int8_runtime_record(
     qscheme: QScheme | str = QScheme.PER_CHANNEL,
     input_scale_log2: Mapping[str, torch.Tensor] | None = None,
     engine: str = DEFAULT_ENGINE,
+    reduce_range: bool = LEGACY_REDUCE_RANGE,
+    per_token: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The provenance record that makes :func:`apply_runtime_transforms_` quantize exactly ``quantized``.
 
     Args:
         quantized: Linear names to quantize.
-        qscheme: weight scaling.
+        qscheme: weight / activation scaling (:class:`icd.transforms.int8.QScheme`).
         engine: torch quantized engine the weights are packed for at load.
         input_scale_log2: per Linear (a subset of ``quantized``), the smoothing exponents applied before
             quantization.
+        reduce_range: 7-bit activations (else 8-bit).
+        per_token: with ``qscheme`` per_token, the Linears quantized per token (a subset of ``quantized``;
+            None = all).
 
     Raises:
-        ValueError: a smoothed Linear is not in ``quantized``.
+        ValueError: a smoothed or per-token Linear is not in ``quantized``, or per-token Linears with another
+            qscheme.
     """
+    scheme = QScheme(qscheme)
     scales = dict(input_scale_log2 or {})
     extra = sorted(set(scales) - set(quantized))
     if extra:
         raise ValueError(f"int8 record: smoothed Linears not quantized: {extra}")
-    return {
-        "type": INT8_RECORD_TYPE,
-        "version": INT8_RECORD_VERSION,
-        "data": {
-            "qscheme": QScheme(qscheme).value,
-            "dtype": "qint8",
-            "engine": engine,
-            "quantized": sorted(quantized),
-            "input_scale_log2": {name: encode_exponents(scales[name]) for name in sorted(scales)},
-        },
+    data: dict[str, Any] = {
+        "qscheme": scheme.value,
+        "dtype": "qint8",
+        "engine": engine,
+        "reduce_range": bool(reduce_range),
+        "quantized": sorted(quantized),
+        "input_scale_log2": {name: encode_exponents(scales[name]) for name in sorted(scales)},
     }
+    if scheme == QScheme.PER_TOKEN:
+        tokens = sorted(quantized if per_token is None else per_token)
+        outside = sorted(set(tokens) - set(quantized))
+        if outside:
+            raise ValueError(f"int8 record: per-token Linears not quantized: {outside}")
+        data["per_token"] = tokens
+    elif per_token:
+        raise ValueError(f"int8 record: per-token Linears need qscheme 'per_token', not {scheme.value!r}")
+    return {"type": INT8_RECORD_TYPE, "version": INT8_RECORD_VERSION, "data": data}
 
 
 def _apply_int8_(encoder: Encoder, record: dict[str, Any]) -> None:
@@ -99,10 +122,17 @@ def _apply_int8_(encoder: Encoder, record: dict[str, Any]) -> None:
     scales = data.get("input_scale_log2", {})
     if not isinstance(scales, dict) or not set(scales) <= set(data["quantized"]):
         raise ArtefactError("runtime_transforms: int8 data.input_scale_log2 must map quantized Linear names to base64")
+    reduce_range = data.get("reduce_range", LEGACY_REDUCE_RANGE)
+    if not isinstance(reduce_range, bool):
+        raise ArtefactError(f"runtime_transforms: int8 data.reduce_range must be true or false, got {reduce_range!r}")
+    per_token = data.get("per_token")
+    if per_token is not None and (not isinstance(per_token, list) or not set(per_token) <= set(data["quantized"])):
+        raise ArtefactError("runtime_transforms: int8 data.per_token must list quantized Linear names")
     try:
         for name in sorted(scales):
             smooth_linear_input_(encoder.bert, name, decode_exponents(scales[name]))
-        quantize_linears_(encoder, list(data["quantized"]), scheme, data.get("engine", DEFAULT_ENGINE))
+        quantize_linears_(encoder, list(data["quantized"]), scheme, data.get("engine", DEFAULT_ENGINE),
+                          reduce_range=reduce_range, per_token=per_token)
     except ValueError as exc:
         raise ArtefactError(f"runtime_transforms: {exc}") from None
 

@@ -62,10 +62,19 @@ def test_invalid_nm_config_raises_value_error_naming_field(kwargs, field):
         NMSparsityConfig(**kwargs)
 
 
+def test_version_1_nm_record_rebuilds_as_it_ran():
+    old = TransformRecord.from_dict({"type": "nm_sparsity", "version": 1,
+                                     "data": {"n": 2, "m": 4, "scope": "all", "method": "sparsegpt"}})
+    config = old.to_config()
+    assert config.version == 1 and config.refit is False and config.bias_correction is False
+    assert config.residual_feedback is False and config.layernorm_correction is False and config.mask_rounds == 0
+    assert NMSparsityConfig().refit is True and NMSparsityConfig().version == 2
+
+
 def test_record_round_trip_rebuilds_config():
     config = NMSparsityConfig(n=1, m=4, scope="attention", method="wanda")
     record = TransformRecord.from_config(config)
-    assert record.type == "nm_sparsity" and record.version == 1
+    assert record.type == "nm_sparsity" and record.version == 2
     assert record.data["n"] == 1 and "type" not in record.data
     again = TransformRecord.from_dict(record.to_dict())
     assert again == record

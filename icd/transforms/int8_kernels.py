@@ -1,0 +1,151 @@
+"""The int8 Linear that icd serves on CPU: int8 weights, activations quantized on every call.
+
+:class:`DynamicInt8Linear` replaces one ``nn.Linear`` (``y = W x + b``):
+
+* **weights**: int8, one symmetric scale per output channel (or one per tensor), packed once for a torch quantized
+  engine (oneDNN by default) by ``torch.ao``'s dynamic Linear.
+* **activations, per tensor** (``per_token=False``): torch's dynamic int8 GEMM
+  (``quantized::linear_dynamic``) quantizes the whole input with one range per call.
+* **activations, per token** (``per_token=True``): each row (token) ``x_t`` is divided by its own absmax
+  ``r_t = max_j |x_tj|`` first, so every row spans [-1, 1]; the dynamic GEMM's one range then fits every token
+  alike (8 bits per token, whatever the other tokens' ranges), and ``y_t = r_t · W_q (x_t / r_t) + b``. The
+  per-token rescale costs two reductions and one multiply on the input and one multiply-add on the output.
+* **smoothing** (``inv_scale``, :mod:`icd.transforms.smoothing`): the input is multiplied by ``2**-k`` per
+  channel first (the weight columns were multiplied by ``2**k`` before packing); with per-token scales the
+  division by ``r_t`` is then done in place on that product.
+* ``reduce_range``: quantize activations to 7 bits (torch's own dynamic Linear always does; it avoids int16
+  saturation in u8·s8 kernels of CPUs without VNNI). With VNNI (oneDNN / fbgemm use ``vpdpbusd``) 8 bits are
+  exact, and halve the activation rounding error.
+
+Measured alternative (not used): per-token quantization to int8 by hand and ``torch._int_mm`` (int8 GEMM with
+int32 output) followed by ``float · r_t · s_w + b``. It needs two more passes over the (often 1536-wide) output
+than letting the dynamic GEMM dequantize in its epilogue, and was slower end to end on MiniLM-L6 8x128 (1 thread,
+same process, interleaved: 1.30-1.37x vs 1.43-1.53x over fp32 with every Linear per-token; docs/int8.md).
+
+Everything is plain torch ops: the module traces with ``torch.jit.trace`` (shape-generic) and deep-copies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import warnings
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+ZERO_ROW_FLOOR = 1e-12
+"""Per-token absmax floor: an all-zero row is divided by this (giving zeros), never by 0 (NaN)."""
+
+
+def vnni_supported() -> bool:
+    """Whether this CPU has VNNI (u8·s8 dot products without int16 saturation)."""
+    probe = getattr(torch.cpu, "_is_vnni_supported", None)
+    return bool(probe()) if probe is not None else False
+
+
+def default_reduce_range() -> bool:
+    """7-bit activations where the CPU lacks VNNI, 8-bit where it has it."""
+    return not vnni_supported()
+
+
+@contextlib.contextmanager
+def quantized_engine(engine: str | None) -> Iterator[None]:
+    """Pack weights for ``engine`` inside the block (the global setting is restored afterwards).
+
+    A packed int8 Linear keeps the kernels of the engine it was packed for, whatever the global setting later.
+
+    Raises:
+        ValueError: ``engine`` is not supported by this torch build.
+    """
+    if engine is None:
+        yield
+        return
+    supported = torch.backends.quantized.supported_engines
+    if engine not in supported:
+        raise ValueError(f"int8 engine {engine!r} is not supported by this torch build (supported: {supported})")
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+def pack_dynamic_linear(linear: nn.Linear, per_channel: bool, engine: str | None, with_bias: bool = True) -> nn.Module:
+    """A torch dynamic int8 Linear (``torch.ao.nn.quantized.dynamic.Linear``) with ``linear``'s weight.
+
+    ``linear`` is not changed. ``with_bias=False`` packs the weight alone (the per-token path adds the bias after
+    its rescale).
+    """
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
+
+    if with_bias:
+        source = copy.copy(linear)  # shares the parameters; only the qconfig attribute is added to the copy
+    else:
+        source = nn.Linear(linear.in_features, linear.out_features, bias=False)
+        source.weight = nn.Parameter(linear.weight.detach(), requires_grad=False)
+    source.qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
+    with warnings.catch_warnings(), quantized_engine(engine):
+        warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
+        return DynamicLinear.from_float(source)
+
+
+class DynamicInt8Linear(nn.Module):
+    """``y = W x + b`` with int8 ``W`` and ``x`` quantized per call (per tensor or per token); float32 out.
+
+    Accepts any ``[..., in_features]`` float32 input and returns ``[..., out_features]``.
+
+    Args:
+        linear: the fp32 Linear (already smoothed if ``inv_scale`` is given); not changed.
+        per_token: one activation scale per row (token) instead of one per call.
+        per_channel: one weight scale per output channel (else one per tensor).
+        reduce_range: 7-bit activations (see the module docstring).
+        engine: torch quantized engine to pack for (``None``: the current global one).
+        inv_scale: per-input-channel multiplier applied to ``x`` first (the runtime half of a smoothing).
+
+    Raises:
+        TypeError: ``linear`` is not an ``nn.Linear``.
+        ValueError: ``inv_scale`` does not have ``in_features`` entries, or ``engine`` is not supported.
+    """
+
+    def __init__(
+        self, linear: nn.Linear, *, per_token: bool, per_channel: bool = True, reduce_range: bool = False,
+        engine: str | None = "onednn", inv_scale: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"DynamicInt8Linear needs an nn.Linear, got {type(linear).__name__}")
+        if inv_scale is not None and tuple(inv_scale.shape) != (linear.in_features,):
+            raise ValueError(f"DynamicInt8Linear: inv_scale has shape {tuple(inv_scale.shape)}, "
+                             f"expected ({linear.in_features},)")
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.per_token, self.per_channel, self.reduce_range = bool(per_token), bool(per_channel), bool(reduce_range)
+        has_bias = linear.bias is not None
+        self.packed = pack_dynamic_linear(linear, self.per_channel, engine, with_bias=has_bias and not self.per_token)
+        self.register_buffer("bias", linear.bias.detach().float().clone() if has_bias and self.per_token else None)
+        self.register_buffer("inv_scale", None if inv_scale is None else inv_scale.detach().float().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # int8 kernels have no backward: keep autograd out (also in a TorchScript trace called with grad enabled),
+        # which makes the in-place passes below legal whatever the caller's grad mode.
+        x = x.detach()
+        smoothed = self.inv_scale is not None
+        if smoothed:
+            x = x * self.inv_scale
+        params = self.packed._packed_params._packed_params
+        if not self.per_token:
+            return torch.ops.quantized.linear_dynamic(x, params, self.reduce_range)
+        absmax = torch.maximum(x.amax(dim=-1, keepdim=True), x.amin(dim=-1, keepdim=True).neg())
+        absmax = absmax.clamp_min(ZERO_ROW_FLOOR)
+        rows = x.mul_(absmax.reciprocal()) if smoothed else x * absmax.reciprocal()  # in place only on our copy
+        y = torch.ops.quantized.linear_dynamic(rows, params, self.reduce_range)
+        return y.mul_(absmax) if self.bias is None else torch.addcmul(self.bias, y, absmax, out=y)  # one pass
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"activations={'per_token' if self.per_token else 'per_tensor'}, "
+                f"weights={'per_channel' if self.per_channel else 'per_tensor'}, "
+                f"bits={7 if self.reduce_range else 8}, smoothed={self.inv_scale is not None}")
