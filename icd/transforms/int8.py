@@ -224,6 +224,10 @@ class _ErrorAccumulator:
     def relative(self, alpha: float | None) -> float:
         return self.err.get(alpha, 0.0) / max(self.norm, 1e-30)
 
+    def best(self) -> float:
+        """The lowest relative error over the candidates."""
+        return min(self.relative(alpha) for alpha in self.candidates)
+
 
 def _input_absmax(encoder: nn.Module, names: Sequence[str], batches: Sequence[Any]) -> dict[str, torch.Tensor]:
     modules = dict(encoder.bert.named_modules())
@@ -446,10 +450,6 @@ def _kernel(fp32: nn.Module, config: Int8Config, names: Sequence[str]) -> _Kerne
     return _Kernel(scheme, config.engine, reduce_range, per_token)
 
 
-def _best_error(acc: _ErrorAccumulator) -> float:
-    return min(acc.relative(alpha) for alpha in acc.candidates)
-
-
 def _pick_per_token(
     fp32: nn.Module, config: Int8Config, kernel: _Kernel, batches: Sequence[Any], report: dict[str, Any]
 ) -> _Kernel:
@@ -470,11 +470,11 @@ def _pick_per_token(
         per_call = _measure_errors(fp32, candidates, batches, absmax, _alphas(config),
                                    _Kernel(kernel.scheme, kernel.engine, kernel.reduce_range, frozenset()))
         per_token = _measure_errors(fp32, candidates, batches, absmax, _alphas(config), kernel)
-        gains = {n: _best_error(per_call[n]) - _best_error(per_token[n]) for n in candidates}
+        gains = {n: per_call[n].best() - per_token[n].best() for n in candidates}
         chosen = frozenset(sorted(candidates, key=lambda n: -gains[n])[:limit])
         report["per_token_selection"] = [
-            {"name": n, "rel_output_error_per_call": _best_error(per_call[n]),
-             "rel_output_error_per_token": _best_error(per_token[n]), "chosen": n in chosen} for n in candidates]
+            {"name": n, "rel_output_error_per_call": per_call[n].best(),
+             "rel_output_error_per_token": per_token[n].best(), "chosen": n in chosen} for n in candidates]
     return _Kernel(kernel.scheme, kernel.engine, kernel.reduce_range, chosen)
 
 

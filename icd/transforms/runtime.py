@@ -36,10 +36,10 @@ import torch
 from icd.errors import ArtefactError
 from icd.model.encoder import Encoder
 from icd.transforms.int8 import DEFAULT_ENGINE, QScheme, quantize_linears_
+from icd.transforms.smoothing import smooth_linear_input_
 
 LEGACY_REDUCE_RANGE = True
 """``reduce_range`` of records without the key (torch's dynamic Linear always used 7-bit activations)."""
-from icd.transforms.smoothing import smooth_linear_input_
 
 INT8_RECORD_TYPE = "int8"
 INT8_RECORD_VERSION = 1
