@@ -96,6 +96,13 @@ def export_triton(
                f"{options.platform.value}, {options.target.value}) -> {result.version_dir}")
     typer.echo(f"  files: {', '.join(result.files)}")
     typer.echo(f"  output: {result.output_name} [{result.output_width}]  layout_efficiency: {efficiency}")
+    from icd.stack.triton_service import load_into_running_stacks  # a running `icd stack` serving output_dir
+
+    lines, loaded = load_into_running_stacks(output_dir, options.model_name)
+    for line in lines:
+        typer.echo(line)
+    if not loaded:
+        raise SystemExit(1)
 
 
 def register(app: typer.Typer) -> None:
