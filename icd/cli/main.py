@@ -29,7 +29,8 @@ COMMAND_MODULES = (
     "icd.cli.cmd_load",      # bench, simulate
     "icd.cli.cmd_monitor",   # monitor up|down, status
     "icd.cli.cmd_rollout",   # router, ab, canary, validate, switch
-    "icd.cli.cmd_ops",       # verify, keygen, encrypt, logs, trace, optimize-instances, compress
+    "icd.cli.cmd_ops",       # verify, keygen, encrypt, logs, trace, compress
+    "icd.cli.cmd_tune",      # tune, optimize-instances, tune-report
     "icd.cli.cmd_demo",      # demo
 )
 
