@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from icd.transforms.configs import Int8Config, NMSparsityConfig
 
@@ -54,6 +54,12 @@ class ModelSection(_Section):
     max_length: int = Field(128, gt=0, le=512)
     bert_config: BertShape | None = None
     note: str | None = None
+
+    @model_validator(mode="after")
+    def _shape_for_bert_config(self) -> ModelSection:
+        if self.source is ModelSource.BERT_CONFIG and self.bert_config is None:
+            raise ValueError("model.bert_config is required when model.source is 'bert_config'")
+        return self
 
 
 class DataSection(_Section):
