@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "icd.cli.cmd_rollout",   # router, ab, canary, validate, switch
     "icd.cli.cmd_ops",       # verify, keygen, encrypt, logs, trace, compress
     "icd.cli.cmd_tune",      # tune, optimize-instances, tune-report
+    "icd.cli.cmd_k8s",       # k8s check, k8s render
     "icd.cli.cmd_demo",      # demo
 )
 

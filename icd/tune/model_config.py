@@ -21,8 +21,9 @@ from icd.errors import ArtefactError
 from icd.io.atomic import write_text_atomic
 from icd.tune.space import Candidate
 
-THREADS_PARAMETER = "icd_torch_threads"
-"""``parameters`` key the icd python backend reads as intra-op threads per instance (0 = default)."""
+THREADS_PARAMETERS = ("icd_threads", "icd_torch_threads")
+"""``parameters`` keys icd's python backend reads as threads per instance (0 = default), newest first; a candidate
+sets both, so exports of either generation run with its threads."""
 KIND_CPU = "KIND_CPU"
 KIND_GPU = "KIND_GPU"
 _NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
@@ -124,14 +125,15 @@ def apply_candidate(base, candidate: Candidate, kind: str):
     del batching.preferred_batch_size[:]
     batching.preferred_batch_size.extend(candidate.preferred_batch_sizes)
     batching.max_queue_delay_microseconds = candidate.queue_delay_us
-    config.parameters[THREADS_PARAMETER].string_value = str(candidate.threads)
+    for key in THREADS_PARAMETERS:
+        config.parameters[key].string_value = str(candidate.threads)
     return config
 
 
 def candidate_of(config) -> Candidate:
     """The candidate a configuration corresponds to (the default configuration's place in a comparison)."""
     count = sum(g.count or 1 for g in config.instance_group) or 1
-    threads = config.parameters[THREADS_PARAMETER].string_value if THREADS_PARAMETER in config.parameters else "0"
+    threads = next((config.parameters[k].string_value for k in THREADS_PARAMETERS if k in config.parameters), "0")
     batching = config.dynamic_batching
     max_batch = max(config.max_batch_size, 1)
     if max_batch == 1:

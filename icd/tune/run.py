@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -63,17 +64,16 @@ def host_info() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "node": platform.node(), "load_average_at_start": load}
 
 
+@dataclass
 class _Search:
     """One run's state: checkpoint, measurer, progress."""
 
-    def __init__(self, settings: TuneSettings, checkpoint: Checkpoint, measurer: PointMeasurer, server: TuneServer,
-                 progress: TuneProgress, on_point: PointHook | None) -> None:
-        self.settings = settings
-        self.checkpoint = checkpoint
-        self.measurer = measurer
-        self.server = server
-        self.progress = progress
-        self.on_point = on_point
+    settings: TuneSettings
+    checkpoint: Checkpoint
+    measurer: PointMeasurer
+    server: TuneServer
+    progress: TuneProgress
+    on_point: PointHook | None
 
     def point(self, trial: Trial, level: int) -> LoadPoint:
         stored = self.checkpoint.lookup(trial.candidate.config_id, level)

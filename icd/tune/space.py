@@ -42,7 +42,7 @@ class Candidate:
 
     Attributes:
         instance_count: ``instance_group.count`` (model instances; each runs requests in parallel).
-        threads: intra-op threads per instance (``icd_torch_threads``; 0 = the runtime's default).
+        threads: threads per instance (the ``icd_threads`` parameter; 0 = the runtime's default).
         max_batch_size: ``max_batch_size`` (largest batch the dynamic batcher forms).
         preferred_batch_sizes: ``dynamic_batching.preferred_batch_size`` (empty: none).
         queue_delay_us: ``dynamic_batching.max_queue_delay_microseconds``.

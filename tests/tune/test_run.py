@@ -36,7 +36,7 @@ def test_complete_run_writes_every_file_and_restores_the_base(tmp_path):
     config = read_config(out / "tune.config.pbtxt")  # Triton's own ModelConfig parses it
     assert config.max_batch_size == winner["max_batch_size"]
     assert config.instance_group[0].count == winner["instance_count"]
-    assert config.parameters["icd_torch_threads"].string_value == str(winner["threads"])
+    assert config.parameters["icd_threads"].string_value == str(winner["threads"])
     assert config.parameters["icd_delay_ms"].string_value == "5.0"  # the rest of the base is kept
     html = (out / "tune.html").read_text()
     assert "data:image/png;base64" in html and winner["config_id"] in html
