@@ -24,11 +24,14 @@ COMMAND_MODULES = (
     "icd.cli.cmd_config",    # config show
     "icd.cli.cmd_optimize",  # run, pair
     "icd.cli.cmd_permute_nm",  # permute-nm
-    "icd.cli.cmd_serve",     # export-triton, serve
+    "icd.cli.cmd_export",    # export-triton
+    "icd.cli.cmd_serve",     # serve
     "icd.cli.cmd_load",      # bench, simulate
     "icd.cli.cmd_monitor",   # monitor up|down, status
     "icd.cli.cmd_rollout",   # router, ab, canary, validate, switch
-    "icd.cli.cmd_ops",       # verify, keygen, encrypt, logs, trace, optimize-instances, compress
+    "icd.cli.cmd_ops",       # verify, keygen, encrypt, logs, trace, compress
+    "icd.cli.cmd_tune",      # tune, optimize-instances, tune-report
+    "icd.cli.cmd_k8s",       # k8s check, k8s render
     "icd.cli.cmd_demo",      # demo
 )
 

@@ -122,6 +122,15 @@ class MeasureSection(_Section):
     fidelity: bool = True
 
 
+class ServeSection(_Section):
+    """What ``icd profile`` may choose to serve, and what an export must verify (docs/runtimes.md)."""
+
+    min_cos: float = Field(0.999, ge=-1.0, le=1.0, description="fidelity floor: cos mean vs the fp32 model")
+    min_nn: float = Field(0.98, ge=0.0, le=1.0, description="fidelity floor: nearest-neighbour agreement")
+    verify_min_cos: float = Field(0.99, ge=-1.0, le=1.0,
+                                  description="an export fails below this cos mean vs fp32 (a broken conversion)")
+
+
 class IcdConfig(_Section):
     """The whole run configuration."""
 
@@ -132,3 +141,4 @@ class IcdConfig(_Section):
     solver: SolverSection = Field(default_factory=SolverSection)
     transforms: list[TransformSection] = Field(default_factory=list)
     measure: MeasureSection = Field(default_factory=MeasureSection)
+    serve: ServeSection = Field(default_factory=ServeSection)
