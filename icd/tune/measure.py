@@ -32,6 +32,10 @@ class SearchInterrupted(Exception):
     """Ctrl-C during a measurement: the partial measurement is dropped, the checkpoint keeps the rest."""
 
 
+class SearchStopped(Exception):
+    """Nothing more can be measured: the remote server died, or the private one cannot be restarted."""
+
+
 @dataclass(frozen=True)
 class LoadSpec:
     """What every measurement drives (part of the checkpoint's fingerprint).
@@ -98,7 +102,10 @@ class Measurer:
     def _died(self, candidate: Candidate, detail: str, concurrency: int | None = None) -> LoadPoint:
         point = self._failure(candidate, PointStatus.SERVER_DIED, detail, concurrency)
         if self.server.restartable:
-            self.server.restart()
+            try:
+                self.server.restart()
+            except UserError as exc:
+                raise SearchStopped(f"{detail}; the private server could not be restarted ({exc})") from None
             point.detail += "; the private server was restarted"
         return point
 
@@ -109,7 +116,7 @@ class Measurer:
         try:
             self.server.apply(model_config.to_json(self.config_for(candidate)))
         except ReloadNotAllowed as exc:
-            raise UserError(f"Triton at {self.server.endpoint} stopped allowing model reloads mid-search ({exc})") from None
+            raise SearchStopped(f"Triton at {self.server.endpoint} stopped allowing model reloads ({exc})") from None
         except ConfigRejected as exc:
             if not self.server.alive():
                 return self._died(candidate, f"the server died while loading the configuration ({exc})")

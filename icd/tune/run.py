@@ -25,7 +25,7 @@ from icd.load.report import check_writable
 from icd.tune import model_config
 from icd.tune.checkpoint import Checkpoint, RunStatus
 from icd.tune.concurrency import concurrency_sweep
-from icd.tune.measure import Measurer, SearchInterrupted
+from icd.tune.measure import Measurer, SearchInterrupted, SearchStopped
 from icd.tune.measurement import ConfigResult, LoadPoint, PointStatus
 from icd.tune.progress import TuneProgress
 from icd.tune.report import write_reports
@@ -43,10 +43,6 @@ class PointMeasurer(Protocol):
 
     def measure(self, candidate: Candidate, concurrency: int) -> LoadPoint:
         """The point measured (failures recorded in it); raises SearchInterrupted on Ctrl-C."""
-
-
-class SearchStopped(Exception):
-    """The remote server died: nothing more can be measured on it."""
 
 
 def host_info() -> dict[str, Any]:
@@ -86,7 +82,7 @@ class _Search:
         if self.on_point is not None:
             self.on_point(point)
         if point.status == PointStatus.SERVER_DIED and not self.server.restartable:
-            raise SearchStopped(point.detail)
+            raise SearchStopped(f"the server died: {point.detail}")
         return point
 
     def evaluate(self, trial: Trial) -> ConfigResult:
@@ -168,7 +164,7 @@ def run_tune(settings: TuneSettings, on_point: PointHook | None = None, *, serve
             search.drive(strategy)
         checkpoint.finish(RunStatus.COMPLETE)
     except SearchStopped as exc:
-        checkpoint.finish(RunStatus.STOPPED, f"the server died: {exc}; rerun the same command to resume")
+        checkpoint.finish(RunStatus.STOPPED, f"{exc}; rerun the same command to resume")
     except (SearchInterrupted, KeyboardInterrupt) as exc:
         interrupted = True
         checkpoint.finish(RunStatus.INTERRUPTED, f"{exc or 'interrupted'}; rerun the same command to resume")
