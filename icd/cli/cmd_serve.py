@@ -43,6 +43,9 @@ def serve(
         extra_args=() if trace is None else ("--trace-config", f"triton,file={trace}"),
     )
     typer.echo(f"starting tritonserver on 127.0.0.1 (http {http_port}, grpc {grpc_port}, metrics {metrics_port})")
+    from icd.runtimes.threads import repository_budget
+
+    typer.echo(repository_budget(model_repository).describe())
     server.start(timeout_s=timeout_s)
     try:
         for line in describe(server):
