@@ -11,17 +11,11 @@ from pathlib import Path
 import pytest
 
 from icd.io.ports import free_port
-from icd.stack.guide_runner import (PORT_VARIABLES, CommandResult, RunOptions, make_workspace, parse_guide, run_guide,
+from icd.stack.guide_runner import (PORT_VARIABLES, CommandResult, ci_options, make_workspace, parse_guide, run_guide,
                                     stop_workspace_stacks)
 
 REPO = Path(__file__).resolve().parents[2]
 GUIDE = REPO / "docs" / "guide.md"
-CI_CONFIG = "tests/guide/minilm_ci.json"
-SHORT_S = 3.0
-LENIENT_MS = 60000
-"""Latency SLOs of the commands that judge latency: a loaded CI machine must not fail the guide on timing (the
-SLO checks themselves are tested in tests/rollout and tests/tune)."""
-
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 # Expected exit codes and output lines, by section and a text of the command as written in docs/guide.md (first
@@ -70,18 +64,9 @@ def test_every_guide_command_works_on_the_embedded_stack(workspace: Path) -> Non
     assert len(commands) > 40
     ports = {guide: free_port() for guide in PORT_VARIABLES}
     venv_bin = str(Path(sys.executable).parent)
-    options = RunOptions(
-        cwd=workspace, short_s=SHORT_S, ports=ports,
-        substitutions=[("configs/bert.json", CI_CONFIG), ("--target-latency 100", f"--target-latency {LENIENT_MS}")],
-        appends=[("optimize_instances.py", f"--endpoint http://localhost:{ports[8000]} --instance-counts 1 "
-                                           "--max-batch-sizes 8 --queue-delays-us 0 --duration 2"),
-                 ("deploy_canary.py", "--interval 2s"), ("monitor_canary.py", "--interval 2s"),
-                 ("validate_deployment.py", f"--slo-p95-ms {LENIENT_MS}"),
-                 ("switch_traffic.py", f"--slo-p95-ms {LENIENT_MS} --precheck-duration 2s")],
-        env={"PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "ICD_STATE_DIR": "",
-             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
-        timeout_s=900,
-    )
+    options = ci_options(workspace, ports, env={"PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
+                                                "ICD_STATE_DIR": "", "HF_HUB_OFFLINE": "1",
+                                                "TRANSFORMERS_OFFLINE": "1"})
     failures: list[str] = []
 
     def check(result: CommandResult) -> bool:
