@@ -1,4 +1,4 @@
-"""`icd verify|keygen|encrypt|decrypt|logs|trace collect|trace analyze|optimize-instances|compress` — operations
+"""`icd verify|keygen|encrypt|decrypt|logs|trace collect|trace analyze|compress` — operations
 (docs/operations.md, docs/security.md, docs/scaling.md). The guide's scripts/*.py call these."""
 
 from __future__ import annotations
@@ -11,25 +11,13 @@ import typer
 from icd.defaults import LOOPBACK, TRITON_HTTP_PORT
 
 EXIT_FAILED = 1
-"""Exit code when a check ran and failed (checksum mismatch, validation below threshold, no config meets targets)."""
+"""Exit code when a check ran and failed (checksum mismatch, validation below threshold)."""
 DEFAULT_ENDPOINT = f"http://{LOOPBACK}:{TRITON_HTTP_PORT}"
 
 trace_app = typer.Typer(help="Triton trace collection and analysis.", no_args_is_help=True)
 
 KeyFile = Annotated[Optional[Path], typer.Option(  # noqa: UP007 - typer needs Optional
     "--key-file", help="Key file (hex, from `icd keygen`); default $ICD_PERMUTATION_KEY or $ICD_PERMUTATION_KEY_FILE.")]
-
-
-def _csv_ints(text: str, flag: str) -> list[int]:
-    from icd.errors import UserError
-
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"{flag}: expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise UserError(f"{flag}: empty list")
-    return values
 
 
 def verify(path: Annotated[Path, typer.Argument(help="Model repository, model folder or version folder.")]) -> None:
@@ -129,43 +117,6 @@ def trace_analyze(folder: Annotated[Path, typer.Argument(help="Folder written by
     typer.echo(format_table(analyze_folder(folder)))
 
 
-def optimize_instances(
-    target_latency: Annotated[float, typer.Option(help="p95 latency target, ms.")] = 100.0,
-    target_utilization: Annotated[float, typer.Option(help="Plan to run at this % of measured capacity.")] = 80.0,
-    cost_model: Annotated[str, typer.Option(help="Name in deploy/cost_models/ or a YAML path.")] = "aws-p4d",
-    report: Annotated[Path, typer.Option(help="JSON report (a PNG Pareto plot is written next to it).")] = Path(
-        "optimization_report.json"),
-    endpoint: Annotated[str, typer.Option(help="Triton HTTP endpoint (explicit model control).")] = DEFAULT_ENDPOINT,
-    model: Annotated[str, typer.Option(help="Model to tune.")] = "bert_icd",
-    instance_type: Annotated[Optional[str], typer.Option(help="Instance type of the cost model (default: its first).")] = None,  # noqa: UP007
-    instance_counts: Annotated[str, typer.Option(help="Comma-separated instance counts.")] = "1,2",
-    max_batch_sizes: Annotated[str, typer.Option(help="Comma-separated max batch sizes.")] = "8,32",
-    queue_delays_us: Annotated[str, typer.Option(help="Comma-separated dynamic-batching delays (µs).")] = "0,5000",
-    duration: Annotated[float, typer.Option(help="Measured seconds per configuration.")] = 10.0,
-    concurrency: Annotated[int, typer.Option(help="Closed-loop clients.")] = 8,
-    input_shape: Annotated[int, typer.Option(help="Tokens per request row.")] = 128,
-    demand_rps: Annotated[Optional[float], typer.Option(help="Expected requests/s: sizes the fleet.")] = None,  # noqa: UP007
-) -> None:
-    """Sweep instance count / max batch / batching delay on the live server; recommend the cheapest config."""
-    from icd.ops.cost import SweepSettings, optimize
-
-    settings = SweepSettings(
-        endpoint=endpoint.rstrip("/"), model=model, target_p95_ms=target_latency,
-        target_utilization=target_utilization / 100.0, cost_model=cost_model, instance_type=instance_type,
-        instance_counts=_csv_ints(instance_counts, "--instance-counts"),
-        max_batch_sizes=_csv_ints(max_batch_sizes, "--max-batch-sizes"),
-        queue_delays_us=_csv_ints(queue_delays_us, "--queue-delays-us"), duration_s=duration,
-        concurrency=concurrency, input_shape=input_shape, demand_rps=demand_rps)
-    result = optimize(settings, report)
-    for row in result["candidates"]:
-        typer.echo(f"  {row['config_id']}: {row['throughput_rps']} req/s p95={row['p95_ms']} ms "
-                   f"meets={row['meets_latency']} cost/1M req={row['projected_cost_per_million_requests']}")
-    best = result["recommendation"]
-    typer.echo(f"recommended: {best['config_id'] if best else 'none meets the targets'}; report: {report}")
-    if best is None:
-        raise typer.Exit(EXIT_FAILED)
-
-
 def compress(
     input_dir: Annotated[Path, typer.Option("--input-dir", help="Model repository (or one model/version folder).")],
     compression_ratio: Annotated[float, typer.Option(help="Fraction of off-diagonal entries kept (0, 1].")] = 0.1,
@@ -194,5 +145,4 @@ def register(app: typer.Typer) -> None:
     app.command("decrypt")(decrypt)
     app.command("logs")(logs)
     app.add_typer(trace_app, name="trace")
-    app.command("optimize-instances")(optimize_instances)
     app.command("compress")(compress)

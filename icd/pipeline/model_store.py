@@ -59,8 +59,9 @@ def read_icd_model(model_dir: Path) -> dict[str, Any]:
                               f"not an icd model folder (no {ICD_MODEL_FILE}): {model_dir}")
 
 
-def load_run_encoder(model_dir: Path) -> Encoder:
-    """Load ``RUN/model/`` (weights + runtime transforms) as an eval-mode :class:`Encoder`.
+def load_run_encoder(model_dir: Path, runtime_transforms: bool = True) -> Encoder:
+    """Load ``RUN/model/`` (weights + runtime transforms unless ``runtime_transforms`` is False) as an eval-mode
+    :class:`Encoder`.
 
     The family comes from the saved ``config.json`` (``model_type``); the folder must load whole (a run saves its
     classification head, so nothing may be missing).
@@ -79,5 +80,6 @@ def load_run_encoder(model_dir: Path) -> Encoder:
         import torch
 
         encoder.set_output_index(torch.tensor(meta["output_index"], dtype=torch.long))
-    apply_runtime_transforms_(encoder, meta.get("runtime_transforms", []))
+    if runtime_transforms:
+        apply_runtime_transforms_(encoder, meta.get("runtime_transforms", []))
     return encoder

@@ -194,7 +194,7 @@ class TritonServer:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
-                    env=server_environment(self.env),
+                    env=server_environment(self.env, self.model_repository),
                     start_new_session=True,
                     preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
                 )

@@ -35,7 +35,7 @@ from torch import nn
 
 from icd.model.families import family_of
 from icd.model.layout import model_shape
-from icd.transforms.api import TransformContext, register_transform
+from icd.transforms.api import TransformContext, TransformKind, register_transform
 from icd.transforms.configs import Int8Config
 from icd.transforms.int8_kernels import DynamicInt8Linear, default_reduce_range, vnni_supported
 from icd.transforms.smoothing import InputScaled, fold_value_output_scale_, scale_of, smoothing_exponents
@@ -528,7 +528,7 @@ def prepare_int8_runtime(
     return candidate.record(quantized), report
 
 
-@register_transform(Int8Config)
+@register_transform(Int8Config, kind=TransformKind.RUNTIME, prepare=prepare_int8_runtime)
 def _int8_handler(encoder: nn.Module, config: Int8Config, context: TransformContext | None) -> dict[str, Any]:
     """``optimize_(encoder, Int8Config(...), ctx)``: search, then quantize ``encoder`` in place; returns the report."""
     from icd.transforms.runtime import apply_runtime_transforms_

@@ -1,0 +1,106 @@
+"""Search strategies: generators that yield :class:`Trial` s and are sent each trial's :class:`ConfigResult`.
+
+* :func:`brute_force` — every possible candidate of the space, in grid order (Model Analyzer's brute search).
+* :func:`hill_climb` — *quick* mode: from a start point, measure every neighbour (one step up or down along
+  one dimension), move to the best if it beats the current configuration under the objective, stop when none
+  does. Each neighbour's concurrency sweep starts one level below the level where the current configuration
+  peaked, so few levels are measured per configuration.
+
+A strategy never measures: the coordinator does, and may answer from a checkpoint, so a strategy replays
+identically when a run resumes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from icd.tune.measurement import ConfigResult
+from icd.tune.objective import Objective
+from icd.tune.space import Candidate, Enumeration, SearchSpace
+
+
+class SearchMode(str, Enum):
+    """How the space is searched."""
+
+    BRUTE = "brute"
+    """Measure every possible configuration."""
+    QUICK = "quick"
+    """Hill climbing from the model's current configuration (a fraction of brute force's measurements)."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A configuration to measure, and the concurrency level index its sweep starts at."""
+
+    candidate: Candidate
+    start_level: int = 0
+
+
+Strategy = Generator[Trial, ConfigResult, None]
+
+
+def brute_force(enumeration: Enumeration) -> Strategy:
+    """Every candidate, in order; results are not needed to decide."""
+    for candidate in enumeration.candidates:
+        yield Trial(candidate)
+
+
+def nearest_index(space: SearchSpace, candidate: Candidate) -> tuple[int, ...]:
+    """Per dimension, the index of the space value nearest to ``candidate``'s (the hill climb's start)."""
+    wanted = (candidate.instance_count, candidate.threads, candidate.max_batch_size,
+              list(candidate.preferred_batch_sizes), candidate.queue_delay_us)
+    index = []
+    for values, want in zip(space.dimensions(), wanted, strict=True):
+        if isinstance(want, list):
+            index.append(next((i for i, v in enumerate(values) if v == want), 0))
+        else:
+            index.append(min(range(len(values)), key=lambda i: (abs(values[i] - want), values[i])))
+    return tuple(index)
+
+
+def _neighbours(index: tuple[int, ...], sizes: Sequence[int]) -> list[tuple[int, ...]]:
+    out = []
+    for dim, size in enumerate(sizes):
+        for step in (1, -1):
+            moved = index[dim] + step
+            if 0 <= moved < size:
+                out.append(index[:dim] + (moved,) + index[dim + 1:])
+    return out
+
+
+def _level_of(result: ConfigResult, objective: Objective, levels: Sequence[int]) -> int:
+    best = result.best(objective.slo)
+    if best is None or best.concurrency not in levels:
+        return 0
+    return max(levels.index(best.concurrency) - 1, 0)
+
+
+def hill_climb(space: SearchSpace, objective: Objective, start: Candidate) -> Strategy:
+    """Steepest-ascent hill climbing over the space's coordinates (see module docstring)."""
+    sizes = [len(d) for d in space.dimensions()]
+    levels = space.concurrency
+    index = nearest_index(space, start)
+    candidate, _ = space.at(index)
+    while candidate is None:  # the nearest point is impossible: take the first possible one instead
+        index = next(i for i in itertools.product(*(range(n) for n in sizes)) if space.at(i)[0] is not None)
+        candidate, _ = space.at(index)
+    visited: set[Candidate] = {candidate}
+    current = yield Trial(candidate)
+    while True:
+        best_index, best_result = None, current
+        seed = _level_of(current, objective, levels)
+        for neighbour in _neighbours(index, sizes):
+            other, _reason = space.at(neighbour)
+            if other is None or other in visited:
+                continue
+            visited.add(other)
+            result = yield Trial(other, seed)
+            if objective.better(result, best_result):
+                best_index, best_result = neighbour, result
+        if best_index is None:
+            return
+        index, current = best_index, best_result
+
