@@ -15,9 +15,6 @@ from icd.monitor.process import pid_alive
 from icd.monitor.stack import STATE_FILE, down, read_record
 from tests.fixtures.prometheus import wait_until
 
-pytestmark = pytest.mark.e2e
-
-
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[Path]:
     folder = tmp_path / "state"
@@ -25,6 +22,7 @@ def state(tmp_path: Path) -> Iterator[Path]:
     down(folder)  # never leave servers behind, even when a test fails
 
 
+@pytest.mark.e2e
 def test_up_status_down(state: Path, free_port: Callable[[], int], capsys: pytest.CaptureFixture[str]) -> None:
     prom_port, am_port, dead_triton = free_port(), free_port(), free_port()
     code = main(["monitor", "up", "--state-dir", str(state), "--prometheus-port", str(prom_port),
@@ -81,6 +79,7 @@ def test_bad_target_is_a_user_error(state: Path, free_port: Callable[[], int],
     assert read_record(state) is None
 
 
+@pytest.mark.e2e
 def test_port_in_use_is_a_user_error(state: Path, prometheus_server: Callable, capsys: pytest.CaptureFixture[str],
                                      free_port: Callable[[], int]) -> None:
     busy = prometheus_server(["127.0.0.1:1"])
