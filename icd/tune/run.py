@@ -27,6 +27,7 @@ from icd.tune.checkpoint import Checkpoint, RunStatus
 from icd.tune.concurrency import concurrency_sweep
 from icd.tune.measure import Measurer, SearchInterrupted, SearchStopped
 from icd.tune.measurement import ConfigResult, LoadPoint, PointStatus
+from icd.tune.objective import Objective
 from icd.tune.progress import TuneProgress
 from icd.tune.report import write_reports
 from icd.tune.reload import ConfigRejected, ServerGone
@@ -71,6 +72,7 @@ class _Search:
     server: TuneServer
     progress: TuneProgress
     on_point: PointHook | None
+    objective: Objective
 
     def point(self, trial: Trial, level: int) -> LoadPoint:
         stored = self.checkpoint.lookup(trial.candidate.config_id, level)
@@ -89,7 +91,8 @@ class _Search:
     def evaluate(self, trial: Trial) -> ConfigResult:
         self.progress.config(trial.candidate.config_id)
         result = ConfigResult(trial.candidate)
-        sweep = concurrency_sweep(self.settings.space.concurrency, self.settings.slo, trial.start_level)
+        beats = self.objective.beats(trial.incumbent) if trial.incumbent is not None else None
+        sweep = concurrency_sweep(self.settings.space.concurrency, self.settings.slo, trial.start_level, beats)
         level = next(sweep)
         while True:
             point = self.point(trial, level)
@@ -173,7 +176,7 @@ def run_tune(settings: TuneSettings, on_point: PointHook | None = None, *, serve
             if checkpoint.resumed:
                 progress.say(f"resuming {paths.checkpoint}: {checkpoint.resumed} measurement(s) already held")
             measurer = measurer or Measurer(server, settings.model, base, kind, settings.load, variants)
-            search = _Search(settings, checkpoint, measurer, server, progress, on_point)
+            search = _Search(settings, checkpoint, measurer, server, progress, on_point, settings.build_objective())
             search.drive(strategy)
         checkpoint.finish(RunStatus.COMPLETE)
     except SearchStopped as exc:

@@ -133,3 +133,11 @@ def test_local_server_dying_is_restarted_and_recorded(tmp_path):
     finally:
         server.close(None)
     assert isinstance(RemoteServer("http://127.0.0.1:1", "m").alive(), bool)
+
+
+def test_a_model_the_remote_server_cannot_load_is_one_line(tmp_path, explicit_echo, capsys):
+    done = run_icd(capsys, "tune", "--model", "bert_base", "--endpoint", explicit_echo.http_url, "--launch-mode",
+                   "remote", "--report", str(tmp_path / "t.json"), "--quiet")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--model bert_base: Triton at" in done.stderr and "cannot load it" in done.stderr
+    assert list(tmp_path.iterdir()) == []
