@@ -34,6 +34,7 @@ from icd.tune.server import LaunchMode, TuneServer, open_server
 from icd.tune.settings import TuneSettings
 from icd.tune.space import Candidate
 from icd.tune.strategy import SearchMode, Strategy, Trial, brute_force, hill_climb
+from icd.tune.variants import Variant, read_variants
 
 PointHook = Callable[[LoadPoint], None]
 
@@ -117,6 +118,16 @@ def _strategy(settings: TuneSettings, base: Any) -> tuple[Strategy, int | None]:
     return hill_climb(settings.space, settings.build_objective(), model_config.candidate_of(base)), None
 
 
+def _variants(settings: TuneSettings) -> dict[int, Variant]:
+    """The runtime / precision of every searched version, read before any server starts (ConfigError if not)."""
+    if not settings.space.versions:
+        return {}
+    config_path = Path(settings.model_repository or ".") / settings.model / "config.pbtxt"
+    config = model_config.from_pbtxt(config_path) if config_path.is_file() else None
+    backend = (config.backend or config.platform) if config is not None else ""
+    return read_variants(settings.model_repository, settings.model, settings.space.versions, backend)
+
+
 def run_tune(settings: TuneSettings, on_point: PointHook | None = None, *, server: TuneServer | None = None,
              measurer: PointMeasurer | None = None) -> dict[str, Any]:
     """Run (or resume) a search and write its reports; returns the report document.
@@ -137,6 +148,7 @@ def run_tune(settings: TuneSettings, on_point: PointHook | None = None, *, serve
     paths = settings.paths
     for path in (paths.report, paths.checkpoint, paths.config):
         check_writable(path)
+    variants = _variants(settings)
     checkpoint = Checkpoint.open(paths.checkpoint, settings.fingerprint(), settings.fresh)
     if server is None:
         server, note = open_server(settings.launch_mode, settings.endpoint, settings.model_repository,
@@ -153,13 +165,14 @@ def run_tune(settings: TuneSettings, on_point: PointHook | None = None, *, serve
         checkpoint.notes = [n for n in (note, kind_note) if n]
         checkpoint.host = host_info()
         checkpoint.launch = {"mode": server.launch_mode.value, "endpoint": server.endpoint}
+        checkpoint.variants = {str(v): variant.to_dict() for v, variant in variants.items()}
         checkpoint.save()
         strategy, total = _strategy(settings, base)
         with TuneProgress(settings.slo, total, settings.progress) as progress:
             progress.say(note)
             if checkpoint.resumed:
                 progress.say(f"resuming {paths.checkpoint}: {checkpoint.resumed} measurement(s) already held")
-            measurer = measurer or Measurer(server, settings.model, base, kind, settings.load)
+            measurer = measurer or Measurer(server, settings.model, base, kind, settings.load, variants)
             search = _Search(settings, checkpoint, measurer, server, progress, on_point)
             search.drive(strategy)
         checkpoint.finish(RunStatus.COMPLETE)

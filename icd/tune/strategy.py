@@ -51,10 +51,10 @@ def brute_force(enumeration: Enumeration) -> Strategy:
 def nearest_index(space: SearchSpace, candidate: Candidate) -> tuple[int, ...]:
     """Per dimension, the index of the space value nearest to ``candidate``'s (the hill climb's start)."""
     wanted = (candidate.instance_count, candidate.threads, candidate.max_batch_size,
-              list(candidate.preferred_batch_sizes), candidate.queue_delay_us)
+              list(candidate.preferred_batch_sizes), candidate.queue_delay_us, candidate.version)
     index = []
-    for values, want in zip(space.dimensions(), wanted, strict=True):
-        if isinstance(want, list):
+    for dim, (values, want) in enumerate(zip(space.dimensions(), wanted, strict=True)):
+        if dim in SearchSpace.CATEGORICAL:
             index.append(next((i for i, v in enumerate(values) if v == want), 0))
         else:
             index.append(min(range(len(values)), key=lambda i: (abs(values[i] - want), values[i])))
@@ -62,11 +62,12 @@ def nearest_index(space: SearchSpace, candidate: Candidate) -> tuple[int, ...]:
 
 
 def _neighbours(index: tuple[int, ...], sizes: Sequence[int]) -> list[tuple[int, ...]]:
+    """One step up or down along an ordered dimension; any other value of a categorical one."""
     out = []
     for dim, size in enumerate(sizes):
-        for step in (1, -1):
-            moved = index[dim] + step
-            if 0 <= moved < size:
+        moves = range(size) if dim in SearchSpace.CATEGORICAL else (index[dim] + 1, index[dim] - 1)
+        for moved in moves:
+            if 0 <= moved < size and moved != index[dim]:
                 out.append(index[:dim] + (moved,) + index[dim + 1:])
     return out
 

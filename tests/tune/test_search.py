@@ -124,6 +124,6 @@ def test_hill_climbing_reaches_brute_force_best_with_a_third_of_the_measurements
 
 def test_hill_climb_starts_near_the_current_configuration():
     space = SearchSpace(instance_counts=[1, 2], threads=[1, 2], max_batch_sizes=[1, 8, 32], queue_delays_us=[0, 2000])
-    assert nearest_index(space, Candidate(1, 0, 32, (4, 8), 1500)) == (0, 0, 2, 0, 1)
+    assert nearest_index(space, Candidate(1, 0, 32, (4, 8), 1500)) == (0, 0, 2, 0, 1, 0)
     first = next(hill_climb(space, Objective(ObjectiveKind.THROUGHPUT, SLO), Candidate(1, 0, 32, (), 2000)))
     assert first == Trial(Candidate(1, 1, 32, (), 2000))

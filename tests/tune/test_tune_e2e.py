@@ -20,6 +20,7 @@ from icd.tune.settings import TuneSettings
 from icd.tune.space import Candidate, SearchSpace
 from tests.fixtures.triton import start_triton
 from tests.ops.helpers import run_icd, run_script
+from tests.tune.test_variants import write_provenance
 
 pytestmark = pytest.mark.e2e
 SHORT = ["--instance-counts", "1,2", "--threads", "1", "--max-batch-sizes", "8", "--queue-delays-us", "0",
@@ -78,9 +79,12 @@ def test_private_server_fallback_kind_gpu_guard_and_the_winner_loads(tmp_path, t
     _echo_repo(repo)
     config = repo / "echo_delay" / "config.pbtxt"
     config.write_text(config.read_text().replace("KIND_CPU", "KIND_GPU"))  # as Model Analyzer wrote on CPU hosts
+    shutil.copytree(repo / "echo_delay" / "1", repo / "echo_delay" / "2")  # a second (synthetic) variant
+    write_provenance(repo / "echo_delay" / "1", "torchscript", "fp32")
+    write_provenance(repo / "echo_delay" / "2", "onnx", "fp32")
     monkeypatch.chdir(tmp_path)
     args = ["optimize-instances", "--model", "echo_delay", "--endpoint", triton_small_server.http_url,  # mode none
-            "--model-repository", str(repo), "--report", "tune/echo.json", *SHORT]
+            "--model-repository", str(repo), "--report", "tune/echo.json", *SHORT, "--versions", "1,2"]
     refused = run_icd(capsys, *args, "--launch-mode", "remote")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "cannot reload models" in refused.stderr and "--launch-mode local --model-repository" in refused.stderr
@@ -94,7 +98,10 @@ def test_private_server_fallback_kind_gpu_guard_and_the_winner_loads(tmp_path, t
     served = tmp_path / "served"  # the winner's config.pbtxt loads on a fresh server
     shutil.copytree(repo, served)
     shutil.copy(tmp_path / "tune" / "echo.config.pbtxt", served / "echo_delay" / "config.pbtxt")
-    assert triton_server(served).model_ready("echo_delay")
+    version = report["recommendation"]["version"]
+    assert {r["version"] for r in report["candidates"]} == {1, 2} and report["recommendation"]["runtime"]
+    fresh = triton_server(served)
+    assert fresh.model_ready("echo_delay", str(version)) and not fresh.model_ready("echo_delay", str(3 - version))
 
 
 def test_remote_server_dying_mid_search_stops_cleanly(tmp_path, triton_server):
