@@ -23,11 +23,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rollout_common import BusyLoops, echo_triton, finish, provenance, router  # noqa: E402
+from rollout_common import BusyLoops, client_median_ms, echo_triton, finish, provenance, router  # noqa: E402
 
 from icd.load.routed import RoutedSpec, run_routed  # noqa: E402
 from icd.rollout.blocked import block_length, compare_latency_blocked  # noqa: E402
@@ -42,16 +40,6 @@ def _traffic(r, rate: float, seconds: float, seed: int) -> list:
     payloads = synthetic_payloads(64, seq_len=16, seed=seed)
     return run_routed(RoutedSpec(f"{r.url}/v2/models/bert/infer", lambda i: payloads[i % 64], concurrency=32,
                                  duration_s=seconds, rate=rate, seed=seed))
-
-
-def calibrate(seconds: float, rate: float) -> float:
-    """Client-measured median latency (ms) of A through the router on this host, in the trials' very setup (three
-    models, same rate and load) with the third model still identical to A."""
-    same = {name: (BASE_MS, 0.0) for name in ("A", "A_twin", "A_slow10")}
-    with echo_triton(same) as server, router(_weights(), f"127.0.0.1:{server.http_port}") as r:
-        _traffic(r, rate, 3, seed=99)  # warm-up
-        recs = [x for x in _traffic(r, rate, seconds, seed=98) if x.ok and x.variant == "A"]
-    return float(np.median([x.latency_ms for x in recs]))
 
 
 def _weights() -> dict[str, float]:
@@ -72,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     aa, power, trials = Counter(), Counter(), []
     with BusyLoops(args.busy_loops) as load:
         record["background_load"] = load.describe()
-        median = calibrate(args.calibration_s, rate)
+        same = {name: (BASE_MS, 0.0) for name in ("A", "A_twin", "A_slow10")}  # the trials' setup, third = A
+        median = client_median_ms(same, _weights(), "A", rate, args.calibration_s)
         slow_ms = BASE_MS + SHIFT * median
         print(f"calibration: A median {median:.1f} ms through the router; A+10% gets {slow_ms:.1f} ms of delay",
               flush=True)

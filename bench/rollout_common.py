@@ -139,3 +139,22 @@ def router(weights: dict[str, float], upstream: str) -> Iterator[Any]:
         finally:
             stop_comparator(r)
             r.stop()
+
+
+def client_median_ms(models: dict[str, tuple[float, float]], weights: dict[str, float], variant: str, rate: float,
+                     seconds: float) -> float:
+    """Client-measured median latency (ms) of ``variant`` through the router, with ``models`` served and traffic
+    split by ``weights`` at ``rate`` req/s — how a delay "+x % of the latency" is calibrated on this host."""
+    import numpy as np
+
+    from icd.load.routed import RoutedSpec, run_routed
+    from icd.rollout.payloads import synthetic_payloads
+
+    payloads = synthetic_payloads(64, seq_len=16, seed=99)
+    with echo_triton(models) as server, router(weights, f"127.0.0.1:{server.http_port}") as r:
+        spec = RoutedSpec(f"{r.url}/v2/models/bert/infer", lambda i: payloads[i % 64], concurrency=32, rate=rate,
+                          duration_s=3)
+        run_routed(spec)  # warm-up
+        spec.duration_s = seconds
+        recs = [x for x in run_routed(spec) if x.ok and x.variant == variant]
+    return float(np.median([x.latency_ms for x in recs]))

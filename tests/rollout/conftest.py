@@ -103,7 +103,7 @@ ECHO_VARIANTS = {
     "ab_a": (40.0, 0.0),
     "ab_a_twin": (40.0, 0.0),
     "ab_a_slow20": (48.0, 0.0),  # the configured +20 % delay
-    "ab_a_slow50": (60.0, 0.0),  # the configured +50 % delay (detection on a loaded host; +10 %: bench/ab_power.py)
+    "ab_a_slow": (140.0, 0.0),  # +100 ms: detected even at load 30 on 2 cores (sensitivity: bench/ab_power.py)
     "ab_b": (40.0, 0.0),  # a second reference, so two A/Bs can run at once on separate models
 }
 

@@ -52,6 +52,7 @@ def test_validate_then_full_switch_under_load_drops_no_request(blue_green, tmp_p
     missing = validate_deployment(ValidationSpec(green.http_url, "no_such_model", test_duration_s=0.5,
                                                  golden_file=golden))
     assert not missing.passed and missing.checks[-1].name == "readiness"
+    assert "no_such_model: not in the model repository; served: bert_icd READY" in missing.checks[-1].detail
     spec = SwitchSpec("blue", "green", "bert_icd", validation_time_s=3, precheck_duration_s=1, watch_interval_s=1,
                       golden_file=golden)
     with _load(router) as load:
@@ -62,7 +63,8 @@ def test_validate_then_full_switch_under_load_drops_no_request(blue_green, tmp_p
     assert [r for r in records if not r.ok] == [] and len(records) > 100
     actions = [d["action"] for d in result.decisions]
     assert actions[0] == "start" and actions[-1] == "finalise" and actions.count("hold") + 1 >= 3
-    judged = [c for d in result.decisions if d["analysis"] for c in d["analysis"]["checks"] if c["name"] == "error-rate"]
+    judged = [c for d in result.decisions if d["analysis"] for c in d["analysis"]["checks"]
+              if c["name"] == "error-rate"]
     assert judged and all(c["verdict"] == "pass" for c in judged)  # judged on requests routed to green
 
 
