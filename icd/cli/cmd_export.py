@@ -113,6 +113,14 @@ def export_triton(
     else:
         typer.echo(f"  threads per instance: {result.threads.threads} ({result.threads.describe()})")
 
+    from icd.stack.triton_service import load_into_running_stacks  # a running `icd stack` serving output_dir
+
+    lines, loaded = load_into_running_stacks(output_dir, options.model_name)
+    for line in lines:
+        typer.echo(line)
+    if not loaded:
+        raise SystemExit(1)
+
 
 def profile(
     run_dir: Path = typer.Argument(..., help="run directory (icd run --out)"),

@@ -118,9 +118,8 @@ class TritonPythonModel:
                 f"{self.model_name}: runtime {self.runtime} is not installed in this Python ({exc})") from None
         self.instance = args.get("model_instance_name", "")
         self._metrics()
-        print(rt.icd_log_line({"model": self.model_name, "version": self.version, "instance": self.instance,
-                               "event": "loaded", "runtime": self.runtime, "threads": self.threads,
-                               "threads_from": self.threads_from}), flush=True)
+        print(f"icd: loaded {self.model_name} v{self.version} ({self.instance}): runtime {self.runtime}, "
+              f"{self.threads} thread(s) per instance from {self.threads_from}", flush=True)
         if self.settings.preload:
             self._preload(layout)
 
