@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import shutil
 import signal
+import sys
 
 import httpx
 import pytest
@@ -19,7 +21,7 @@ from icd.tune.server import LaunchMode, LocalServer, RemoteServer
 from icd.tune.settings import TuneSettings
 from icd.tune.space import Candidate, SearchSpace
 from tests.fixtures.triton import start_triton
-from tests.ops.helpers import run_icd, run_script
+from tests.ops.helpers import REPO_ROOT, run_icd
 from tests.tune.test_variants import write_provenance
 
 pytestmark = pytest.mark.e2e
@@ -44,17 +46,28 @@ def explicit_echo(tmp_path_factory):
     server.stop()
 
 
-def test_guide_command_tunes_an_explicit_server_and_restores_it(tmp_path, explicit_echo):
+def _guide_script(capsys, monkeypatch, cwd, *args: str) -> tuple[int, str, str]:
+    """Run scripts/optimize_instances.py as the guide does (the file itself, in this process), in ``cwd``."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["scripts/optimize_instances.py", *args])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(REPO_ROOT / "scripts" / "optimize_instances.py"), run_name="__main__")
+    out = capsys.readouterr()
+    return exited.value.code, out.out, out.err
+
+
+def test_guide_command_tunes_an_explicit_server_and_restores_it(tmp_path, explicit_echo, capsys, monkeypatch):
     server = explicit_echo
-    done = run_script("optimize_instances.py", *GUIDE, "--endpoint", server.http_url, "--model", "echo_delay",
-                      *SHORT, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
+    code, stdout, stderr = _guide_script(capsys, monkeypatch, tmp_path, *GUIDE, "--endpoint", server.http_url,
+                                         "--model", "echo_delay", *SHORT)
+    assert code == 0, stdout + stderr
     report = json.loads((tmp_path / "optimization_report.json").read_text())
     assert report["status"] == "complete" and report["launch"]["mode"] == "remote"
     assert report["objective_tag"] == "projected_cost_per_million_requests"  # --cost-model: the cost objective
     assert report["cost_basis"]["instance"]["type"] == "p4d.24xlarge" and "projection" in report["cost_basis"]["how"]
     assert all(r["errors"] == 0 and r["requests"] > 0 for r in report["candidates"])
-    assert "c=2" in done.stderr and "recommended" in done.stdout
+    assert "c=2" in stderr and "recommended" in stdout
     winner = read_config(tmp_path / "optimization_report.config.pbtxt")
     assert winner.max_batch_size == 8 and winner.instance_group[0].count == report["recommendation"]["instance_count"]
     assert (tmp_path / "optimization_report.html").is_file() and (tmp_path / "optimization_report.png").is_file()
