@@ -17,7 +17,6 @@ import datetime as dt
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -27,7 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from icd.io.atomic import write_json_atomic  # noqa: E402
-from icd.stack.guide_runner import RunOptions, parse_guide, run_guide  # noqa: E402
+from icd.stack.guide_runner import (RunOptions, make_workspace, parse_guide, run_guide,  # noqa: E402
+                                    stop_workspace_stacks)
 
 
 def _load() -> list[float]:
@@ -50,26 +50,6 @@ def _versions() -> dict[str, str]:
             "tritonserver": str(tritonserver_binary().parent.parent.name), "platform": platform.platform()}
 
 
-def _workspace(root: Path) -> Path:
-    shutil.copytree(REPO / "deploy", root / "deploy",
-                    ignore=shutil.ignore_patterns("models", "models-green", "triton-traces", ".env"))
-    shutil.copytree(REPO / "configs", root / "configs")
-    shutil.copytree(REPO / "tests" / "guide", root / "tests" / "guide")
-    os.symlink(REPO / "scripts", root / "scripts")
-    (root / ".icd").mkdir()
-    return root
-
-
-def _teardown(work: Path) -> None:
-    from icd.stack.compose_file import load_compose
-    from icd.stack.compose_stack import down
-    from icd.stack.state import StackState
-
-    for name in ("docker-compose.green.yml", "docker-compose.yml"):
-        project = load_compose(work / "deploy" / "triton" / name)
-        down(project, StackState(work / ".icd", project.name))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--guide", type=Path, default=REPO / "docs" / "guide.md")
@@ -78,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "guide_run.json")
     args = parser.parse_args(argv)
-    work = _workspace(args.workdir or Path(tempfile.mkdtemp(prefix="icd-guide-run-")))
+    work = make_workspace(REPO, args.workdir or Path(tempfile.mkdtemp(prefix="icd-guide-run-")) / "guide")
     substitutions = [tuple(item.split("=", 1)) for item in args.substitute]
     venv_bin = str(Path(sys.executable).parent)
     options = RunOptions(cwd=work, short_s=args.short_durations, substitutions=substitutions,
@@ -105,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_guide(commands, options, show)
     finally:
-        _teardown(work)
+        stop_workspace_stacks(work)
     record["load_average_end"] = _load()
     record["wall_s"] = round(time.perf_counter() - began, 1)
     record["failed"] = [f"line {c['line']}: {c['command']} (exit {c['returncode']})" for c in record["commands"]

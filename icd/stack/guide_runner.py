@@ -214,3 +214,31 @@ def run_guide(commands: Sequence[GuideCommand], options: RunOptions,
             if not on_result(result):
                 break
     return results
+
+
+def make_workspace(repo: Path, root: Path) -> Path:
+    """A scratch copy to run the guide in: ``deploy/`` (no models, traces or .env), ``configs/``,
+    ``tests/guide/`` (the CI config), ``scripts/`` (linked), an empty ``.icd`` state folder and ``results/``."""
+    import shutil
+
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(repo / "deploy", root / "deploy",
+                    ignore=shutil.ignore_patterns("models", "models-green", "triton-traces", ".env"))
+    shutil.copytree(repo / "configs", root / "configs")
+    shutil.copytree(repo / "tests" / "guide", root / "tests" / "guide",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    os.symlink(repo / "scripts", root / "scripts")
+    (root / ".icd").mkdir()
+    (root / "results").mkdir()
+    return root
+
+
+def stop_workspace_stacks(work: Path) -> None:
+    """Stop every stack service recorded in ``work/.icd`` (blue and green), by PID."""
+    from icd.stack.compose_file import load_compose
+    from icd.stack.compose_stack import down
+    from icd.stack.state import StackState
+
+    for name in ("docker-compose.green.yml", "docker-compose.yml"):
+        project = load_compose(work / "deploy" / "triton" / name)
+        down(project, StackState(work / ".icd", project.name))
