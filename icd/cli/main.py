@@ -22,6 +22,7 @@ _CLICK_ABORTS = (typer.Abort, click.exceptions.Abort)
 # One module per stage, in data-flow order.
 COMMAND_MODULES = (
     "icd.cli.cmd_config",    # config show
+    "icd.cli.cmd_models",    # models list|fetch
     "icd.cli.cmd_optimize",  # run, pair
     "icd.cli.cmd_permute_nm",  # permute-nm
     "icd.cli.cmd_export",    # export-triton

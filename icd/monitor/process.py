@@ -98,7 +98,7 @@ class LocalProcess:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self, timeout_s: float = 30.0) -> None:
+    def start(self, timeout_s: float = 120.0) -> None:
         """Start the process and wait until it is ready.
 
         Raises:

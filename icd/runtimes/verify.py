@@ -24,7 +24,7 @@ from icd.runtimes.source import ModelSource
 
 MAX_ABS_DIFF = {Precision.FP32: 1e-3, Precision.INT8: 1e-4}
 MIN_COS_SAME = 0.99999
-VERIFY_TEXTS = 32
+VERIFY_TEXTS = 16
 DEFAULT_MIN_COS_FP32 = 0.99
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from icd.tune.measurement import ERROR_RATE, SLO_PERCENTILES, THROUGHPUT, LoadPo
 from icd.tune.reload import ConfigRejected, ReloadNotAllowed, ServerGone
 from icd.tune.server import TuneServer
 from icd.tune.space import Candidate
+from icd.tune.variants import Variant
 
 DEFAULT_DURATION_S = 5.0
 DEFAULT_WARMUP_S = 1.0
@@ -81,8 +83,10 @@ def _load_average() -> float | None:
 class Measurer:
     """Reload + load + records, for one model on one server."""
 
-    def __init__(self, server: TuneServer, model: str, base: Any, kind: str, load: LoadSpec) -> None:
+    def __init__(self, server: TuneServer, model: str, base: Any, kind: str, load: LoadSpec,
+                 variants: Mapping[int, Variant] | None = None) -> None:
         self.server = server
+        self.variants = dict(variants or {})
         self.model = model
         self.base = base
         self.kind = kind
@@ -91,7 +95,7 @@ class Measurer:
 
     def config_for(self, candidate: Candidate) -> Any:
         """The ``ModelConfig`` message of ``candidate`` on this model."""
-        return model_config.apply_candidate(self.base, candidate, self.kind)
+        return model_config.apply_candidate(self.base, candidate, self.kind, self.variants)
 
     def _failure(self, candidate: Candidate, status: PointStatus, detail: str,
                  concurrency: int | None = None) -> LoadPoint:

@@ -13,6 +13,7 @@ from tests.ops.helpers import REPO_ROOT
 COMPOSE_SECURE = REPO_ROOT / "deploy" / "triton" / "docker-compose.secure.yml"
 
 
+@pytest.mark.binary
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (validation only) not installed")
 def test_secure_compose_exposes_no_triton_port(tmp_path):
     done = subprocess.run(["docker-compose", "-f", str(COMPOSE_SECURE), "config"], capture_output=True, text=True,

@@ -39,6 +39,11 @@ def test_onnx_export_of_the_optimized_run_equals_the_in_process_model(runtime_re
     applied = [r["type"] for r in provenance["applied"]]
     assert "permutations" in applied and "int8" not in applied and applied[-1] == "runtime_export"
     assert provenance["verification"]["max_abs_diff"] < 1e-3
+    from icd.export.config_pbtxt import config_parameters, read_config
+
+    for model in ("bert_onnx", "bert_openvino"):
+        params = config_parameters(read_config(runtime_repo / model / "config.pbtxt"))
+        assert params["icd_runtime"] == model.removeprefix("bert_") and params["icd_threads"] == "0"
 
 
 def test_openvino_int8_export_is_verified_and_faithful(runtime_repo, optimized_source, corpus_split):

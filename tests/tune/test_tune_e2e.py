@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import shutil
 import signal
+import sys
 
 import httpx
 import pytest
@@ -19,7 +21,8 @@ from icd.tune.server import LaunchMode, LocalServer, RemoteServer
 from icd.tune.settings import TuneSettings
 from icd.tune.space import Candidate, SearchSpace
 from tests.fixtures.triton import start_triton
-from tests.ops.helpers import run_icd, run_script
+from tests.ops.helpers import REPO_ROOT, run_icd
+from tests.tune.test_variants import write_provenance
 
 pytestmark = pytest.mark.e2e
 SHORT = ["--instance-counts", "1,2", "--threads", "1", "--max-batch-sizes", "8", "--queue-delays-us", "0",
@@ -43,17 +46,28 @@ def explicit_echo(tmp_path_factory):
     server.stop()
 
 
-def test_guide_command_tunes_an_explicit_server_and_restores_it(tmp_path, explicit_echo):
+def _guide_script(capsys, monkeypatch, cwd, *args: str) -> tuple[int, str, str]:
+    """Run scripts/optimize_instances.py as the guide does (the file itself, in this process), in ``cwd``."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["scripts/optimize_instances.py", *args])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(REPO_ROOT / "scripts" / "optimize_instances.py"), run_name="__main__")
+    out = capsys.readouterr()
+    return exited.value.code, out.out, out.err
+
+
+def test_guide_command_tunes_an_explicit_server_and_restores_it(tmp_path, explicit_echo, capsys, monkeypatch):
     server = explicit_echo
-    done = run_script("optimize_instances.py", *GUIDE, "--endpoint", server.http_url, "--model", "echo_delay",
-                      *SHORT, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
+    code, stdout, stderr = _guide_script(capsys, monkeypatch, tmp_path, *GUIDE, "--endpoint", server.http_url,
+                                         "--model", "echo_delay", *SHORT)
+    assert code == 0, stdout + stderr
     report = json.loads((tmp_path / "optimization_report.json").read_text())
     assert report["status"] == "complete" and report["launch"]["mode"] == "remote"
     assert report["objective_tag"] == "projected_cost_per_million_requests"  # --cost-model: the cost objective
     assert report["cost_basis"]["instance"]["type"] == "p4d.24xlarge" and "projection" in report["cost_basis"]["how"]
     assert all(r["errors"] == 0 and r["requests"] > 0 for r in report["candidates"])
-    assert "c=2" in done.stderr and "recommended" in done.stdout
+    assert "c=2" in stderr and "recommended" in stdout
     winner = read_config(tmp_path / "optimization_report.config.pbtxt")
     assert winner.max_batch_size == 8 and winner.instance_group[0].count == report["recommendation"]["instance_count"]
     assert (tmp_path / "optimization_report.html").is_file() and (tmp_path / "optimization_report.png").is_file()
@@ -78,9 +92,12 @@ def test_private_server_fallback_kind_gpu_guard_and_the_winner_loads(tmp_path, t
     _echo_repo(repo)
     config = repo / "echo_delay" / "config.pbtxt"
     config.write_text(config.read_text().replace("KIND_CPU", "KIND_GPU"))  # as Model Analyzer wrote on CPU hosts
+    shutil.copytree(repo / "echo_delay" / "1", repo / "echo_delay" / "2")  # a second (synthetic) variant
+    write_provenance(repo / "echo_delay" / "1", "torchscript", "fp32")
+    write_provenance(repo / "echo_delay" / "2", "onnx", "fp32")
     monkeypatch.chdir(tmp_path)
     args = ["optimize-instances", "--model", "echo_delay", "--endpoint", triton_small_server.http_url,  # mode none
-            "--model-repository", str(repo), "--report", "tune/echo.json", *SHORT]
+            "--model-repository", str(repo), "--report", "tune/echo.json", *SHORT, "--versions", "1,2"]
     refused = run_icd(capsys, *args, "--launch-mode", "remote")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "cannot reload models" in refused.stderr and "--launch-mode local --model-repository" in refused.stderr
@@ -94,7 +111,10 @@ def test_private_server_fallback_kind_gpu_guard_and_the_winner_loads(tmp_path, t
     served = tmp_path / "served"  # the winner's config.pbtxt loads on a fresh server
     shutil.copytree(repo, served)
     shutil.copy(tmp_path / "tune" / "echo.config.pbtxt", served / "echo_delay" / "config.pbtxt")
-    assert triton_server(served).model_ready("echo_delay")
+    version = report["recommendation"]["version"]
+    assert {r["version"] for r in report["candidates"]} == {1, 2} and report["recommendation"]["runtime"]
+    fresh = triton_server(served)
+    assert fresh.model_ready("echo_delay", str(version)) and not fresh.model_ready("echo_delay", str(3 - version))
 
 
 def test_remote_server_dying_mid_search_stops_cleanly(tmp_path, triton_server):
@@ -126,3 +146,11 @@ def test_local_server_dying_is_restarted_and_recorded(tmp_path):
     finally:
         server.close(None)
     assert isinstance(RemoteServer("http://127.0.0.1:1", "m").alive(), bool)
+
+
+def test_a_model_the_remote_server_cannot_load_is_one_line(tmp_path, explicit_echo, capsys):
+    done = run_icd(capsys, "tune", "--model", "bert_base", "--endpoint", explicit_echo.http_url, "--launch-mode",
+                   "remote", "--report", str(tmp_path / "t.json"), "--quiet")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--model bert_base: Triton at" in done.stderr and "cannot load it" in done.stderr
+    assert list(tmp_path.iterdir()) == []
