@@ -45,6 +45,8 @@ def _cpu() -> str:
 def _commit() -> str:
     import subprocess
 
+    if os.environ.get("ICD_SOURCE_COMMIT"):  # a frozen export of the tree (git archive) has no .git
+        return os.environ["ICD_SOURCE_COMMIT"]
     done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True,
                            check=False).stdout.strip()
