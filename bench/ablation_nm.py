@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from icd.config import load_config
-from icd.io.atomic import write_json_atomic
+from icd.io.bench_result import BenchRecord
 from icd.pipeline.runner import run_config
 
 VARIANTS = {
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--options", default="{}", help="extra NMSparsityConfig fields, as a JSON object")
     parser.add_argument("--out", default="bench/results/ablation_nm.json")
     args = parser.parse_args(argv)
+    record = BenchRecord.start(None if argv is None else ["bench/ablation_nm.py", *argv])
     options = json.loads(args.options)
     transform = json.dumps([{"type": "nm_sparsity", "n": 2, "m": 4, "scope": "all", "method": args.method, **options}])
     rows = []
@@ -64,9 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(*[f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in
                         ("variant", "efficacy_mean", "cos_mean", "cos_min", "nn_agreement", "run_s")])
     Console().print(table)
-    command = " ".join(["python bench/ablation_nm.py", *(argv if argv is not None else sys.argv[1:])])
-    write_json_atomic(args.out, {"method": args.method, "options": options, "calibration_texts": args.calibration,
-                                 "rows": rows, "command": command})
+    record.write(args.out, {"method": args.method, "options": options, "calibration_texts": args.calibration,
+                            "rows": rows})
     return 0
 
 

@@ -32,15 +32,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -52,6 +49,7 @@ from icd.config import load_config
 from icd.config.schema import ModelSection
 from icd.data.corpus import load_split
 from icd.io.atomic import write_json_atomic
+from icd.io.bench_result import BenchRecord
 from icd.measure.encode import encode
 from icd.measure.fidelity import Fidelity, fidelity
 from icd.measure.latency import Latency, measure_latency_interleaved
@@ -201,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default="", help="comma-separated subset (default: all)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    record = BenchRecord.start(None if argv is None else ["bench/codesign.py", *argv])
     console = Console(width=140)
     known = {v.name: v for v in variants()}
     wanted = [n for n in args.variants.split(",") if n] or list(known)
@@ -234,10 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     base = lat["fp32"]
     rows = [_row(name, fid, lat[name], base.median_ms, build_s, known[name].note)
             for name, (fid, build_s) in measured.items()]
+    provenance = record.provenance()  # command, machine, date, load average (start / end), versions
     for row in rows:
         row.update(calibration_texts=len(split.calibration), heldout_texts=len(split.heldout),
-                   latency_how=base.how, load_avg_1m_at_end=round(os.getloadavg()[0], 2), machine=f"{platform.machine()} {platform.processor() or ''}".strip(),
-                   torch=torch.__version__, measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                   latency_how=base.how, torch=torch.__version__, **provenance)
     write_json_atomic(args.out, rows)
     _print(rows, console)
     console.print(f"wrote {args.out}")

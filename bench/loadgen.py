@@ -1,10 +1,11 @@
 """Bench: icd's load generator vs Locust vs wrk against the same trivial nginx endpoint, plus percentile accuracy
-against the synthetic injected-latency server. Prints each tool's rate and the ratios; exits 1 if a target is missed.
+against the synthetic injected-latency server. Prints each tool's rate and the ratios and writes them to
+bench/results/loadgen.json (with the command, machine, date and load average); exits 1 if a target is missed.
 
 Targets (2-core machine): open loop ≥ 5,000 req/s with < 1 % late sends; ≥ 3× Locust; ratio to wrk printed
 (aim ≥ 50 %); percentiles within 10 % of the injected distribution.
 
-Run: ``.venv/bin/python bench/loadgen.py [--duration 10] [--rate 5000]``
+Run: ``.venv/bin/python bench/loadgen.py [--duration 10] [--rate 5000] [--out bench/results/loadgen.json]``
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from icd.io.bench_result import BenchRecord
 from icd.load import LoadSettings, Target, run_load
 from icd.load.testserver import DelaySpec, InjectedLatencyServer
 
 MODEL = "trivial"
 SEQ = 8
+DELAY = "uniform:20:80"
+PERCENTILE_RATE = 200.0
+PERCENTILE_TOLERANCE = 0.10
 BODY = json.dumps({"inputs": [
     {"name": "input_ids", "shape": [1, SEQ], "datatype": "INT64", "data": [101] + [2000] * (SEQ - 2) + [102]},
     {"name": "attention_mask", "shape": [1, SEQ], "datatype": "INT64", "data": [1] * SEQ}]}, separators=(",", ":"))
@@ -130,14 +135,16 @@ def run_wrk(url: str, tmp: Path, duration: int, connections: int) -> float:
     return float(match.group(1))
 
 
-def percentile_check(duration: float) -> list[tuple[str, float, float, bool]]:
-    spec = DelaySpec.parse("uniform:20:80")
-    with InjectedLatencyServer(free_port(), delay="uniform:20:80", models=(MODEL,)) as server:
-        rep = run_icd(server.url, rate=200.0, arrival="poisson", duration_s=duration)
+def percentile_check(duration: float) -> list[dict]:
+    spec = DelaySpec.parse(DELAY)
+    with InjectedLatencyServer(free_port(), delay=DELAY, models=(MODEL,)) as server:
+        rep = run_icd(server.url, rate=PERCENTILE_RATE, arrival="poisson", duration_s=duration)
     rows = []
     for pct in (50.0, 90.0, 99.0):
         measured, expected = rep["latency_ms"][f"p{pct:g}"], spec.percentile_ms(pct)
-        rows.append((f"p{pct:g}", measured, expected, abs(measured - expected) <= 0.10 * expected))
+        error = abs(measured - expected) / expected
+        rows.append({"percentile": f"p{pct:g}", "measured_ms": measured, "expected_ms": round(expected, 3),
+                     "error_percent": round(100 * error, 2), "within_tolerance": error <= PERCENTILE_TOLERANCE})
     return rows
 
 
@@ -146,11 +153,12 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rate", type=float, default=5000.0)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "loadgen.json")
     args = parser.parse_args()
     if not shutil.which("nginx") or not shutil.which("wrk"):
         print("nginx and wrk are needed (Debian packages)")
         return 2
-    ok = True
+    record = BenchRecord.start()
     with tempfile.TemporaryDirectory(prefix="icd-bench-") as tmp_name:
         tmp = Path(tmp_name)
         nginx = Nginx(tmp)
@@ -163,24 +171,43 @@ def main() -> int:
             nginx.stop()
     late = open_rep["late_send_fraction"] or 0.0
     icd_open, icd_max = open_rep["throughput_rps"], closed_rep["throughput_rps"]
-    print(f"machine: {__import__('os').cpu_count()} cores, load average {open('/proc/loadavg').read().split()[:3]}")
+    best = max(icd_open, icd_max)
+    percentiles = percentile_check(max(5.0, args.duration / 2))
+    figures = {
+        "open_loop": {"target_rps": args.rate, "achieved_rps": round(icd_open, 1), "late_percent": round(100 * late, 2),
+                      "late_ms": open_rep["settings"]["late_ms"], "errors": open_rep["errors"]["total"],
+                      "p99_ms": open_rep["latency_ms"]["p99"], "workers": 2},
+        "closed_loop": {"connections": args.connections, "rps": round(icd_max, 1), "errors": closed_rep["errors"]["total"],
+                        "workers": 2},
+        "locust": {"user_class": "FastHttpUser", "processes": 2, "users": args.connections, "rps": round(locust_rps, 1)},
+        "wrk": {"threads": 2, "connections": args.connections, "rps": round(wrk_rps, 1)},
+        "ratios": {"icd_over_locust": round(best / locust_rps, 2), "icd_percent_of_wrk": round(100 * best / wrk_rps, 1)},
+        "percentiles": {"delay": DELAY, "rate_rps": PERCENTILE_RATE, "arrival": "poisson",
+                        "tolerance_percent": round(100 * PERCENTILE_TOLERANCE), "rows": percentiles},
+    }
+    checks = {"open loop >= 5000 req/s": icd_open >= 5000, "late sends < 1%": late < 0.01,
+              "icd >= 3x locust": best >= 3 * locust_rps, "icd >= 50% of wrk (aim)": best >= 0.5 * wrk_rps}
+    checks.update({f"{row['percentile']} within {figures['percentiles']['tolerance_percent']}%": row["within_tolerance"]
+                   for row in percentiles})
+    doc = record.write(args.out, {**figures, "checks": checks})
+    load = doc["load_average"]
+    print(f"machine: {doc['machine']['cpu']}, {doc['machine']['cores']} cores, load average {load['start']} -> "
+          f"{load['end']}{' (HIGH: other jobs shared the CPUs)' if doc['load_high'] else ''}")
     print(f"icd open loop   target {args.rate:.0f}/s: achieved {icd_open:.0f} req/s, late sends {late:.2%} "
-          f"(> {open_rep['settings']['late_ms']} ms), errors {open_rep['errors']['total']}, p99 {open_rep['latency_ms']['p99']} ms")
+          f"(> {open_rep['settings']['late_ms']} ms), errors {open_rep['errors']['total']}, "
+          f"p99 {open_rep['latency_ms']['p99']} ms")
     print(f"icd closed loop {args.connections} conns: {icd_max:.0f} req/s, errors {closed_rep['errors']['total']}")
     print(f"locust (FastHttpUser, 2 processes, {args.connections} users): {locust_rps:.0f} req/s")
     print(f"wrk (2 threads, {args.connections} conns): {wrk_rps:.0f} req/s")
-    best = max(icd_open, icd_max)
     print(f"ratio icd/locust: {best / locust_rps:.2f}x   ratio icd/wrk: {best / wrk_rps:.1%}")
-    checks = [("open loop >= 5000 req/s", icd_open >= 5000), ("late sends < 1%", late < 0.01),
-              ("icd >= 3x locust", best >= 3 * locust_rps), ("icd >= 50% of wrk (aim)", best >= 0.5 * wrk_rps)]
-    print("percentiles vs injected uniform:20:80 ms (open loop 200/s, Poisson):")
-    for name, measured, expected, good in percentile_check(max(5.0, args.duration / 2)):
-        print(f"  {name}: measured {measured:.2f} ms, expected {expected:.2f} ms, {'ok' if good else 'OFF > 10%'}")
-        checks.append((f"{name} within 10%", good))
-    for name, good in checks:
+    print(f"percentiles vs injected {DELAY} ms (open loop {PERCENTILE_RATE:.0f}/s, Poisson):")
+    for row in percentiles:
+        print(f"  {row['percentile']}: measured {row['measured_ms']:.2f} ms, expected {row['expected_ms']:.2f} ms, "
+              f"{'ok' if row['within_tolerance'] else 'OFF'}")
+    for name, good in checks.items():
         print(f"{'PASS' if good else 'MISS'} {name}")
-        ok &= good
-    return 0 if ok else 1
+    print(f"wrote {args.out}")
+    return 0 if all(checks.values()) else 1
 
 
 if __name__ == "__main__":

@@ -23,10 +23,8 @@ lets every search use its whole share of the budget).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -37,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from icd.io.atomic import write_json_atomic  # noqa: E402
+from icd.io.bench_result import BenchRecord  # noqa: E402
 from icd.solver import Constraint, efficacy_percent, kept_nm, kept_upper_bound, search_nm_permutation  # noqa: E402
 from icd.solver.nm_kernels import KERNEL, warm_up  # noqa: E402
 
@@ -188,7 +186,7 @@ def bench_shared(linears: dict[str, np.ndarray], alone: dict, hidden_limit: floa
 
 
 def print_table(report: dict) -> None:
-    print(f"kernel={report['kernel']}  machine={report['machine']}")
+    print(f"kernel={report['kernel']}  machine={report['machine']['cpu']} ({report['machine']['cores']} cores)")
     print("\n(a) random matrices")
     for row in report["random"]:
         ref = f"  (Pool & Yu: {POOL_YU_RANDOM}%)" if "reference_pool_yu" in row else ""
@@ -234,14 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape-limit", type=float, default=12.0, help="cap for random matrices of MiniLM shapes")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "permute_nm.json")
     args = parser.parse_args(argv)
+    record = BenchRecord.start(None if argv is None else ["bench/permute_nm.py", *argv])
     warm_up()
     t0 = time.perf_counter()
     linears = load_linears()
     load_s = time.perf_counter() - t0
-    report = {"bench": "permute_nm", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}", "kernel": KERNEL,
-              "pattern": f"{N}:{M}", "scores": "|W|", "model_load_s": round(load_s, 2),
-              "command": "python bench/permute_nm.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    report = {"bench": "permute_nm", "kernel": KERNEL, "pattern": f"{N}:{M}", "scores": "|W|",
+              "model_load_s": round(load_s, 2)}
     report["random"] = bench_random(args.random_limit, args.shape_limit)
     report["alone"] = bench_alone(linears, args.budget, args.workers, args.kicks)
     if args.ceiling > 0:
@@ -250,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     report["shared"] = bench_shared(linears, report["alone"], args.hidden_limit, args.vo_limit, args.kicks)
     for row in report["alone"]["matrices"]:
         row.pop("perm")
+    report = record.write(args.out, report)
     print_table(report)
-    write_json_atomic(args.out, report)
     print(f"\nwrote {args.out}")
     return 0
 

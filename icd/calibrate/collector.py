@@ -2,7 +2,8 @@
 
 * a forward *pre*-hook on every ``nn.Linear`` → statistics of its input;
 * a forward hook on query and key → statistics of their output (the ``qk`` dims);
-* a forward hook on every residual-stream LayerNorm (embeddings, after attention, after the FFN) →
+* a forward hook on every residual-stream LayerNorm (embeddings, after attention, after the FFN; where each
+  lives is the model family's, :mod:`icd.model.families`) →
   the ``hidden`` statistics.
 
 Only non-padding tokens count: the current batch's attention mask selects the rows of every (batch, tokens,
@@ -20,7 +21,8 @@ import torch
 from torch import nn
 
 from icd.calibrate.stats import CalibrationStats, ChannelStats
-from icd.model.layout import bert_of, bert_shape, layer_linears
+from icd.model.families import family_of
+from icd.model.layout import bert_of, bert_shape
 
 _CACHE_SIZE = 4  # a LayerNorm output, then Q in, Q out, K in, K out, V in: reuse across them
 
@@ -88,14 +90,12 @@ class StatsCollector:
         for name, module in [*named.items(), *outside.items()]:
             if isinstance(module, nn.Linear) and name:
                 self._handles.append(module.register_forward_pre_hook(self._input_hook(name)))
-        shape = bert_shape(self.encoder)
-        norms = [bert.embeddings.LayerNorm]
+        shape, family = bert_shape(self.encoder), family_of(self.encoder)
         for layer in range(shape.layers):
-            roles = layer_linears(layer)
+            roles = family.linears(layer)
             for role in ("query", "key"):
                 self._handles.append(named[roles[role]].register_forward_hook(self._output_hook(roles[role])))
-            block = bert.encoder.layer[layer]
-            norms += [block.attention.output.LayerNorm, block.output.LayerNorm]
+        norms = [bert.get_submodule(name) for name in family.residual_norms(shape.layers)]
         for norm in norms:
             self._handles.append(norm.register_forward_hook(self._hidden_hook))
 

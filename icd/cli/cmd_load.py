@@ -39,25 +39,38 @@ def _load_config(path: Path | None) -> dict[str, Any]:
     try:
         data = (yaml.safe_load(text) or {}) if path.suffix in (".yaml", ".yml") else json.loads(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"--config {path}: not valid JSON/YAML ({exc})") from None
+        raise ConfigError(f"--config {path}: not valid JSON/YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: expected a mapping of option names to values")
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
-class _Resolver:
-    """flag/env value if given, else the config file's key, else the default."""
+_KIND_NAMES = {int: "an integer", float: "a number"}
 
-    def __init__(self, config: dict[str, Any], known: set[str]) -> None:
+
+class _Resolver:
+    """flag/env value if given, else the config file's key, else the default; converted to ``kind`` with an
+    error naming where the value came from."""
+
+    def __init__(self, config: dict[str, Any], known: set[str], path: Path | None = None) -> None:
         unknown = set(config) - known
         if unknown:
-            raise ConfigError(f"--config: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+            raise ConfigError(f"--config {path}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
         self.config = config
+        self.path = path
 
-    def __call__(self, name: str, value: Any, default: Any) -> Any:
-        if value is not None:
+    def __call__(self, name: str, value: Any, default: Any, kind: type | None = None) -> Any:
+        source = f"--{name.replace('_', '-')}"
+        if value is None:
+            if name not in self.config:
+                return default
+            value, source = self.config[name], f"--config {self.path}: key {name!r}"
+        if kind is None or value is None:
             return value
-        return self.config.get(name, default)
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{source}: {value!r} is not {_KIND_NAMES.get(kind, kind.__name__)}") from None
 
 
 def _duration(name: str, value: Any) -> float:
@@ -74,26 +87,31 @@ def _enum(enum: type, name: str, value: Any) -> Any:
         raise UserError(f"--{name} {value!r}: choose one of {', '.join(e.value for e in enum)}") from None
 
 
+def _flag(field_name: str) -> str:
+    """The option of a LoadSettings field: ``duration_s`` → ``--duration``, ``input_shape`` → ``--input-shape``."""
+    return "--" + field_name.removesuffix("_s").replace("_", "-")
+
+
 def _settings(r: _Resolver, **given: Any) -> S.LoadSettings:
     try:
         return S.LoadSettings(
             duration_s=_duration("duration", r("duration", given["duration"], S.DEFAULT_DURATION_S)),
             warmup_s=_duration("warmup", r("warmup", given["warmup"], S.DEFAULT_WARMUP_S)),
-            concurrency=int(r("concurrency", given["concurrency"], S.DEFAULT_CONCURRENCY)),
-            rate=r("rate", given["rate"], None),
+            concurrency=r("concurrency", given["concurrency"], S.DEFAULT_CONCURRENCY, int),
+            rate=r("rate", given["rate"], None, float),
             arrival=_enum(S.Arrival, "arrival", r("arrival", given["arrival"], given["default_arrival"])),
-            batch_size=int(r("batch_size", given["batch_size"], S.DEFAULT_BATCH_SIZE)),
-            input_shape=int(r("input_shape", given["input_shape"], S.DEFAULT_INPUT_SHAPE)),
+            batch_size=r("batch_size", given["batch_size"], S.DEFAULT_BATCH_SIZE, int),
+            input_shape=r("input_shape", given["input_shape"], S.DEFAULT_INPUT_SHAPE, int),
             inputs=_enum(S.InputSource, "inputs", r("inputs", given["inputs"], S.InputSource.TEXT.value)),
             protocol=_enum(S.Protocol, "protocol", r("protocol", given["protocol"], S.Protocol.HTTP.value)),
             timeout_s=_duration("timeout", r("timeout", given["timeout"], S.DEFAULT_TIMEOUT_S)),
-            late_ms=float(r("late_ms", given["late_ms"], S.DEFAULT_LATE_MS)),
-            max_connections=int(r("max_connections", given["max_connections"], S.DEFAULT_MAX_CONNECTIONS)),
-            workers=int(r("workers", given["workers"], min(2, os.cpu_count() or 1))),
-            seed=int(r("seed", given["seed"], S.DEFAULT_SEED)),
+            late_ms=r("late_ms", given["late_ms"], S.DEFAULT_LATE_MS, float),
+            max_connections=r("max_connections", given["max_connections"], S.DEFAULT_MAX_CONNECTIONS, int),
+            workers=r("workers", given["workers"], min(2, os.cpu_count() or 1), int),
+            seed=r("seed", given["seed"], S.DEFAULT_SEED, int),
         )
-    except (ValueError, TypeError) as exc:
-        raise UserError(str(exc).replace("load setting ", "option ")) from None
+    except S.SettingError as exc:
+        raise UserError(f"{_flag(exc.field)}: invalid value {exc.value!r}") from None
 
 
 _COMMON = {"duration", "warmup", "concurrency", "rate", "arrival", "batch_size", "input_shape", "inputs", "protocol",
@@ -132,7 +150,7 @@ def bench(
     """Load-test one or more models: closed loop (--concurrency) or open loop (--rate); prints a JSON summary."""
     from icd.load import Target, run_load
 
-    r = _Resolver(_load_config(config), _COMMON)
+    r = _Resolver(_load_config(config), _COMMON, config)
     settings = _settings(r, duration=duration, warmup=warmup, concurrency=concurrency, rate=rate, arrival=arrival,
                          default_arrival=S.Arrival.CONSTANT.value, batch_size=batch_size, input_shape=input_shape,
                          inputs=inputs, protocol=protocol, timeout=timeout, late_ms=late_ms,
@@ -181,7 +199,7 @@ def simulate(
     from icd.load.simulation import DEFAULT_SIM_RATE, SimulationSettings, run_simulation, write_simulation
 
     known = _COMMON | {"endpoint", "models", "traffic_pattern", "slo_p95_ms", "step"}
-    r = _Resolver(_load_config(config), known)
+    r = _Resolver(_load_config(config), known, config)
     endpoint_v, models_v = r("endpoint", endpoint, None), r("models", models, None)
     if not endpoint_v or not models_v:
         raise UserError("--endpoint and --models are required (flag, ICD_LOAD_* variable or config key)")
@@ -191,8 +209,8 @@ def simulate(
                          inputs=inputs, protocol=protocol, timeout=timeout, late_ms=late_ms,
                          max_connections=max_connections, workers=workers, seed=seed)
     step_v = r("step", step, None)
-    sim = SimulationSettings(pattern, float(r("rate", rate, DEFAULT_SIM_RATE)),
-                             float(r("slo_p95_ms", slo_p95_ms, STRESS_SLO_P95_MS)),
+    sim = SimulationSettings(pattern, r("rate", rate, DEFAULT_SIM_RATE, float),
+                             r("slo_p95_ms", slo_p95_ms, STRESS_SLO_P95_MS, float),
                              None if step_v is None else _duration("step", step_v))
     report_path = r("report", report, None)
     if report_path is not None:

@@ -51,8 +51,18 @@ def monitor_up(
 ) -> None:
     """Start Alertmanager and Prometheus (rules, consoles) scraping Triton; record their PIDs."""
     from icd.monitor.paths import CONSOLE_PAGE
+    from icd.monitor.prometheus_config import check_duration, check_host_port
     from icd.monitor.stack import StackOptions, up
 
+    # every value checked before anything starts: a bad one leaves no process and no state behind
+    for flag, value in (("--scrape-interval", scrape_interval), ("--evaluation-interval", evaluation_interval),
+                        ("--short-for", short_for)):
+        if value is not None:
+            check_duration(value, flag)
+    for flag, targets in (("--triton-metrics", triton_metrics), ("--load-metrics", load_metrics),
+                          ("--router-metrics", router_metrics)):
+        for target in targets or ():
+            check_host_port(target, flag)
     options = StackOptions(
         prometheus_port=prometheus_port,
         alertmanager_port=alertmanager_port or None,

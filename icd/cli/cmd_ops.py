@@ -1,4 +1,4 @@
-"""`icd verify|keygen|encrypt|decrypt|logs|trace collect|trace analyze|optimize-instances|compress` — operations
+"""`icd verify|keygen|encrypt|decrypt|logs|trace collect|trace analyze|compress` — operations
 (docs/operations.md, docs/security.md, docs/scaling.md). The guide's scripts/*.py call these."""
 
 from __future__ import annotations
@@ -11,25 +11,13 @@ import typer
 from icd.defaults import LOOPBACK, TRITON_HTTP_PORT
 
 EXIT_FAILED = 1
-"""Exit code when a check ran and failed (checksum mismatch, validation below threshold, no config meets targets)."""
+"""Exit code when a check ran and failed (checksum mismatch, validation below threshold)."""
 DEFAULT_ENDPOINT = f"http://{LOOPBACK}:{TRITON_HTTP_PORT}"
 
 trace_app = typer.Typer(help="Triton trace collection and analysis.", no_args_is_help=True)
 
 KeyFile = Annotated[Optional[Path], typer.Option(  # noqa: UP007 - typer needs Optional
     "--key-file", help="Key file (hex, from `icd keygen`); default $ICD_PERMUTATION_KEY or $ICD_PERMUTATION_KEY_FILE.")]
-
-
-def _csv_ints(text: str, flag: str) -> list[int]:
-    from icd.errors import UserError
-
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"{flag}: expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise UserError(f"{flag}: empty list")
-    return values
 
 
 def verify(path: Annotated[Path, typer.Argument(help="Model repository, model folder or version folder.")]) -> None:
@@ -70,6 +58,9 @@ def encrypt(
     typer.echo(f"encrypted {result.source} -> {result.output} (AES-256-GCM)"
                + ("; plaintext removed" if result.plaintext_removed else "")
                + ("; checksums.sha256 updated" if result.manifest_updated else ""))
+    requirement = result.key_requirement(key_file)
+    if requirement:
+        typer.echo(f"key required: {requirement}")
 
 
 def decrypt(
@@ -112,12 +103,15 @@ def trace_collect(
     concurrency: Annotated[int, typer.Option(help="Closed-loop clients.")] = 4,
     batch_size: Annotated[int, typer.Option(help="Rows per request.")] = 1,
     input_shape: Annotated[int, typer.Option(help="Tokens per row.")] = 128,
+    server_trace_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP007
+        help="Host folder where the server's trace files appear (Triton in a container: the folder mounted at "
+             "its trace path; compose: deploy/triton/triton-traces).")] = None,
 ) -> None:
     """Turn on Triton tracing for a model, drive load, collect the per-request timestamps."""
     from icd.ops.trace_collect import TraceCollectSettings, collect
 
     record = collect(TraceCollectSettings(endpoint.rstrip("/"), model, duration, output, trace_rate, log_frequency,
-                                          concurrency, batch_size, input_shape))
+                                          concurrency, batch_size, input_shape, server_trace_dir=server_trace_dir))
     typer.echo(f"{len(record['files'])} trace file(s) from {record['client_requests']} requests -> {output}")
 
 
@@ -129,58 +123,35 @@ def trace_analyze(folder: Annotated[Path, typer.Argument(help="Folder written by
     typer.echo(format_table(analyze_folder(folder)))
 
 
-def optimize_instances(
-    target_latency: Annotated[float, typer.Option(help="p95 latency target, ms.")] = 100.0,
-    target_utilization: Annotated[float, typer.Option(help="Plan to run at this % of measured capacity.")] = 80.0,
-    cost_model: Annotated[str, typer.Option(help="Name in deploy/cost_models/ or a YAML path.")] = "aws-p4d",
-    report: Annotated[Path, typer.Option(help="JSON report (a PNG Pareto plot is written next to it).")] = Path(
-        "optimization_report.json"),
-    endpoint: Annotated[str, typer.Option(help="Triton HTTP endpoint (explicit model control).")] = DEFAULT_ENDPOINT,
-    model: Annotated[str, typer.Option(help="Model to tune.")] = "bert_icd",
-    instance_type: Annotated[Optional[str], typer.Option(help="Instance type of the cost model (default: its first).")] = None,  # noqa: UP007
-    instance_counts: Annotated[str, typer.Option(help="Comma-separated instance counts.")] = "1,2",
-    max_batch_sizes: Annotated[str, typer.Option(help="Comma-separated max batch sizes.")] = "8,32",
-    queue_delays_us: Annotated[str, typer.Option(help="Comma-separated dynamic-batching delays (µs).")] = "0,5000",
-    duration: Annotated[float, typer.Option(help="Measured seconds per configuration.")] = 10.0,
-    concurrency: Annotated[int, typer.Option(help="Closed-loop clients.")] = 8,
-    input_shape: Annotated[int, typer.Option(help="Tokens per request row.")] = 128,
-    demand_rps: Annotated[Optional[float], typer.Option(help="Expected requests/s: sizes the fleet.")] = None,  # noqa: UP007
-) -> None:
-    """Sweep instance count / max batch / batching delay on the live server; recommend the cheapest config."""
-    from icd.ops.cost import SweepSettings, optimize
-
-    settings = SweepSettings(
-        endpoint=endpoint.rstrip("/"), model=model, target_p95_ms=target_latency,
-        target_utilization=target_utilization / 100.0, cost_model=cost_model, instance_type=instance_type,
-        instance_counts=_csv_ints(instance_counts, "--instance-counts"),
-        max_batch_sizes=_csv_ints(max_batch_sizes, "--max-batch-sizes"),
-        queue_delays_us=_csv_ints(queue_delays_us, "--queue-delays-us"), duration_s=duration,
-        concurrency=concurrency, input_shape=input_shape, demand_rps=demand_rps)
-    result = optimize(settings, report)
-    for row in result["candidates"]:
-        typer.echo(f"  {row['config_id']}: {row['throughput_rps']} req/s p95={row['p95_ms']} ms "
-                   f"meets={row['meets_latency']} cost/1M req={row['projected_cost_per_million_requests']}")
-    best = result["recommendation"]
-    typer.echo(f"recommended: {best['config_id'] if best else 'none meets the targets'}; report: {report}")
-    if best is None:
-        raise typer.Exit(EXIT_FAILED)
-
-
 def compress(
     input_dir: Annotated[Path, typer.Option("--input-dir", help="Model repository (or one model/version folder).")],
-    compression_ratio: Annotated[float, typer.Option(help="Fraction of off-diagonal entries kept (0, 1].")] = 0.1,
-    validate_accuracy: Annotated[bool, typer.Option(help="Solve from both matrices; keep only if >= 99%.")] = False,
+    compression_ratio: Annotated[float, typer.Option(
+        help="Share of a matrix's off-diagonal pairs kept, largest |w| first (0, 1].")] = 0.1,
+    validate_accuracy: Annotated[bool, typer.Option(
+        help="Solve from the original and the compressed matrix; keep only if the objective ratio >= threshold.")]
+    = False,
     min_objective_ratio: Annotated[float, typer.Option(help="Validation threshold.")] = 0.99,
-    time_limit: Annotated[float, typer.Option(help="Solver refinement seconds per matrix.")] = 2.0,
+    escalate: Annotated[bool, typer.Option(
+        help="A matrix that fails at the asked ratio keeps 2x, 4x ... the entries until it passes "
+             "(--no-escalate: keep the original file and exit 1).")] = True,
 ) -> None:
-    """Compress correlation_matrix.npz files (low-rank factors in float16); backup kept until validated."""
+    """Compress correlation_matrix.npz files (top-|w| entries, float16, narrow indices); per-matrix report."""
     from icd.ops.compress import compress_tree
 
-    results = compress_tree(input_dir, compression_ratio, validate_accuracy, min_objective_ratio, time_limit)
+    results = compress_tree(input_dir, compression_ratio, validate_accuracy, min_objective_ratio, escalate)
     failed = False
     for res in results:
         typer.echo(f"{res.path}: {res.bytes_before} -> {res.bytes_after} bytes ({res.status.value})"
                    + (f"; worst objective ratio {res.worst_ratio:.4f}" if res.worst_ratio is not None else ""))
+        for report in res.matrices:
+            typer.echo(report.line(min_objective_ratio))
+        below = [r for r in res.matrices if r.asked_ratio is not None and r.asked_ratio < min_objective_ratio]
+        if below:
+            fixes = ", ".join(f"{r.name} at {r.passing_share:g}" if r.passing_share else f"{r.name}: none"
+                              for r in below)
+            verb = "kept more" if escalate else "would pass"
+            typer.echo(f"  {len(below)} of {len(res.matrices)} matrices below {min_objective_ratio} at "
+                       f"--compression-ratio {compression_ratio:g}; {verb}: {fixes}")
         failed |= res.failed
     if failed:
         raise typer.Exit(EXIT_FAILED)
@@ -194,5 +165,4 @@ def register(app: typer.Typer) -> None:
     app.command("decrypt")(decrypt)
     app.command("logs")(logs)
     app.add_typer(trace_app, name="trace")
-    app.command("optimize-instances")(optimize_instances)
     app.command("compress")(compress)

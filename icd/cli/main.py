@@ -11,24 +11,29 @@ import sys
 
 import click
 import typer
-import typer._click.exceptions
 
 from icd.errors import UserError
 
-# typer ships its own copy of click (typer._click); accept both, whichever raised.
-_CLICK_ERRORS = (typer._click.exceptions.ClickException, click.ClickException)
+# typer ships its own copy of click: its usage errors derive from the public ``typer.TyperException``; commands
+# that use click directly raise ``click.ClickException``. Accept both, whichever raised.
+_CLICK_ERRORS = (typer.TyperException, click.ClickException)
 _CLICK_ABORTS = (typer.Abort, click.exceptions.Abort)
 
 # One module per stage, in data-flow order.
 COMMAND_MODULES = (
     "icd.cli.cmd_config",    # config show
+    "icd.cli.cmd_models",    # models list|fetch
     "icd.cli.cmd_optimize",  # run, pair
     "icd.cli.cmd_permute_nm",  # permute-nm
-    "icd.cli.cmd_serve",     # export-triton, serve
+    "icd.cli.cmd_export",    # export-triton
+    "icd.cli.cmd_serve",     # serve
+    "icd.cli.cmd_stack",     # stack up|down|restart|logs|ps|config (the compose stacks, embedded)
     "icd.cli.cmd_load",      # bench, simulate
     "icd.cli.cmd_monitor",   # monitor up|down, status
     "icd.cli.cmd_rollout",   # router, ab, canary, validate, switch
-    "icd.cli.cmd_ops",       # verify, keygen, encrypt, logs, trace, optimize-instances, compress
+    "icd.cli.cmd_ops",       # verify, keygen, encrypt, logs, trace, compress
+    "icd.cli.cmd_tune",      # tune, optimize-instances, tune-report
+    "icd.cli.cmd_k8s",       # k8s check, k8s render
     "icd.cli.cmd_demo",      # demo
 )
 
@@ -46,21 +51,49 @@ def build_app() -> typer.Typer:
     return app
 
 
+def _given_value(exc: Exception, argv: list[str]) -> str | None:
+    """The value the user gave the option a usage error is about (click's conversion messages omit it)."""
+    opts = getattr(getattr(exc, "param", None), "opts", None) or []
+    for i, arg in enumerate(argv):
+        for opt in opts:
+            if arg == opt and i + 1 < len(argv):
+                return argv[i + 1]
+            if arg.startswith(opt + "="):
+                return arg[len(opt) + 1:]
+    return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _usage_line(exc: Exception, argv: list[str]) -> str:
+    """One line for a usage error: click's message, the value given, the command and where help is."""
+    message = _one_line(exc.format_message())
+    value = _given_value(exc, argv)
+    if value is not None and repr(value) not in message:
+        message += f" (got {value!r})"
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", None) or "icd"
+    return f"{message} (try '{path} --help')"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (``UserError`` → 2 with a one-line message)."""
     app = build_app()
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
         rc = app(args=argv, prog_name="icd", standalone_mode=False)
     except UserError as exc:
-        print(f"icd: error: {exc}", file=sys.stderr)
+        print(f"icd: error: {_one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("icd: interrupted", file=sys.stderr)
         return 130
     except SystemExit as exc:  # typer.Exit / sys.exit inside commands
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except _CLICK_ERRORS as exc:  # usage errors: click's own message, exit 2
-        exc.show()
+    except _CLICK_ERRORS as exc:  # usage errors: one line naming the option and value, exit 2
+        print(f"icd: error: {_usage_line(exc, args)}", file=sys.stderr)
         return exc.exit_code
     except _CLICK_ABORTS:
         print("icd: aborted", file=sys.stderr)

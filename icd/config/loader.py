@@ -26,13 +26,23 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     text = p.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text) if p.suffix.lower() in {".yaml", ".yml"} else json.loads(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{p}: not valid {'YAML' if p.suffix.lower() in {'.yaml', '.yml'} else 'JSON'}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{p}: not valid JSON: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {_yaml_problem(exc)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping, got {type(data).__name__}")
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: what the YAML parser found wrong, and where (1-based line and column)."""
+    problem = getattr(exc, "problem", None) or str(exc)
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -92,7 +102,9 @@ def validate_config(data: dict[str, Any], source: str = "config") -> IcdConfig:
         if first["type"] == "extra_forbidden":
             msg = f"{source}: unknown key {where!r}"
         else:
-            msg = f"{source}: {where}: {first['msg']} (got {first.get('input')!r})"
+            given = first.get("input")
+            shown = "" if isinstance(given, dict | list) else f" (got {given!r})"  # a whole section is no help
+            msg = f"{source}: {where}: {first['msg']}{shown}"
         more = len(exc.errors()) - 1
         raise ConfigError(msg + (f" (+{more} more problem{'s' if more > 1 else ''})" if more else "")) from None
 

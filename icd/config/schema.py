@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from icd.transforms.configs import Int8Config, NMSparsityConfig
 
@@ -54,6 +54,12 @@ class ModelSection(_Section):
     max_length: int = Field(128, gt=0, le=512)
     bert_config: BertShape | None = None
     note: str | None = None
+
+    @model_validator(mode="after")
+    def _shape_for_bert_config(self) -> ModelSection:
+        if self.source is ModelSource.BERT_CONFIG and self.bert_config is None:
+            raise ValueError("model.bert_config is required when model.source is 'bert_config'")
+        return self
 
 
 class DataSection(_Section):
@@ -116,6 +122,15 @@ class MeasureSection(_Section):
     fidelity: bool = True
 
 
+class ServeSection(_Section):
+    """What ``icd profile`` may choose to serve, and what an export must verify (docs/runtimes.md)."""
+
+    min_cos: float = Field(0.999, ge=-1.0, le=1.0, description="fidelity floor: cos mean vs the fp32 model")
+    min_nn: float = Field(0.98, ge=0.0, le=1.0, description="fidelity floor: nearest-neighbour agreement")
+    verify_min_cos: float = Field(0.99, ge=-1.0, le=1.0,
+                                  description="an export fails below this cos mean vs fp32 (a broken conversion)")
+
+
 class IcdConfig(_Section):
     """The whole run configuration."""
 
@@ -126,3 +141,4 @@ class IcdConfig(_Section):
     solver: SolverSection = Field(default_factory=SolverSection)
     transforms: list[TransformSection] = Field(default_factory=list)
     measure: MeasureSection = Field(default_factory=MeasureSection)
+    serve: ServeSection = Field(default_factory=ServeSection)

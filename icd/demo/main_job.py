@@ -59,8 +59,12 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> Path:
     cfg = load_config(options.config)
     run_dir = options.out / "run"
     models = options.out / "models"
-    with _step(console, f"1/5 optimize {options.config} → {run_dir}"):
+    with _step(console, f"1/5 optimize {options.config} → {run_dir}, then profile its runtimes"):
         run_config(cfg, run_dir, progress=options.progress)
+        from icd.runtimes.profile import profile_run, render_table
+
+        profile = profile_run(run_dir, runs=5, progress=console.log)  # export below serves its choice
+        console.print(render_table(profile))
     with _step(console, f"2/5 export {options.icd_model} and {options.baseline_model} → {models}"):
         export_model(run_dir, models, ExportOptions(model_name=options.icd_model))
         export_model(run_dir, models, ExportOptions(model_name=options.baseline_model, baseline=True))

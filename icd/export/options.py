@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from enum import Enum
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_MAX_BATCH_SIZE = 32
 DEFAULT_INSTANCE_COUNT = 1
@@ -26,14 +26,26 @@ class Target(str, Enum):
 
 
 class Platform(str, Enum):
-    """Which Triton backend serves model.pt."""
+    """Which Triton backend serves the exported artefact."""
 
     PYTHON = "python"
-    """``backend: "python"`` + ``1/model.py`` (checksums, ICD metrics, correlation cache). Runs on the embedded
-    tritonserver here and in any NGC container whose Python has torch (``-pyt-python-py3``)."""
+    """``backend: "python"`` + ``1/model.py`` (checksums, ICD metrics, correlation cache, thread budget): runs the
+    artefact of any runtime with torch / ONNX Runtime / OpenVINO in the stub's Python. Runs on the embedded
+    tritonserver here and in any NGC container whose Python has the runtime (``-pyt-python-py3`` for torch)."""
     PYTORCH_LIBTORCH = "pytorch_libtorch"
-    """``platform: "pytorch_libtorch"`` — Triton's libtorch backend loads model.pt directly (GPU hosts, NGC
+    """``platform: "pytorch_libtorch"`` — Triton's libtorch backend loads model.pt (runtime torchscript; NGC
     container only: the embedded binary has no such backend). No checksum check, ICD metrics or cache."""
+    ONNXRUNTIME_ONNX = "onnxruntime_onnx"
+    """``platform: "onnxruntime_onnx"`` — Triton's onnxruntime backend loads model.onnx (runtime onnx; NGC
+    container only). No checksum check, ICD metrics or cache."""
+    OPENVINO = "openvino"
+    """``backend: "openvino"`` — Triton's OpenVINO backend loads model.xml (runtime openvino; NGC container
+    only). No checksum check, ICD metrics or cache."""
+
+
+NATIVE_RUNTIME = {Platform.PYTORCH_LIBTORCH: "torchscript", Platform.ONNXRUNTIME_ONNX: "onnx",
+                  Platform.OPENVINO: "openvino"}
+"""The runtime whose artefact each native Triton backend loads."""
 
 
 class ExportOptions(BaseModel):
@@ -53,7 +65,11 @@ class ExportOptions(BaseModel):
         preserve_ordering: ``dynamic_batching.preserve_ordering``.
         priority_levels: ``dynamic_batching.priority_levels`` (0 = no priorities).
         dynamic_batching: emit the ``dynamic_batching`` block at all.
-        torch_threads: ``torch.set_num_threads`` per instance (0 = torch's default).
+        runtime: ``torchscript`` | ``onnx`` | ``openvino`` (None: the run's ``icd profile`` choice, else
+            torchscript).
+        precision: ``fp32`` | ``bf16`` | ``int8`` (None: the profile's choice, else the run's own: int8 when the
+            run has icd's int8).
+        threads: threads per instance (0 = the thread budget: cores / instances served; also ``torch_threads``).
         trace_seq_len: sequence length of the example input used to trace (the trace is shape-generic).
     """
 
@@ -72,7 +88,9 @@ class ExportOptions(BaseModel):
     preserve_ordering: bool = False
     priority_levels: int = Field(DEFAULT_PRIORITY_LEVELS, ge=0)
     dynamic_batching: bool = True
-    torch_threads: int = Field(0, ge=0)
+    runtime: str | None = None
+    precision: str | None = None
+    threads: int = Field(0, ge=0, validation_alias=AliasChoices("threads", "torch_threads"))
     trace_seq_len: int = Field(DEFAULT_TRACE_SEQ_LEN, ge=2, le=512)
 
     @field_validator("model_name")
@@ -81,6 +99,24 @@ class ExportOptions(BaseModel):
         if not _MODEL_NAME.match(value):
             raise ValueError(f"model name {value!r} must be letters, digits, '_', '-', '.' (no '/')")
         return value
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, value: str | None) -> str | None:
+        from icd.runtimes.base import Precision
+
+        if value is not None and value not in {p.value for p in Precision}:
+            raise ValueError(f"precision {value!r} must be one of {[p.value for p in Precision]}")
+        return value
+
+    @model_validator(mode="after")
+    def _platform_runtime(self) -> ExportOptions:
+        native = NATIVE_RUNTIME.get(self.platform)
+        if native and self.runtime is None:
+            object.__setattr__(self, "runtime", native)
+        elif native and self.runtime != native:
+            raise ValueError(f"platform {self.platform.value} serves runtime {native}, not {self.runtime}")
+        return self
 
     @model_validator(mode="after")
     def _batching(self) -> ExportOptions:

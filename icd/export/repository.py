@@ -2,12 +2,16 @@
 
 Version folder (python backend)::
 
-    model.pt                 TorchScript of the Encoder: (input_ids, attention_mask) -> output
-    model.py, icd_runtime.py python backend (checksums, ICD metrics, correlation cache)
+    model.pt | model.onnx | model.xml + model.bin
+                             the artefact of the runtime (torchscript | onnx | openvino): (input_ids, attention_mask)
+                             -> output, verified against the in-process model before it is kept
+    icd_runtime.json         runtime, precision, compile properties, int8 recipe (how to load it)
+    model.py, icd_runtime.py python backend (checksums, ICD metrics, correlation cache, thread budget)
     permutation.json         copied from the run (optimized export only)
     correlation_matrix.npz   copied from the run (optimized export only)
     icd_layout.json          layout efficiency, permutations, run-time permutations
-    provenance.json          how it was made: every applied config as {type, version, data}, the run, options
+    provenance.json          how it was made: what was applied, per record with its source; the run, options,
+                             the verification figures
     checksums.sha256         sha256 of every other file (``sha256sum -c checksums.sha256`` in the folder)
 
 The version folder is built in a temporary sibling and renamed into place: an interrupted export leaves the
@@ -27,12 +31,15 @@ from icd.errors import ArtefactError
 from icd.export.config_pbtxt import parse_config, render_config
 from icd.export.layout_efficiency import BLOCK, layout_efficiency
 from icd.export.options import ExportOptions, Platform
+from icd.export.provenance import applied_records
 from icd.export.run_inputs import CORRELATION_FILE, PERMUTATION_FILE, RunInputs, read_run
-from icd.export.torchscript import save_torchscript, trace_encoder
 from icd.io.atomic import write_json_atomic, write_text_atomic
 from icd.model.encoder import Encoder
+from icd.runtimes.base import ExportedArtefact, Precision, Runtime, Variant
+from icd.runtimes.source import ModelSource
+from icd.runtimes.threads import ThreadBudget
 from icd.serve.backend import BACKEND_DIR, BACKEND_FILES
-from icd.serve.backend.icd_runtime import LAYOUT_FILE, MANIFEST_NAME, manifest_text
+from icd.serve.backend.icd_runtime import LAYOUT_FILE, MANIFEST_NAME, OUTPUT_FROM_HIDDEN, manifest_text
 
 PROVENANCE_FILE = "provenance.json"
 
@@ -48,10 +55,14 @@ class ExportResult:
     layout_efficiency: float | None
     output_name: str
     output_width: int
+    variant: Variant
+    variant_source: str
+    threads: ThreadBudget
+    verification: dict[str, Any]
 
 
 def load_model_for(inputs: RunInputs, baseline: bool) -> Encoder:
-    """The run's optimized Encoder, or the baseline rebuilt from ``config.lock.json``."""
+    """The run's optimized Encoder (runtime transforms applied), or the baseline rebuilt from ``config.lock.json``."""
     if baseline:
         from icd.config.schema import IcdConfig
         from icd.model.loader import load_encoder
@@ -62,26 +73,32 @@ def load_model_for(inputs: RunInputs, baseline: bool) -> Encoder:
     return load_run_encoder(inputs.model_dir)
 
 
-def _applied_records(inputs: RunInputs, baseline: bool) -> list[dict[str, Any]]:
-    """Every config the run records as applied, as ``{type, version, data, source}`` (none for the baseline):
-    the configured transforms (``config.lock.json``), the permutations (``permutation.json``) and the runtime
-    transforms re-applied at load (``model/icd_model.json``). ``run.json``'s ``mode`` says what kind of run it was."""
-    if baseline:
-        return []
-    records = [
-        {"type": str(t.get("type")), "version": 1, "data": t, "source": "config.lock.json:transforms"}
-        for t in inputs.config_lock.get("transforms", [])
-    ]
-    records.append({"type": "permutations", "version": 1, "source": PERMUTATION_FILE,
-                    "data": {"dims": sorted(inputs.permutations)}})
-    from icd.pipeline.model_store import read_icd_model
+def resolve_variant(run_dir: Path, options: ExportOptions, has_int8: bool) -> tuple[Variant, str]:
+    """The runtime and precision to export, and where the choice came from.
 
-    meta = read_icd_model(inputs.model_dir)
-    records += [{**r, "source": "model/icd_model.json:runtime_transforms"} for r in meta.get("runtime_transforms", [])]
-    return records
+    Runtime: ``options.runtime``, else (optimized model) the run's ``icd profile`` choice, else torchscript (as
+    the guide exports). Precision: ``options.precision``, else the profile's when it chose this runtime, else the
+    run's own (int8 when the run has icd's int8 and the runtime has int8; the baseline is fp32).
+    """
+    from icd.runtimes.profile import read_choice
+    from icd.runtimes.registry import DEFAULT_RUNTIME, get_runtime
+
+    chosen = None if options.baseline else read_choice(run_dir)
+    if options.runtime is None and chosen is not None:
+        runtime, where = chosen.runtime, "icd profile choice (runtime_profile.json)"
+    else:
+        runtime = options.runtime or DEFAULT_RUNTIME
+        where = "--runtime" if options.runtime else "default (the run has no icd profile choice)"
+    if options.precision:
+        return Variant(runtime, Precision(options.precision)), where + ", --precision"
+    if chosen is not None and chosen.runtime == runtime:
+        return Variant(runtime, chosen.precision), where
+    own_int8 = has_int8 and not options.baseline and Precision.INT8 in get_runtime(runtime).precisions
+    return Variant(runtime, Precision.INT8 if own_int8 else Precision.FP32), where + ", the run's own precision"
 
 
-def _provenance(inputs: RunInputs, options: ExportOptions, layout: dict[str, Any]) -> dict[str, Any]:
+def _provenance(inputs: RunInputs, options: ExportOptions, layout: dict[str, Any], artefact: ExportedArtefact,
+                verification: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     import icd
@@ -96,81 +113,121 @@ def _provenance(inputs: RunInputs, options: ExportOptions, layout: dict[str, Any
         "source_run": str(inputs.run_dir.resolve()),
         "run": inputs.run_meta,
         "config": inputs.config_lock,
-        "applied": _applied_records(inputs, options.baseline),
+        "configured_transforms": list(inputs.config_lock.get("transforms", [])),
+        "applied": applied_records(inputs, options.baseline, artefact),
+        "runtime": artefact.sidecar(),
+        "verification": verification,
         "export_options": {"type": "ExportOptions", "version": 1, "data": options.model_dump(mode="json")},
         "layout_efficiency": layout["layout_efficiency"],
     }
 
 
+def _runtime_permutations(inputs: RunInputs, encoder: Encoder) -> dict[str, Any]:
+    """``{"output": "inverse:hidden"}`` when the output gather is the inverse of permutation.json's hidden
+    permutation (the backend builds it from the — possibly encrypted — file), else the index itself."""
+    import numpy as np
+
+    if encoder.output_index is None:
+        return {}
+    index = encoder.output_index.cpu().numpy()
+    hidden = inputs.permutations.get("hidden")
+    if hidden is not None and np.array_equal(np.argsort(np.asarray(hidden)), index):
+        return {"output": OUTPUT_FROM_HIDDEN}
+    return {"output": index.tolist()}
+
+
 def _layout_record(inputs: RunInputs, encoder: Encoder, options: ExportOptions) -> dict[str, Any]:
     value, dims = layout_efficiency(inputs.permutations, inputs.correlation_path, identity=options.baseline)
-    runtime: dict[str, list[int]] = {}
-    if encoder.output_index is not None:
-        runtime["output"] = encoder.output_index.tolist()
     return {
         "layout_efficiency": value,
         "definition": f"mean block locality (block {BLOCK}) of |correlation| over dims {dims}; docs/serving.md",
         "dims": dims,
         "identity_layout": options.baseline,
         "correlation_file": None if options.baseline else CORRELATION_FILE,
-        "runtime_permutations": runtime,
+        "runtime_permutations": _runtime_permutations(inputs, encoder),
     }
 
 
-def _write_version(tmp: Path, inputs: RunInputs, encoder: Encoder, options: ExportOptions) -> dict[str, Any]:
-    layout = _layout_record(inputs, encoder, options)
-    output_index = encoder.output_index
-    if options.platform == Platform.PYTHON and output_index is not None:
-        encoder.set_output_index(None)  # the python backend applies (and times) this gather itself
-    try:
-        save_torchscript(trace_encoder(encoder, options.trace_seq_len), tmp / "model.pt")
-    finally:
-        encoder.set_output_index(output_index)
-    if options.platform == Platform.PYTHON:
+def _verify(runtime: Runtime, folder: Path, source: ModelSource, inputs: RunInputs, python_backend: bool,
+            threads: int) -> dict[str, Any]:
+    from icd.config.schema import IcdConfig
+    from icd.data.corpus import load_split
+    from icd.runtimes.verify import VERIFY_TEXTS, verify_session
+
+    cfg = IcdConfig.model_validate(inputs.config_lock)
+    texts = load_split(cfg.data.calibration_texts, cfg.data.heldout_texts, cfg.data.seed).heldout[:VERIFY_TEXTS]
+    session = runtime.load(folder, threads)
+    return verify_session(session, source, texts, output_gather=not python_backend,
+                          min_cos_fp32=cfg.serve.verify_min_cos).to_dict()
+
+
+def _write_version(tmp: Path, inputs: RunInputs, source: ModelSource, options: ExportOptions, runtime: Runtime,
+                   variant: Variant, threads: int) -> tuple[dict[str, Any], ExportedArtefact, dict[str, Any]]:
+    python_backend = options.platform == Platform.PYTHON
+    layout = _layout_record(inputs, source.fp32, options)
+    # The python backend applies (and times) an embedding model's output gather itself; native backends keep it.
+    artefact = runtime.export(source, tmp, variant.precision, output_gather=not python_backend, threads=threads)
+    verification = _verify(runtime, tmp, source, inputs, python_backend, threads)
+    if python_backend:
         for name in BACKEND_FILES:
             shutil.copyfile(BACKEND_DIR / name, tmp / name)
     if not options.baseline:
         shutil.copyfile(inputs.permutation_path, tmp / PERMUTATION_FILE)
         shutil.copyfile(inputs.correlation_path, tmp / CORRELATION_FILE)
     write_json_atomic(tmp / LAYOUT_FILE, layout)
-    write_json_atomic(tmp / PROVENANCE_FILE, _provenance(inputs, options, layout))
+    write_json_atomic(tmp / PROVENANCE_FILE, _provenance(inputs, options, layout, artefact, verification))
     write_text_atomic(tmp / MANIFEST_NAME, manifest_text(tmp))
-    return layout
+    return layout, artefact, verification
 
 
-def _output_shape(encoder: Encoder) -> tuple[str, int]:
-    config = encoder.bert.config
-    if encoder.task == "sequence_classification":
-        return "logits", int(encoder.hf.config.num_labels)
-    return "embedding", int(config.hidden_size)
-
-
-def _parameters(options: ExportOptions, layout: dict[str, Any]) -> dict[str, str]:
-    params = {"icd_kind": "baseline" if options.baseline else "icd"}
-    if options.platform == Platform.PYTHON:
-        params["icd_torch_threads"] = str(options.torch_threads)
+def _parameters(options: ExportOptions, layout: dict[str, Any], variant: Variant, runtime: Runtime,
+                artefact: ExportedArtefact, threads: int) -> tuple[dict[str, str], dict[str, str]]:
+    params = {"icd_kind": "baseline" if options.baseline else "icd", "icd_runtime": variant.runtime,
+              "icd_precision": variant.precision.value}
     value = layout["layout_efficiency"]
     params["icd_layout_efficiency"] = "nan" if value is None else f"{value:.6f}"
-    return params
+    if options.platform == Platform.PYTHON:
+        params["icd_threads"] = str(options.threads)
+        return {"backend": "python"}, params
+    serving, backend_params = runtime.triton_serving(variant.precision, threads)
+    if variant.runtime == "openvino":
+        backend_params = {**artefact.properties, **backend_params}
+    return serving, {**params, **backend_params}
+
+
+def _budget(output_dir: Path, options: ExportOptions) -> ThreadBudget:
+    from icd.runtimes.threads import ThreadBudget, host_cores, repository_instances, thread_budget
+
+    if options.threads:
+        return ThreadBudget(host_cores(), {}, options.threads, "--threads")
+    return thread_budget(repository_instances(output_dir, {options.model_name: options.instance_count}))
 
 
 def export_model(run_dir: Path, output_dir: Path, options: ExportOptions) -> ExportResult:
     """Export the run in ``run_dir`` as model ``options.model_name`` into the repository ``output_dir``.
 
     Raises:
-        ArtefactError: a missing/invalid artefact, or a trace that does not reproduce the model.
+        ArtefactError: a missing/invalid artefact, a failed conversion or verification.
+        UserError: an unknown or uninstalled runtime, a precision the runtime does not have.
         ConfigError: an invalid config.lock.json.
     """
+    from icd.runtimes.registry import get_runtime
+
     inputs = read_run(Path(run_dir), baseline=options.baseline)
-    encoder = load_model_for(inputs, options.baseline)
-    output_name, width = _output_shape(encoder)
+    source = ModelSource.from_run(inputs.run_dir, baseline=options.baseline)
+    variant, where = resolve_variant(inputs.run_dir, options, source.int8_record is not None)
+    runtime = get_runtime(variant.runtime)
+    runtime.check_precision(variant.precision)
+    budget = _budget(Path(output_dir), options)
     model_dir = Path(output_dir) / options.model_name
     model_dir.mkdir(parents=True, exist_ok=True)
     version_dir = model_dir / str(options.version)
     tmp = Path(tempfile.mkdtemp(prefix=f".{options.version}.", dir=model_dir))
     try:
-        layout = _write_version(tmp, inputs, encoder, options)
-        config_text = render_config(options, output_name, width, _parameters(options, layout))
+        layout, artefact, verification = _write_version(tmp, inputs, source, options, runtime, variant,
+                                                        budget.threads)
+        serving, params = _parameters(options, layout, variant, runtime, artefact, budget.threads)
+        config_text = render_config(options, source.output_name, source.output_width, params, serving)
         if version_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{options.version}.old.", dir=model_dir))
             version_dir.rename(old / "v")
@@ -179,12 +236,15 @@ def export_model(run_dir: Path, output_dir: Path, options: ExportOptions) -> Exp
         tmp.rename(version_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not any(model_dir.iterdir()):
+            model_dir.rmdir()
         raise
     config_path = model_dir / "config.pbtxt"
     write_text_atomic(config_path, config_text)
     parse_config(config_path.read_text(), source=str(config_path))
     files = tuple(sorted(p.name for p in version_dir.iterdir()))
-    return ExportResult(model_dir, version_dir, config_path, files, layout["layout_efficiency"], output_name, width)
+    return ExportResult(model_dir, version_dir, config_path, files, layout["layout_efficiency"], source.output_name,
+                        source.output_width, variant, where, budget, verification)
 
 
 def verify_model_dir(model_dir: Path) -> None:

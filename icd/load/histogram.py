@@ -25,8 +25,9 @@ def _bucket_values() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     h = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
     values = [h.get_value_from_index(i) for i in range(h.counts_len)]
     lowest = np.array([h.get_lowest_equivalent_value(v) for v in values], dtype=np.float64)
-    median = np.array([h._hdr_median_equiv_value(v) for v in values], dtype=np.float64)
     highest = np.array([h.get_highest_equivalent_value(v) for v in values], dtype=np.float64)
+    # hdrh's median equivalent value: lowest + half the size (highest - lowest + 1) of the equivalence range
+    median = lowest + np.floor((highest - lowest + 1) / 2)
     return lowest, median, highest
 
 

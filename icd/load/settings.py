@@ -57,6 +57,15 @@ class InputSource(str, Enum):
     """Random token ids (synthetic), every position attended."""
 
 
+class SettingError(ValueError):
+    """A load setting out of range: ``field`` (the LoadSettings attribute) and the ``value`` given."""
+
+    def __init__(self, field_name: str, value: Any) -> None:
+        super().__init__(f"load setting {field_name}: invalid value {value!r}")
+        self.field = field_name
+        self.value = value
+
+
 @dataclass
 class LoadSettings:
     """One load run. Open loop when ``rate`` is set, closed loop otherwise.
@@ -106,7 +115,7 @@ class LoadSettings:
         return LoadMode.CLOSED if self.rate is None else LoadMode.OPEN
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the field and value of the first bad setting."""
+        """Raise :class:`SettingError` (a ``ValueError``) naming the field and value of the first bad setting."""
         checks: list[tuple[str, Any, bool]] = [
             ("duration_s", self.duration_s, self.duration_s > 0),
             ("warmup_s", self.warmup_s, self.warmup_s >= 0),
@@ -122,7 +131,7 @@ class LoadSettings:
         ]
         for name, value, ok in checks:
             if not ok:
-                raise ValueError(f"load setting {name}: invalid value {value!r}")
+                raise SettingError(name, value)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -174,14 +175,15 @@ class InjectedLatencyServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 30.0) -> InjectedLatencyServer:
+    def start(self, timeout_s: float = 120.0) -> InjectedLatencyServer:
+        """Start the child and wait (at most ``timeout_s``: a loaded machine imports slowly) for its ``ready``."""
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True, env={**os.environ})
-        deadline = time.monotonic() + timeout_s
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if "ready" not in line or time.monotonic() > deadline:
+        readable, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+        line = self.proc.stdout.readline() if readable else ""
+        if "ready" not in line:
             self.stop()
-            raise UserError(f"test server on port {self.port} did not start")
+            raise UserError(f"test server on port {self.port} did not start within {timeout_s:g} s")
         return self
 
     def stop(self) -> None:

@@ -40,6 +40,12 @@ METRIC_SPECS: dict[str, MetricSpec] = dict(
         _spec("sparsity", "fraction", True, "fraction of zero weights in the transformed Linears"),
         _spec("throughput_rps", "requests/s", True, "completed requests per second under load"),
         _spec("error_rate", "fraction", False, "failed requests / all requests"),
+        _spec("served_latency_p50_ms", "ms", False, "median client-side request latency under load, served model"),
+        _spec("served_latency_p95_ms", "ms", False, "95th percentile client-side request latency under load"),
+        _spec("served_latency_p99_ms", "ms", False, "99th percentile client-side request latency under load"),
+        _spec("projected_cost_per_million_requests", "currency", False,
+              "projection: list price of the resources a configuration occupies / (measured throughput x planned "
+              "utilization); not measured on the priced instance"),
         _spec("cache_hit_rate", "fraction", True, "cache hits / cache lookups"),
         _spec("cost_locality_before", "cost", False, "locality cost J of the identity order"),
         _spec("cost_locality_after", "cost", False, "locality cost J of the solved order"),

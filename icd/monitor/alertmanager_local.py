@@ -56,7 +56,7 @@ class AlertmanagerServer:
             "--cluster.listen-address=",
         ]
 
-    def start(self, timeout_s: float = 30.0) -> AlertmanagerServer:
+    def start(self, timeout_s: float = 120.0) -> AlertmanagerServer:
         """Start Alertmanager and wait for ``/-/ready``."""
         self._process = LocalProcess("alertmanager", self.command(), self.log_file, f"{self.url}/-/ready",
                                      self.port)

@@ -101,7 +101,7 @@ class PrometheusServer:
             args.append(f"--web.local-assets={DEBIAN_WEB_ASSETS}")
         return args
 
-    def start(self, timeout_s: float = 30.0) -> PrometheusServer:
+    def start(self, timeout_s: float = 120.0) -> PrometheusServer:
         """Write the config, start Prometheus and wait for ``/-/ready``."""
         self.write_config()
         self._process = LocalProcess("prometheus", self.command(), self.log_file, f"{self.url}/-/ready",

@@ -12,6 +12,8 @@ from icd.config.schema import IcdConfig
 from icd.io.atomic import atomic_open, write_json_atomic
 from icd.io.permutation_file import write_permutation_file
 from icd.measure.metrics import Measurement
+from icd.model.layout import bert_shape
+from icd.pipeline import index_space
 from icd.pipeline.model_store import save_run_encoder
 from icd.pipeline.run_dir import StagedRun
 
@@ -32,7 +34,7 @@ def write_all(staged: StagedRun, ctx: RunContext, result: RunResult) -> None:
 
     with ctx.events.stage("write_artefacts") as event:
         write_permutations(staged, ctx, result)
-        write_correlations(staged, result)
+        write_correlations(staged, ctx, result)
         write_metrics(staged, result)
         runtime = result.runtime
         save_run_encoder(staged.staging, runtime.fp32, ctx.tokenizer, ctx.cfg.model, runtime.runtime_records)
@@ -47,12 +49,19 @@ def write_permutations(staged: StagedRun, ctx: RunContext, result: RunResult) ->
                            model=ctx.cfg.model.model_dump(mode="json"), details=details)
 
 
-def write_correlations(staged: StagedRun, result: RunResult) -> None:
+def write_correlations(staged: StagedRun, ctx: RunContext, result: RunResult) -> None:
     """Named arrays: per dim ``graph/<dim>/{row,col,data,shape}`` (upper triangle, COO) and the per-channel
-    statistics of the residual stream and every Linear's input (``stats/<name>/{rms,absmax,mean}``).
+    statistics of the residual stream and every Linear's input (``stats/<name>/{rms,absmax,mean}``), all indexed
+    by the *original* model's channels, like permutation.json (``index_space`` = ``original``).
     Full Gram matrices are not stored (hundreds of MB at bert-base shapes)."""
-    arrays: dict[str, np.ndarray] = {"schema": np.asarray(CORRELATION_SCHEMA)}
-    for name, graph in result.graphs.items():
+    arrays: dict[str, np.ndarray] = {"schema": np.asarray(CORRELATION_SCHEMA), "index_space": np.asarray("original")}
+    graphs, inputs = result.graphs, {}
+    if result.calibrated_on and result.runtime is not None:
+        encoder = result.runtime.fp32
+        origins = index_space.channel_origins(result.calibrated_on, ctx.dims, bert_shape(encoder).head_dim)
+        graphs = index_space.graphs_in_original_order(graphs, origins)
+        inputs = index_space.input_origins(encoder, result.calibrated_on)
+    for name, graph in graphs.items():
         upper = sparse.triu(graph, k=1).tocoo()
         arrays[f"graph/{name}/row"] = upper.row.astype(np.int32)
         arrays[f"graph/{name}/col"] = upper.col.astype(np.int32)
@@ -62,9 +71,12 @@ def write_correlations(staged: StagedRun, result: RunResult) -> None:
         tables = {"hidden": result.stats.hidden, **{f"input/{k}": v for k, v in result.stats.inputs.items()}}
         for name, channel in tables.items():
             count = max(int(channel.count), 1)
-            arrays[f"stats/{name}/rms"] = np.sqrt(channel.sq_sum / count).astype(np.float32)
-            arrays[f"stats/{name}/absmax"] = np.asarray(channel.absmax, dtype=np.float32)
-            arrays[f"stats/{name}/mean"] = (np.asarray(channel.sum) / count).astype(np.float32)
+            origin = inputs.get(name.removeprefix("input/"))
+            columns = {"rms": np.sqrt(channel.sq_sum / count), "absmax": np.asarray(channel.absmax),
+                       "mean": np.asarray(channel.sum) / count}
+            for column, values in columns.items():
+                ordered = index_space.vector_in_original_order(values, origin)
+                arrays[f"stats/{name}/{column}"] = ordered.astype(np.float32)
     with atomic_open(staged.path("correlation_matrix.npz"), "wb") as handle:
         np.savez_compressed(handle, **arrays)
 

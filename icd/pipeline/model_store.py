@@ -59,27 +59,27 @@ def read_icd_model(model_dir: Path) -> dict[str, Any]:
                               f"not an icd model folder (no {ICD_MODEL_FILE}): {model_dir}")
 
 
-def load_run_encoder(model_dir: Path) -> Encoder:
-    """Load ``RUN/model/`` (weights + runtime transforms) as an eval-mode :class:`Encoder`."""
-    from transformers import BertForSequenceClassification, BertModel
-    from transformers.utils import logging as hf_logging
+def load_run_encoder(model_dir: Path, runtime_transforms: bool = True) -> Encoder:
+    """Load ``RUN/model/`` (weights + runtime transforms unless ``runtime_transforms`` is False) as an eval-mode
+    :class:`Encoder`.
 
-    from icd.model.loader import _offline
+    The family comes from the saved ``config.json`` (``model_type``); the folder must load whole (a run saves its
+    classification head, so nothing may be missing).
+
+    Raises:
+        ArtefactError: not an icd model folder, an unsupported family, or weights that do not load whole.
+    """
+    from icd.errors import ArtefactError
+    from icd.model.loader import load_hf_model
     from icd.transforms.runtime import apply_runtime_transforms_
 
-    _offline()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     meta = read_icd_model(model_dir)
-    folder = str(model_dir)
-    if meta["task"] == "sequence_classification":
-        hf = BertForSequenceClassification.from_pretrained(folder)
-    else:
-        hf = BertModel.from_pretrained(folder, add_pooling_layer=False)
-    encoder = Encoder(hf.eval(), meta["task"]).eval()
+    hf = load_hf_model(Path(model_dir), meta["task"], new_head=False, error=ArtefactError)
+    encoder = Encoder(hf, meta["task"]).eval()
     if meta.get("output_index") is not None:
         import torch
 
         encoder.set_output_index(torch.tensor(meta["output_index"], dtype=torch.long))
-    apply_runtime_transforms_(encoder, meta.get("runtime_transforms", []))
+    if runtime_transforms:
+        apply_runtime_transforms_(encoder, meta.get("runtime_transforms", []))
     return encoder

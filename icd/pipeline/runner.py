@@ -53,6 +53,10 @@ class RunResult:
     runtime: RuntimeModel | None = None
     graphs: dict[str, Any] = field(default_factory=dict)
     stats: Any = None
+    calibrated_on: dict[str, np.ndarray] = field(default_factory=dict)
+    """Permutations (from the original order) of the model that ``graphs`` and ``stats`` were calibrated on:
+    empty for the original model; after an accepted iteration, the layout before that iteration. Their indices
+    are that model's channels; the artefact writer maps them to the original order (icd/pipeline/index_space.py)."""
 
 
 class Runner:
@@ -160,8 +164,8 @@ class Runner:
         if not decision.accepted:
             ctx.console.log(f"[yellow]iteration {iteration} rolled back[/yellow]: {decision.reason}")
             return working
+        result.graphs, result.stats, result.calibrated_on = graphs, stats, result.perms
         result.final, result.perms, result.runtime = metrics, total, runtime
-        result.graphs, result.stats = graphs, stats
         return candidate
 
     @staticmethod

@@ -92,7 +92,11 @@ class Report:
         fig.tight_layout()
         fig.savefig(buf, format="png", dpi=110)
         plt.close(fig)
-        data = base64.b64encode(buf.getvalue()).decode("ascii")
+        self.add_png(heading, buf.getvalue())
+
+    def add_png(self, heading: str, png: bytes) -> None:
+        """Embed an already rendered PNG (e.g. the one also written next to the report)."""
+        data = base64.b64encode(png).decode("ascii")
         self.sections.append(_Section(heading, f"<img alt='{html.escape(heading)}' src='data:image/png;base64,{data}'>"))
 
     def add_json(self, heading: str, obj: Any) -> None:

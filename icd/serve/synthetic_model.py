@@ -88,8 +88,11 @@ class EchoDelaySpec:
             raise ValueError(f"error_rate must be in [0, 1], got {self.error_rate}")
 
 
-def echo_delay_config(spec: EchoDelaySpec) -> str:
-    """The ``config.pbtxt`` text of the synthetic model."""
+def echo_delay_model_config(spec: EchoDelaySpec):
+    """The synthetic model's Triton ``ModelConfig`` message (written by :mod:`icd.export.config_pbtxt`)."""
+    from icd.export.config_pbtxt import BatchingSpec, InstanceSpec, build_model_config, io_specs
+
+    inputs, outputs = io_specs("logits", spec.num_labels)
     params = {
         "icd_synthetic": "true",
         "icd_delay_ms": repr(float(spec.delay_ms)),
@@ -97,18 +100,18 @@ def echo_delay_config(spec: EchoDelaySpec) -> str:
         "icd_num_labels": str(spec.num_labels),
         "icd_seed": str(spec.seed),
     }
-    param_text = "".join(
-        f'parameters {{ key: "{k}" value {{ string_value: "{v}" }} }}\n' for k, v in params.items()
+    return build_model_config(
+        spec.name, backend="python", max_batch_size=spec.max_batch_size, inputs=inputs, outputs=outputs,
+        instances=[InstanceSpec(spec.instance_count)], batching=BatchingSpec(spec.max_queue_delay_us),
+        parameters=params,
     )
-    return (
-        f'name: "{spec.name}"\nbackend: "python"\nmax_batch_size: {spec.max_batch_size}\n'
-        'input [ { name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] },\n'
-        '        { name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] } ]\n'
-        f'output [ {{ name: "logits" data_type: TYPE_FP32 dims: [ {spec.num_labels} ] }} ]\n'
-        f"instance_group [ {{ count: {spec.instance_count} kind: KIND_CPU }} ]\n"
-        f"dynamic_batching {{ max_queue_delay_microseconds: {spec.max_queue_delay_us} }}\n"
-        + param_text
-    )
+
+
+def echo_delay_config(spec: EchoDelaySpec) -> str:
+    """The ``config.pbtxt`` text of the synthetic model."""
+    from icd.export.config_pbtxt import config_text
+
+    return config_text(echo_delay_model_config(spec))
 
 
 def write_echo_delay_model(repository: Path, spec: EchoDelaySpec | None = None) -> Path:
@@ -117,5 +120,7 @@ def write_echo_delay_model(repository: Path, spec: EchoDelaySpec | None = None) 
     folder = Path(repository) / spec.name
     (folder / "1").mkdir(parents=True, exist_ok=True)
     write_text_atomic(folder / "1" / "model.py", _MODEL_PY)
-    write_text_atomic(folder / "config.pbtxt", echo_delay_config(spec))
+    from icd.export.config_pbtxt import write_config
+
+    write_config(folder / "config.pbtxt", echo_delay_model_config(spec))
     return folder

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from icd.errors import UserError
+from icd.serve.backend.icd_runtime import THREADS_ENV
 
 #: Environment variable that names another ``tritonserver`` binary (tests use it for "binary missing").
 TRITONSERVER_BIN_ENV = "ICD_TRITONSERVER_BIN"
@@ -78,8 +79,12 @@ def _copy_if_changed(src: Path, dst: Path) -> None:
     shutil.copy2(src, dst)
 
 
-def server_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for ``tritonserver``: this process's, with the libpython and PATH fixes, then ``extra``."""
+def server_environment(extra: Mapping[str, str] | None = None, repository: Path | None = None) -> dict[str, str]:
+    """The environment for ``tritonserver``: this process's, with the libpython and PATH fixes, then ``extra``.
+
+    With ``repository``, ``$ICD_THREADS_PER_INSTANCE`` is set to the thread budget of the models in it (cores /
+    instances, :mod:`icd.runtimes.threads`) unless this process or ``extra`` already sets it.
+    """
     env = dict(os.environ)
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     # The copied stub loses its $ORIGIN rpath to nvidia_pytriton.libs (libcudart): put that folder on the path too.
@@ -93,4 +98,8 @@ def server_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     if extra:
         env.update(extra)
+    if repository is not None and not env.get(THREADS_ENV):
+        from icd.runtimes.threads import repository_budget
+
+        env[THREADS_ENV] = str(repository_budget(repository, env).threads)
     return env

@@ -1,7 +1,10 @@
 """``optimize_(encoder, config)``: apply one transform in place, torchao style.
 
 A transform is a config class (pydantic, in :mod:`icd.transforms.configs`) plus a handler registered for that
-class with :func:`register_transform`. Data-aware methods (Wanda, SparseGPT, SmoothQuant) read calibration data
+class with :func:`register_transform`, which also says its :class:`TransformKind`: a *weight* transform changes the
+fp32 weights (saved in ``model.safetensors``); a *runtime* transform is prepared on the fp32 model (what can be
+folded is folded) and leaves a record replayed at load (``prepare``: ``(fp32, config, context) -> (record,
+report)``), which runtimes other than torch read as decisions (docs/runtimes.md). Data-aware methods (Wanda, SparseGPT, SmoothQuant) read calibration data
 from a :class:`TransformContext`; what each handler returns (per-layer information) is collected there too,
 together with the :class:`TransformRecord` that says how the model was made.
 
@@ -20,6 +23,7 @@ import importlib
 import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -30,7 +34,21 @@ from icd.measure.encode import Batch, tokenize
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 Handler = Callable[[nn.Module, Any, "TransformContext | None"], Any]
 
+Prepare = Callable[[nn.Module, Any, "TransformContext | None"], "tuple[dict[str, Any], dict[str, Any]]"]
+
+
+class TransformKind(str, Enum):
+    """How a transform reaches the served model."""
+
+    WEIGHT = "weight"
+    """Changes the fp32 weights in place (permutations, N:M sparsity, compaction): saved in model.safetensors."""
+    RUNTIME = "runtime"
+    """Cannot live in fp32 weights (int8): prepared on the fp32 model, its record replayed at load."""
+
+
 _HANDLERS: dict[type[BaseModel], Handler] = {}
+_KINDS: dict[type[BaseModel], TransformKind] = {}
+_PREPARE: dict[type[BaseModel], Prepare] = {}
 
 # Modules whose import registers a handler; imported lazily by optimize_ (no work at import time).
 _BUILTIN_HANDLER_MODULES = ("icd.transforms.nm_sparsity", "icd.transforms.int8")
@@ -123,14 +141,61 @@ def _type_tag(config_type: type[BaseModel]) -> str:
     return config_type.__name__
 
 
-def register_transform(config_type: type[ConfigT]) -> Callable[[Handler], Handler]:
-    """Decorator: register ``handler(encoder, config, context) -> result`` for configs of ``config_type``."""
+def register_transform(config_type: type[ConfigT], kind: TransformKind = TransformKind.WEIGHT,
+                       prepare: Prepare | None = None) -> Callable[[Handler], Handler]:
+    """Decorator: register ``handler(encoder, config, context) -> result`` for configs of ``config_type``.
+
+    Args:
+        config_type: the config class.
+        kind: weight or runtime transform.
+        prepare: runtime transforms: ``(fp32, config, context) -> (record, report)``.
+
+    Raises:
+        ValueError: a runtime transform without ``prepare``.
+    """
+    if kind == TransformKind.RUNTIME and prepare is None:
+        raise ValueError(f"register_transform({config_type.__name__}): a runtime transform needs prepare=")
 
     def decorate(handler: Handler) -> Handler:
         _HANDLERS[config_type] = handler
+        _KINDS[config_type] = TransformKind(kind)
+        if prepare is not None:
+            _PREPARE[config_type] = prepare
         return handler
 
     return decorate
+
+
+def _registered_type(config: object) -> type[BaseModel]:
+    _load_builtin_handlers()
+    for config_type in type(config).__mro__:
+        if config_type in _HANDLERS:
+            return config_type
+    raise TypeError(
+        f"optimize_: no transform registered for {type(config).__name__}; registered: {registered_names()}"
+    )
+
+
+def transform_kind(config: BaseModel) -> TransformKind:
+    """Whether ``config`` is a weight or a runtime transform (TypeError if unregistered)."""
+    return _KINDS[_registered_type(config)]
+
+
+def prepare_runtime_transform(
+    fp32: nn.Module, config: BaseModel, context: TransformContext | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Prepare the runtime transform ``config`` on ``fp32`` (foldable parts folded in place).
+
+    Returns:
+        ``(record, report)``: the record replayed at load and a JSON-ready report.
+
+    Raises:
+        TypeError: ``config`` is not a registered runtime transform.
+    """
+    config_type = _registered_type(config)
+    if config_type not in _PREPARE:
+        raise TypeError(f"{type(config).__name__} is a {_KINDS[config_type].value} transform, not a runtime one")
+    return _PREPARE[config_type](fp32, config, context)
 
 
 def registered_names() -> list[str]:
@@ -145,13 +210,7 @@ def _load_builtin_handlers() -> None:
 
 
 def _handler_for(config: object) -> Handler:
-    _load_builtin_handlers()
-    for config_type in type(config).__mro__:
-        if config_type in _HANDLERS:
-            return _HANDLERS[config_type]
-    raise TypeError(
-        f"optimize_: no transform registered for {type(config).__name__}; registered: {registered_names()}"
-    )
+    return _HANDLERS[_registered_type(config)]
 
 
 def optimize_(encoder: nn.Module, config: BaseModel, context: TransformContext | None = None) -> None:

@@ -23,12 +23,19 @@ than letting the dynamic GEMM dequantize in its epilogue, and was slower end to 
 same process, interleaved: 1.30-1.37x vs 1.43-1.53x over fp32 with every Linear per-token; docs/int8.md).
 
 Everything is plain torch ops: the module traces with ``torch.jit.trace`` (shape-generic) and deep-copies.
+
+Deprecated upstream: the packing goes through ``torch.ao.quantization`` / ``torch.ao.nn.quantized.dynamic``
+and quantized tensors (``torch.quantize_per_channel``), which PyTorch deprecates in favour of torchao. icd pins
+torch (:data:`PINNED_TORCH`, pyproject.toml), says so once per process (:func:`warn_deprecated_backend`, an
+:class:`Int8BackendDeprecation`) and hides only torch's own notice for the packing call; docs/int8.md
+("Dependency on torch.ao.quantization") gives the migration path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import warnings
 from collections.abc import Iterator
 
@@ -37,6 +44,25 @@ from torch import nn
 
 ZERO_ROW_FLOOR = 1e-12
 """Per-token absmax floor: an all-zero row is divided by this (giving zeros), never by 0 (NaN)."""
+
+PINNED_TORCH = "2.13.0"
+"""The torch release the ``torch.ao`` int8 path is pinned to and tested with (pyproject.toml pins the same)."""
+
+_TORCH_QUANTIZED_TENSOR_NOTICE = r"torch\.quantize_per_tensor, torch\.quantize_per_channel .* are deprecated"
+"""torch's own deprecation notice raised while packing (replaced by :func:`warn_deprecated_backend`)."""
+
+
+class Int8BackendDeprecation(FutureWarning):
+    """icd's int8 kernels rely on ``torch.ao.quantization``, deprecated upstream (see docs/int8.md)."""
+
+
+@functools.cache
+def warn_deprecated_backend() -> None:
+    """Warn, once per process, that the int8 kernels use the deprecated ``torch.ao`` dynamic Linear."""
+    warnings.warn(
+        f"icd int8 kernels pack weights with torch.ao.quantization's dynamic Linear, deprecated upstream; icd pins "
+        f"torch {PINNED_TORCH} (running {torch.__version__}). Migration path: docs/int8.md, section "
+        "'Dependency on torch.ao.quantization'.", Int8BackendDeprecation, stacklevel=3)
 
 
 def vnni_supported() -> bool:
@@ -88,8 +114,10 @@ def pack_dynamic_linear(linear: nn.Linear, per_channel: bool, engine: str | None
         source = nn.Linear(linear.in_features, linear.out_features, bias=False)
         source.weight = nn.Parameter(linear.weight.detach(), requires_grad=False)
     source.qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
+    warn_deprecated_backend()
     with warnings.catch_warnings(), quantized_engine(engine):
-        warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
+        # only torch's quantized-tensor notice, once replaced by ours above; every other warning passes
+        warnings.filterwarnings("ignore", message=_TORCH_QUANTIZED_TENSOR_NOTICE, category=UserWarning)
         return DynamicLinear.from_float(source)
 
 

@@ -37,15 +37,13 @@ import torch
 from torch import nn
 
 from icd.measure.encode import Batch
+from icd.model.families import family_of, layer_name_pattern, shared_input_pattern
 from icd.transforms.api import TransformContext, TransformRecord, register_transform
 from icd.transforms.configs import NMSparsityConfig
 
-SCOPE_PATTERNS = {
-    "ffn": r"^encoder\.layer\.\d+\.(intermediate|output)\.dense$",
-    "attention": r"^encoder\.layer\.\d+\.attention\.(self\.(query|key|value)|output\.dense)$",
-    "all": r"^encoder\.layer\.\d+\.",
-}
-_SHARED_INPUT = re.compile(r"\.self\.(query|key|value)$")
+SCOPE_NAMES = ("ffn", "attention", "all")
+"""Named scopes; which Linear paths each selects is the model family's (``Family.scope_pattern``)."""
+_SHARED_INPUT = shared_input_pattern()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -85,7 +83,7 @@ def is_nm(weight: torch.Tensor, n: int, m: int) -> bool:
 
 
 def encoder_body(encoder: nn.Module) -> nn.Module:
-    """The ``BertModel`` whose module names are the Linear names (``encoder.layer.0.intermediate.dense``)."""
+    """The base model whose module names are the Linear names (BERT: ``encoder.layer.0.intermediate.dense``)."""
     return getattr(encoder, "bert", encoder)
 
 
@@ -95,7 +93,7 @@ def select_linears(encoder: nn.Module, scope: str) -> dict[str, nn.Linear]:
     Raises:
         ValueError: nothing matches.
     """
-    pattern = re.compile(SCOPE_PATTERNS.get(scope, scope))
+    pattern = re.compile(family_of(encoder).scope_pattern(scope) if scope in SCOPE_NAMES else scope)
     body = encoder_body(encoder)
     chosen = {name: mod for name, mod in body.named_modules() if isinstance(mod, nn.Linear) and pattern.search(name)}
     if not chosen:
@@ -107,7 +105,7 @@ def input_groups(names: Sequence[str]) -> list[list[str]]:
     """Group Linear names that read the same input (query/key/value of one layer), keeping forward order."""
     groups: dict[str, list[str]] = {}
     for name in names:
-        groups.setdefault(_SHARED_INPUT.sub(".self.qkv", name), []).append(name)
+        groups.setdefault(_SHARED_INPUT.sub(".qkv", name), []).append(name)
     return list(groups.values())
 
 
@@ -684,10 +682,10 @@ def _correct_layernorm(
 
 
 def _encoder_layers(encoder: nn.Module) -> list[nn.Module]:
-    return list(encoder_body(encoder).encoder.layer)
+    return list(encoder_body(encoder).get_submodule(family_of(encoder).layers))
 
 
-_LAYER_NAME = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
+_LAYER_NAME = layer_name_pattern()
 
 
 def _sequential_layerwise(

@@ -43,10 +43,13 @@ def test_artefacts_are_copied_and_provenance_says_how_it_was_made(triton_repo_be
     provenance = json.loads((version / "provenance.json").read_text())
     assert provenance["kind"] == "icd" and provenance["config"]["model"]["task"] == "sequence_classification"
     assert all({"type", "version", "data", "source"} <= set(record) for record in provenance["applied"])
-    assert {"int8", "permutations"} <= {record["type"] for record in provenance["applied"]}
+    # The identity sample applies nothing: int8 is only configured, every permutation is the identity.
+    assert [record["type"] for record in provenance["applied"]] == ["runtime_export"]
+    assert provenance["applied"][0]["data"]["runtime"] == "torchscript"
+    assert [t["type"] for t in provenance["configured_transforms"]] == ["int8"]
     assert provenance["export_options"]["data"]["model_name"] == "bert_icd"
     baseline = json.loads((triton_repo_bert / "bert_baseline" / "1" / "provenance.json").read_text())
-    assert baseline["kind"] == "baseline" and baseline["applied"] == []
+    assert baseline["kind"] == "baseline" and [r["type"] for r in baseline["applied"]] == ["runtime_export"]
     layout = json.loads((version / "icd_layout.json").read_text())
     assert 0.0 <= layout["layout_efficiency"] <= 1.0 and "hidden" in layout["dims"]
     assert layout["runtime_permutations"] == {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from icd.monitor import promtool
@@ -37,6 +38,7 @@ def test_latency_panel_has_p50_p95_p99() -> None:
         assert f"icd:request_latency_{q}:ms" in exprs
 
 
+@pytest.mark.binary
 def test_every_expression_parses(tmp_path: Path) -> None:
     """promtool parses each expression (as a recording rule) — offline, before any server runs."""
     exprs = dashboard_exprs(_dashboard(), load_rules(monitoring_dir() / RULES_FILE))

@@ -45,7 +45,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # the live stack (real bert_ic
 
 FAST, SLOW, BERT = "echo_fast", "echo_slow", "bert_icd"
 SLOW_DELAY_MS = 300.0
-DATA_TIMEOUT_S = 60
+DATA_TIMEOUT_S = 180  # waits return as soon as data is there; the deadline only bounds a loaded CI machine
 
 
 @dataclass
@@ -171,7 +171,7 @@ def test_status_against_a_prometheus_without_icd_rules(live_stack: LiveStack, tm
     with PrometheusServer(config, port=_free_port(), workdir=tmp_path / "bare") as bare:
         with PrometheusClient(bare.url) as client:
             assert client.recording_rule_names() == set()
-            wait_until(lambda: _has_data(client, "rate(nv_inference_request_success[1m]) > 0"), 30,
+            wait_until(lambda: _has_data(client, "rate(nv_inference_request_success[1m]) > 0"), DATA_TIMEOUT_S,
                        what="two scrapes of Triton")
         _, kpis = _status(bare.url, capsys)
     assert kpis["p95_latency"]["value"] > 0 and f"{FAST} v1" in kpis["p95_latency"]["by_target"]
@@ -210,12 +210,12 @@ def test_load_generator_exporter_is_scraped(live_stack: LiveStack) -> None:
     runner.start()
     try:
         with live_stack.client() as client:
-            wait_until(lambda: [s for s in client.query('up{job="load_generator"} == 1')], 20,
+            wait_until(lambda: [s for s in client.query('up{job="load_generator"} == 1')], DATA_TIMEOUT_S,
                        what="load generator target up")
-            wait_until(lambda: _has_data(client, f'icd_load_requests_total{{model="{FAST}",outcome="ok"}} > 0'), 20,
+            wait_until(lambda: _has_data(client, f'icd_load_requests_total{{model="{FAST}",outcome="ok"}} > 0'), DATA_TIMEOUT_S,
                        what="load generator request counter")
     finally:
-        runner.join(timeout=60)
+        runner.join(timeout=DATA_TIMEOUT_S)
     assert not runner.is_alive()
 
 
@@ -237,7 +237,7 @@ def test_latency_alert_fires_and_resolves(live_stack: LiveStack, capsys: pytest.
     assert slow_alert_state() is None
     slow = BackgroundTraffic(live_stack.triton.http_url, [SLOW], threads=2).start()
     try:
-        wait_until(lambda: slow_alert_state() is AlertState.FIRING, 45, what="ICDHighLatency firing")
+        wait_until(lambda: slow_alert_state() is AlertState.FIRING, DATA_TIMEOUT_S, what="ICDHighLatency firing")
         code, kpis = _status(live_stack.prometheus.url, capsys)
         assert code == 1
         assert kpis["p95_latency"]["state"] == "breached"
@@ -245,13 +245,13 @@ def test_latency_alert_fires_and_resolves(live_stack: LiveStack, capsys: pytest.
         with live_stack.client() as client:
             firing = client.query('ALERTS{alertstate="firing", alertname=~"ICD.*"}')  # the dashboard annotation
             assert any(s.labels["alertname"] == "ICDHighLatency" for s in firing)
-        received = wait_until(lambda: _alertmanager_has(live_stack.alertmanager, "ICDHighLatency", SLOW), 30,
+        received = wait_until(lambda: _alertmanager_has(live_stack.alertmanager, "ICDHighLatency", SLOW), DATA_TIMEOUT_S,
                               what="ICDHighLatency received by Alertmanager")
         assert received["labels"]["severity"] == "warning" and received["labels"]["kpi"] == "p95_latency"
     finally:
         slow.stop()
     assert slow.status[(SLOW, 200)] > 0
-    wait_until(lambda: slow_alert_state() is None, 100, interval_s=2, what="ICDHighLatency resolved")
+    wait_until(lambda: slow_alert_state() is None, 2 * DATA_TIMEOUT_S, interval_s=2, what="ICDHighLatency resolved")
     code, kpis = _status(live_stack.prometheus.url, capsys)
     assert f"{SLOW} v1" not in kpis["p95_latency"]["by_target"]  # its summary window emptied (NaN = no sample)
     assert code == (1 if any(k["state"] == "breached" for k in kpis.values()) else 0)

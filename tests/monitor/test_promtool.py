@@ -16,17 +16,20 @@ from icd.monitor.rules import load_rules, with_short_for
 RULE_TEST_FILE = monitoring_dir() / RULE_TESTS_DIR / "rules_test.yml"
 
 
+@pytest.mark.binary
 def test_shipped_rules_pass_promtool_check() -> None:
     result = promtool.check_rules(monitoring_dir() / RULES_FILE)
     assert result.ok, result.output
 
 
+@pytest.mark.binary
 def test_rule_unit_tests_pass() -> None:
     result = promtool.run_rule_tests(RULE_TEST_FILE)
     assert result.ok, result.output
     assert "SUCCESS" in result.output
 
 
+@pytest.mark.binary
 def test_a_wrong_expectation_fails(tmp_path: Path) -> None:
     """The rule tests can fail: flip one expected threshold value and promtool must reject it."""
     shutil.copy(monitoring_dir() / RULES_FILE, tmp_path / RULES_FILE)
@@ -51,11 +54,13 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
     assert alerts == fires == quiet
 
 
+@pytest.mark.binary
 def test_shipped_prometheus_yml_passes_check_config() -> None:
     result = promtool.check_config(monitoring_dir() / PROMETHEUS_FILE)
     assert result.ok, result.output
 
 
+@pytest.mark.binary
 def test_generated_config_passes_check_config(tmp_path: Path) -> None:
     rules = with_short_for(monitoring_dir() / RULES_FILE, tmp_path / "rules.yml", "1s")
     config = PrometheusConfig(
@@ -68,6 +73,7 @@ def test_generated_config_passes_check_config(tmp_path: Path) -> None:
     assert "30 rules found" in result.output  # 16 + 6 shadow recording rules, 8 alerts
 
 
+@pytest.mark.binary
 def test_generated_config_with_bad_rules_fails_check(tmp_path: Path) -> None:
     (tmp_path / "bad.yml").write_text("groups:\n  - name: x\n    rules:\n      - record: a:b\n        expr: rate(\n")
     config = PrometheusConfig(scrape_jobs=[ScrapeJob("triton", ["127.0.0.1:18002"])], rule_files=[tmp_path / "bad.yml"])
@@ -75,6 +81,7 @@ def test_generated_config_with_bad_rules_fails_check(tmp_path: Path) -> None:
     assert not promtool.check_config(tmp_path / "prometheus.yml").ok
 
 
+@pytest.mark.binary
 @pytest.mark.parametrize("for_", ["1s", "2s"])
 def test_short_for_variant_keeps_expressions(tmp_path: Path, for_: str) -> None:
     shipped = load_rules(monitoring_dir() / RULES_FILE)

@@ -22,6 +22,7 @@ def _version(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.binary
 def test_clean_folder_verifies_and_sha256sum_accepts_manifest(tmp_path):
     folder = _version(tmp_path)
     report = verify_path(tmp_path / "repo")

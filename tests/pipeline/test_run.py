@@ -34,7 +34,7 @@ def _metric(doc, tag):
 def linear_run(tmp_path_factory):
     """A linear run of the classifier config with no transform: permutations only."""
     out = tmp_path_factory.mktemp("runs") / "linear"
-    cfg = load_config("configs/bert.json", [*SMALL, "pipeline.mode=linear", "transforms=[]"])
+    cfg = load_config("configs/minilm_classifier.json", [*SMALL, "pipeline.mode=linear", "transforms=[]"])
     result = run_config(cfg, out, progress=False)
     return cfg, out, result
 
@@ -80,6 +80,7 @@ def test_metrics_have_units_and_how(linear_run):
     assert _metric(doc, "efficacy_mean")["value"] is None
 
 
+@pytest.mark.slow
 def test_iterative_embedding_run_with_int8(tmp_path):
     out = tmp_path / "iter"
     cfg = load_config("configs/minilm.json", [*SMALL, "pipeline.mode=iterative", "transforms.0.search_texts=16",
@@ -100,6 +101,7 @@ def test_iterative_embedding_run_with_int8(tmp_path):
     torch.testing.assert_close(again, in_memory, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_nm_run_reports_efficacy_and_keeps_pattern(tmp_path):
     out = tmp_path / "nm"
     cfg = load_config("configs/minilm.json", [
@@ -147,6 +149,7 @@ def test_cli_bad_input_exit_2_and_nothing_written(tmp_path, capsys, args, needle
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_cli_pair_prints_and_writes_the_comparison(tmp_path, capsys):
     out = tmp_path / "pair"
     rc = main(["pair", "-c", "configs/minilm.json", *[a for o in SMALL for a in ("--override", o)],

@@ -17,6 +17,7 @@ def _spec(**kw) -> RouterSpec:
     return RouterSpec(**{**base, **kw})
 
 
+@pytest.mark.binary
 def test_rendered_config_rewrites_public_name_and_is_accepted_by_nginx(tmp_path):
     text = render_nginx_conf(_spec(), tmp_path)
     assert "90.00% bert_baseline;" in text and "* bert_icd;" in text

@@ -14,7 +14,8 @@ import yaml
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "triton"
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.green.yml", "docker-compose.scale.yml",
                  "docker-compose.secure.yml"]
-MODEL_REPOSITORIES = {DEPLOY / "models", DEPLOY / "models-green"}  # written by `icd export-triton`
+MODEL_REPOSITORIES = {DEPLOY / "models", DEPLOY / "models-green",  # written by `icd export-triton`
+                      DEPLOY / "triton-traces"}  # Triton's trace files (created when the stack starts)
 CREDENTIALS = {"GF_ADMIN_USER": "ops", "GF_ADMIN_PASSWORD": "from-the-environment"}
 
 pytestmark = pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
@@ -51,6 +52,7 @@ def _tls_dir(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.binary
 @pytest.mark.parametrize("name", COMPOSE_FILES)
 def test_compose_file_is_valid_and_every_mount_exists(name, tmp_path):
     done = _compose(name, {**CREDENTIALS, "ICD_TLS_DIR": str(_tls_dir(tmp_path))}, tmp_path)
@@ -74,6 +76,7 @@ def volume_is_bind(volume) -> bool:
     return volume.startswith(("/", "."))
 
 
+@pytest.mark.binary
 def test_stack_refuses_to_start_without_grafana_credentials(tmp_path):
     done = _compose("docker-compose.yml", {"GF_ADMIN_USER": "ops"}, tmp_path)
     assert done.returncode != 0 and "GF_ADMIN_PASSWORD" in done.stderr
@@ -81,6 +84,7 @@ def test_stack_refuses_to_start_without_grafana_credentials(tmp_path):
     assert "admin/admin" not in text and "GF_SECURITY_ADMIN_PASSWORD: admin" not in text
 
 
+@pytest.mark.binary
 def test_secure_stack_needs_tls_from_the_environment_and_hides_triton(tmp_path):
     assert _compose("docker-compose.secure.yml", {}, tmp_path).returncode != 0
     done = _compose("docker-compose.secure.yml", {"ICD_TLS_DIR": str(_tls_dir(tmp_path))}, tmp_path)
@@ -97,6 +101,7 @@ def test_env_example_has_no_credentials():
     assert values["GF_ADMIN_USER"] == "" and values["GF_ADMIN_PASSWORD"] == ""
 
 
+@pytest.mark.binary
 @pytest.mark.skipif(shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(), reason="no nginx")
 @pytest.mark.parametrize("name", ["nginx.conf", "nginx-ssl.conf"])
 def test_nginx_configs_pass_nginx_t(name, tmp_path):

@@ -12,7 +12,7 @@ from icd.ops.crypto import encrypt_file
 from icd.serve.backend import icd_runtime as rt
 from icd.serve.triton_local import ModelControlMode
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow  # builds the real MiniLM export
 
 
 def _encrypted_repo(tmp_path, triton_repo_bert):
@@ -39,6 +39,7 @@ def _reason(server, name: str) -> str:
     return next((m.get("reason", "") for m in server.repository_index() if m["name"] == name), "")
 
 
+@pytest.mark.e2e
 def test_triton_serves_with_the_key_and_refuses_a_wrong_one(tmp_path, triton_repo_bert, triton_server):
     repo, key = _encrypted_repo(tmp_path, triton_repo_bert)
     explicit = {"model_control_mode": ModelControlMode.EXPLICIT, "load_models": ("bert_icd",), "timeout_s": 300}

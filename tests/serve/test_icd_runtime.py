@@ -23,6 +23,7 @@ def _version(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.binary
 def test_manifest_is_sha256sum_compatible_and_verifies(tmp_path):
     folder = _version(tmp_path)
     rt.verify_manifest(folder)

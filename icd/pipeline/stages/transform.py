@@ -1,7 +1,8 @@
 """Stage 5, transform: the configured transforms (``transforms[]``) through ``icd.optimize_``.
 
-Weight transforms (N:M sparsity) change the fp32 weights of the working model. Runtime transforms (int8) are
-applied to a copy when the model is measured or loaded; their provenance record is saved with the model.
+Weight transforms change the fp32 weights of the working model. Runtime transforms are prepared on a copy and
+applied when the model is measured or loaded; their provenance record is saved with the model. Which is which is
+the transform registry's to say (:func:`icd.transforms.api.transform_kind`), not this stage's.
 """
 
 from __future__ import annotations
@@ -15,12 +16,18 @@ from pydantic import BaseModel
 from icd.model.encoder import Encoder
 from icd.pipeline.context import RunContext
 from icd.pipeline.events import StageEvent
-from icd.transforms.api import TransformContext, TransformRecord, optimize_
-from icd.transforms.configs import Int8Config
+from icd.transforms.api import (
+    TransformContext,
+    TransformKind,
+    TransformRecord,
+    optimize_,
+    prepare_runtime_transform,
+    transform_kind,
+)
 
 
 def is_runtime(config: BaseModel) -> bool:
-    return isinstance(config, Int8Config)
+    return transform_kind(config) == TransformKind.RUNTIME
 
 
 def transform_context(ctx: RunContext, stats: Any = None) -> TransformContext:
@@ -54,8 +61,6 @@ def run_weight_transforms(ctx: RunContext, encoder: Encoder, event: StageEvent, 
 
 def build_runtime_model(ctx: RunContext, encoder: Encoder) -> RuntimeModel:
     """A copy of ``encoder`` with the runtime transforms applied (``encoder`` is not changed)."""
-    from icd.transforms.int8 import prepare_int8_runtime
-
     runtime_configs = [c for c in ctx.cfg.transforms if is_runtime(c)]
     if not runtime_configs:
         return RuntimeModel(encoder=encoder, fp32=encoder)
@@ -63,7 +68,7 @@ def build_runtime_model(ctx: RunContext, encoder: Encoder) -> RuntimeModel:
     tctx = transform_context(ctx)
     records, reports = [], []
     for config in runtime_configs:
-        record, report = prepare_int8_runtime(fp32, config, tctx)
+        record, report = prepare_runtime_transform(fp32, config, tctx)
         records.append(record)
         reports.append(report)
     from icd.transforms.runtime import apply_runtime_transforms_

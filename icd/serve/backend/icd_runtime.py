@@ -301,7 +301,9 @@ def _permutation_key(env: Mapping[str, str]) -> bytes:
         except OSError as exc:
             raise DecryptionError(f"{where}: cannot read key file ({exc.strerror})") from None
     else:
-        raise DecryptionError(f"{PERMUTATION_FILE}{ENCRYPTED_SUFFIX} is encrypted: set ${KEY_ENV} or ${KEY_FILE_ENV}")
+        raise DecryptionError(f"{PERMUTATION_FILE}{ENCRYPTED_SUFFIX} is encrypted: set ${KEY_ENV} or ${KEY_FILE_ENV} "
+                              "in Triton's environment (e.g. ICD_PERMUTATION_KEY_FILE=/abs/production.key "
+                              "icd stack restart triton)")
     try:
         key = bytes.fromhex(text.strip())
     except ValueError:
@@ -343,6 +345,15 @@ def read_permutations(folder: Path, env: Mapping[str, str]) -> dict[str, list[in
     return {entry["name"]: list(entry["perm"]) for entry in doc.get("dims", [])}
 
 
+OUTPUT_FROM_HIDDEN = "inverse:hidden"
+"""``runtime_permutations.output`` value meaning: the gather index is the inverse of the ``hidden`` permutation in
+permutation.json (so an encrypted permutation file is needed, and decrypted, to build it)."""
+
+
+class LayoutError(ValueError):
+    """``icd_layout.json`` names a run-time permutation this backend cannot build."""
+
+
 @dataclass(frozen=True)
 class LayoutRecord:
     """What ``icd_layout.json`` (written at export) says about this version's layout, with the permutations read
@@ -351,7 +362,7 @@ class LayoutRecord:
     layout_efficiency: float
     permutations: dict[str, list[int]]
     correlation_file: str | None
-    runtime_permutations: dict[str, list[int]]
+    runtime_permutations: dict[str, object]
 
     @classmethod
     def load(cls, folder: Path, env: Mapping[str, str] | None = None) -> LayoutRecord:
@@ -362,13 +373,86 @@ class LayoutRecord:
             layout_efficiency=float("nan") if value is None else float(value),
             permutations={} if identity else read_permutations(Path(folder), os.environ if env is None else env),
             correlation_file=doc.get("correlation_file"),
-            runtime_permutations={k: list(v) for k, v in doc.get("runtime_permutations", {}).items()},
+            runtime_permutations=dict(doc.get("runtime_permutations", {})),
         )
 
     def layout_array(self) -> np.ndarray:
-        """Every permutation, concatenated in name order (the per-request cache entry)."""
+        """Every permutation, concatenated in name order (preloaded with the correlation matrices)."""
         parts = [np.asarray(self.permutations[name], dtype=np.int32) for name in sorted(self.permutations)]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+
+    def output_index(self) -> np.ndarray:
+        """The output gather index the request path applies (int64; empty = no gather).
+
+        Raises:
+            LayoutError: an unknown run-time permutation, or ``inverse:hidden`` without a hidden permutation.
+        """
+        unknown = sorted(set(self.runtime_permutations) - {"output"})
+        if unknown:
+            raise LayoutError(f"unsupported run-time permutations {unknown} in {LAYOUT_FILE} (only 'output')")
+        spec = self.runtime_permutations.get("output")
+        if spec is None:
+            return np.zeros(0, dtype=np.int64)
+        if spec == OUTPUT_FROM_HIDDEN:
+            if "hidden" not in self.permutations:
+                raise LayoutError(f"{LAYOUT_FILE}: output gather {OUTPUT_FROM_HIDDEN} but no hidden permutation")
+            return np.argsort(np.asarray(self.permutations["hidden"], dtype=np.int64)).astype(np.int64)
+        if isinstance(spec, list):  # exports before icd 0.1.0's runtimes: the index itself
+            return np.asarray(spec, dtype=np.int64)
+        raise LayoutError(f"{LAYOUT_FILE}: runtime_permutations.output {spec!r} is neither an index nor "
+                          f"{OUTPUT_FROM_HIDDEN!r}")
+
+
+def request_layout(folder: Path, env: Mapping[str, str]) -> np.ndarray:
+    """What the request path needs from the version's layout: the output gather index (see
+    :meth:`LayoutRecord.output_index`). Building it reads ``icd_layout.json`` and ``permutation.json`` (decrypting
+    ``permutation.json.enc`` with the key from ``env``) — the work a correlation-cache miss costs."""
+    return LayoutRecord.load(folder, env).output_index()
+
+
+# ------------------------------------------------------------------------------------------------- threads
+THREADS_ENV = "ICD_THREADS_PER_INSTANCE"
+"""Threads per model instance chosen by ``icd serve`` / the embedded server (the thread budget)."""
+
+
+class ThreadsError(ValueError):
+    """A thread setting is not a whole number >= 0."""
+
+
+def parse_threads(text: str, name: str) -> int:
+    """A thread count ``>= 0`` (0 = the thread budget) from a config parameter or variable.
+
+    Raises:
+        ThreadsError: one line naming ``name`` and the value.
+    """
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise ThreadsError(f"{name}={text!r}: expected a whole number of threads >= 0 (0 = the thread budget)") from None
+    if value < 0:
+        raise ThreadsError(f"{name}={text!r}: expected a whole number of threads >= 0 (0 = the thread budget)")
+    return value
+
+
+def instance_threads(params: Mapping[str, str], env: Mapping[str, str]) -> tuple[int, str]:
+    """``(threads, where it came from)`` for one instance: the ``icd_threads`` parameter (``icd_torch_threads`` in
+    older exports) when > 0, else ``$ICD_THREADS_PER_INSTANCE`` (set by the server's thread budget), else every
+    core.
+
+    Raises:
+        ThreadsError: a non-integer or negative value (names the parameter or variable).
+    """
+    for key in ("icd_threads", "icd_torch_threads"):
+        if key in params:
+            value = parse_threads(params[key], key)
+            if value > 0:
+                return value, f"parameter {key}"
+            break
+    if env.get(THREADS_ENV):
+        value = parse_threads(env[THREADS_ENV], THREADS_ENV)
+        if value > 0:
+            return value, f"${THREADS_ENV}"
+    return max(1, os.cpu_count() or 1), "all cores (no budget set)"
 
 
 def icd_log_line(fields: Mapping[str, object]) -> str:

@@ -1,20 +1,23 @@
-"""Triton python-backend model exported by icd: runs ``model.pt`` (TorchScript) with torch.
+"""Triton python-backend model exported by icd: runs the version's artefact on its runtime.
 
-Written by ``icd export-triton`` into every version folder next to ``icd_runtime.py``. At load it
+Written by ``icd export-triton`` into every version folder next to ``icd_runtime.py``. The runtime is named by the
+``icd_runtime`` parameter of config.pbtxt (and ``icd_runtime.json`` in the folder): ``torchscript`` (``model.pt``
+with torch), ``onnx`` (``model.onnx`` with ONNX Runtime) or ``openvino`` (``model.xml`` compiled once by
+OpenVINO's CPU plugin). At load it
 
 1. verifies ``checksums.sha256`` against every file of the version folder (a tampered or missing file refuses
    the load with a one-line reason; the other models keep serving);
-2. validates the ``TRITON_ICD_*`` cache settings (a bad value refuses the load);
-3. loads ``model.pt`` on CPU, or on ``cuda:<device id>`` for a KIND_GPU instance;
+2. validates the ``TRITON_ICD_*`` cache settings and the thread setting (a bad value refuses the load);
+3. loads the artefact with its thread budget (``icd_threads`` parameter, else ``$ICD_THREADS_PER_INSTANCE``);
+   torchscript on CPU, or on ``cuda:<device id>`` for a KIND_GPU instance;
 4. registers the ICD metrics (labels ``model``, ``version``) on Triton's ``/metrics``.
 
-Each ``execute`` looks up the version's layout entry in the shared correlation cache (the
-``triton_icd_correlation_*`` counters count these lookups), runs the batch Triton formed (requests grouped by
-sequence length, never padded), adds the measured time spent applying run-time permutations to
-``triton_icd_permutation_time_seconds`` and prints one ``ICD {json}`` log line. icd folds permutations into the
-weights; the only run-time one is the output gather of an *embedding* model whose hidden dim was permuted
-(``runtime_permutations.output`` in icd_layout.json), timed around that gather. Otherwise no permutation code runs
-and exactly 0.0 is added.
+Each ``execute`` gets the version's *request layout* — the output gather index, built from ``icd_layout.json``
+and the (decrypted) ``permutation.json`` — from the shared correlation cache (the ``triton_icd_correlation_*``
+counters count these lookups; a miss rebuilds it from the files), runs the batch Triton formed (requests grouped
+by sequence length, never padded), applies the gather when the index is not empty (an *embedding* model whose
+hidden dim was permuted), adds the measured time of that gather to ``triton_icd_permutation_time_seconds`` (exactly
+0.0 when there is none) and prints one ``ICD {json}`` log line.
 """
 
 import json
@@ -24,7 +27,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -39,6 +41,48 @@ METRICS = {
     "layout_efficiency": ("triton_icd_layout_efficiency",
                           "ICD layout efficiency of the served version (block locality, docs/serving.md)", "GAUGE"),
 }
+RUNTIME_FILE = "icd_runtime.json"
+
+
+def _torchscript(folder, threads, device):
+    import torch
+
+    torch.set_num_threads(threads)
+    module = torch.jit.load(str(folder / "model.pt"), map_location=device).eval()
+
+    def run(ids, mask):
+        with torch.inference_mode():
+            out = module(torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device))
+            return out.float().cpu().numpy()
+
+    return run
+
+
+def _onnx(folder, threads, device):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    return lambda ids, mask: session.run(None, dict(zip(names, (ids, mask))))[0]
+
+
+def _openvino(folder, threads, device):
+    import openvino as ov
+
+    doc = json.loads((folder / RUNTIME_FILE).read_text())
+    properties = {**doc.get("properties", {}), "INFERENCE_NUM_THREADS": str(threads)}
+    compiled = ov.Core().compile_model(str(folder / "model.xml"), "CPU", properties)
+    request = compiled.create_infer_request()  # one per instance: execute runs one batch at a time
+    names = [port.get_any_name() for port in compiled.inputs]
+    output = compiled.outputs[0]
+    return lambda ids, mask: request.infer(dict(zip(names, (ids, mask))))[output].copy()
+
+
+LOADERS = {"torchscript": _torchscript, "onnx": _onnx, "openvino": _openvino}
 
 
 class TritonPythonModel:
@@ -49,42 +93,47 @@ class TritonPythonModel:
         self.version = str(args["model_version"])
         self.folder = Path(args["model_repository"]) / self.version
         config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         try:
             rt.verify_manifest(self.folder)
             self.settings = rt.CacheSettings.from_env(os.environ)
-        except (rt.ChecksumError, rt.CacheConfigError) as exc:
+            self.threads, self.threads_from = rt.instance_threads(params, os.environ)
+            layout = rt.LayoutRecord.load(self.folder, os.environ)
+            layout.output_index()  # refuse an unbuildable request layout at load, not on the first request
+        except (rt.ChecksumError, rt.CacheConfigError, rt.ThreadsError, rt.DecryptionError, rt.LayoutError) as exc:
             raise pb_utils.TritonModelException(f"{self.model_name}: {exc}") from None
-        try:
-            self.layout = rt.LayoutRecord.load(self.folder, os.environ)
-        except rt.DecryptionError as exc:
-            raise pb_utils.TritonModelException(f"{self.model_name}: {exc}") from None
-        unknown = sorted(set(self.layout.runtime_permutations) - {"output"})
-        if unknown:
+        self.layout_efficiency = layout.layout_efficiency
+        self.runtime = params.get("icd_runtime", "torchscript")
+        if self.runtime not in LOADERS:
             raise pb_utils.TritonModelException(
-                f"{self.model_name}: unsupported run-time permutations {unknown} in {rt.LAYOUT_FILE} (only 'output')")
+                f"{self.model_name}: icd_runtime={self.runtime!r} is not one of {sorted(LOADERS)}")
         self.namespace = rt.manifest_digest(self.folder)
         self.cache = rt.SharedFileCache(self.settings)
         self.output_name = config["output"][0]["name"]
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        threads = int(params.get("icd_torch_threads", "0"))
-        if threads > 0:
-            torch.set_num_threads(threads)
         self.device = self._device(args)
-        self.model = torch.jit.load(str(self.folder / "model.pt"), map_location=self.device).eval()
-        output_perm = self.layout.runtime_permutations.get("output")
-        self.output_index = None if output_perm is None else torch.tensor(output_perm, dtype=torch.long,
-                                                                          device=self.device)
+        try:
+            self.run = LOADERS[self.runtime](self.folder, self.threads, self.device)
+        except ImportError as exc:
+            raise pb_utils.TritonModelException(
+                f"{self.model_name}: runtime {self.runtime} is not installed in this Python ({exc})") from None
         self.instance = args.get("model_instance_name", "")
         self._metrics()
+        print(f"icd: loaded {self.model_name} v{self.version} ({self.instance}): runtime {self.runtime}, "
+              f"{self.threads} thread(s) per instance from {self.threads_from}", flush=True)
         if self.settings.preload:
-            self._preload()
+            self._preload(layout)
 
     def _device(self, args):
-        if args.get("model_instance_kind") == "GPU":
-            if not torch.cuda.is_available():
-                raise pb_utils.TritonModelException(f"{self.model_name}: KIND_GPU instance but torch sees no CUDA")
-            return torch.device(f"cuda:{int(args['model_instance_device_id'])}")
-        return torch.device("cpu")
+        if args.get("model_instance_kind") != "GPU":
+            return "cpu"
+        if self.runtime != "torchscript":
+            raise pb_utils.TritonModelException(
+                f"{self.model_name}: KIND_GPU instances run torchscript only here (runtime {self.runtime})")
+        import torch
+
+        if not torch.cuda.is_available():
+            raise pb_utils.TritonModelException(f"{self.model_name}: KIND_GPU instance but torch sees no CUDA")
+        return torch.device(f"cuda:{int(args['model_instance_device_id'])}")
 
     def _metrics(self):
         labels = {"model": self.model_name, "version": self.version}
@@ -94,25 +143,22 @@ class TritonPythonModel:
                                            kind=getattr(pb_utils.MetricFamily, kind))
             self.families[key] = family
             self.metrics[key] = family.Metric(labels=labels)
-        self.metrics["layout_efficiency"].set(self.layout.layout_efficiency)
+        self.metrics["layout_efficiency"].set(self.layout_efficiency)
 
     # ------------------------------------------------------------------------------------------ cache
     def _layout_key(self):
-        return f"{self.namespace}:layout"
+        return f"{self.namespace}:request-layout"
 
-    def _correlations(self):
-        if not self.layout.correlation_file:
-            return {}
-        with np.load(self.folder / self.layout.correlation_file, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
-
-    def _preload(self):
-        for name, array in self._correlations().items():
-            self.cache.put(f"{self.namespace}:corr:{name}", array)
-        self.cache.put(self._layout_key(), self.layout.layout_array())
+    def _preload(self, layout):
+        if layout.correlation_file:
+            with np.load(self.folder / layout.correlation_file, allow_pickle=False) as data:
+                for name in data.files:
+                    self.cache.put(f"{self.namespace}:corr:{name}", data[name])
+        self.cache.put(self._layout_key(), layout.output_index())
 
     def _lookup_layout(self):
-        lookup = self.cache.get(self._layout_key(), self.layout.layout_array)
+        """The request layout (output gather index) from the cache; a miss rebuilds it from the version folder."""
+        lookup = self.cache.get(self._layout_key(), lambda: rt.request_layout(self.folder, os.environ))
         self.metrics["cache_total"].increment(1)
         if lookup.hit:
             self.metrics["cache_hits"].increment(1)
@@ -122,6 +168,7 @@ class TritonPythonModel:
     def execute(self, requests):
         started = time.perf_counter()
         lookup = self._lookup_layout()
+        output_index = lookup.value if lookup.value.size else None
         looked_up = time.perf_counter()
         responses = [None] * len(requests)
         groups = {}
@@ -136,29 +183,25 @@ class TritonPythonModel:
         gathered = time.perf_counter()
         permutation_s = 0.0  # stays 0.0 when every permutation is folded into the weights
         batch = 0
-        with torch.inference_mode():
-            for items in groups.values():
-                ids = torch.from_numpy(np.concatenate([item[1] for item in items])).to(self.device)
-                mask = torch.from_numpy(np.concatenate([item[2] for item in items])).to(self.device)
-                out = self.model(ids, mask)
-                if self.output_index is not None:  # the one run-time permutation: gather the output's last axis
-                    begin = time.perf_counter()
-                    out = out.index_select(-1, self.output_index)
-                    if out.is_cuda:
-                        torch.cuda.synchronize(out.device)
-                    permutation_s += time.perf_counter() - begin
-                out = out.float().cpu().numpy()
-                batch += out.shape[0]
-                row = 0
-                for index, part, _ in items:
-                    rows = part.shape[0]
-                    tensor = pb_utils.Tensor(self.output_name, np.ascontiguousarray(out[row:row + rows]))
-                    responses[index] = pb_utils.InferenceResponse(output_tensors=[tensor])
-                    row += rows
+        for items in groups.values():
+            ids = np.ascontiguousarray(np.concatenate([item[1] for item in items]), dtype=np.int64)
+            mask = np.ascontiguousarray(np.concatenate([item[2] for item in items]), dtype=np.int64)
+            out = np.asarray(self.run(ids, mask), dtype=np.float32)
+            if output_index is not None:  # the one run-time permutation: gather the output's last axis
+                begin = time.perf_counter()
+                out = np.take(out, output_index, axis=-1)
+                permutation_s += time.perf_counter() - begin
+            batch += out.shape[0]
+            row = 0
+            for index, part, _ in items:
+                rows = part.shape[0]
+                tensor = pb_utils.Tensor(self.output_name, np.ascontiguousarray(out[row:row + rows]))
+                responses[index] = pb_utils.InferenceResponse(output_tensors=[tensor])
+                row += rows
         forwarded = time.perf_counter()
         self.metrics["permutation_time"].increment(permutation_s)
         fields = {
-            "model": self.model_name, "version": self.version, "instance": self.instance,
+            "model": self.model_name, "version": self.version, "instance": self.instance, "runtime": self.runtime,
             "requests": len(requests), "batch_size": batch, "seq_lens": sorted(groups),
             "permutation_time": permutation_s, "permutation_time_s": permutation_s,
             "cache": "hit" if lookup.hit else "miss", "infer_ms": round((forwarded - gathered) * 1e3, 3),
@@ -169,12 +212,12 @@ class TritonPythonModel:
                 "cache_lookup_ms": round((looked_up - started) * 1e3, 4),
                 "gather_ms": round((gathered - looked_up) * 1e3, 4),
                 "forward_ms": round((forwarded - gathered) * 1e3, 4),
-                "device": str(self.device),
+                "device": str(self.device), "threads": self.threads,
             }
         print(rt.icd_log_line(fields), flush=True)
         return responses
 
     def finalize(self):
-        self.model = None
+        self.run = None
         self.metrics = {}  # Metrics before their families
         self.families = {}

@@ -1,4 +1,4 @@
-"""Cost-model files (``deploy/cost_models/<name>.yaml``): instance type → list price per hour, accelerators.
+"""Cost-model files (``deploy/cost_models/<name>.yaml``): instance type → list price per hour, accelerators, vCPUs.
 
 Every instance entry carries its ``source`` (URL) and ``as_of`` note; prices are list prices as published, not
 measurements. Reports copy the entry they used, so every price is traceable to its file and line item.
@@ -27,6 +27,8 @@ class InstancePrice(BaseModel):
     """GPUs per instance (0 for CPU-only)."""
     accelerator: str = ""
     """Accelerator model."""
+    vcpus: int | None = Field(None, ge=1)
+    """vCPUs of the instance: a CPU-only configuration is priced at the share of them it occupies."""
     region: str
     """Region the price applies to."""
     source: str

@@ -1,0 +1,194 @@
+"""Runtimes × precisions on real MiniLM-L6 weights: torch, TorchScript, ONNX Runtime, OpenVINO (+ NNCF recipes).
+
+Every variant but the torch reference is *exported* through its runtime in ``icd/runtimes/`` and loaded back, so
+what is timed is the artefact ``icd export-triton --runtime`` writes. One process, same texts, same harness:
+
+* fidelity: mean-pooled embeddings vs the torch fp32 model on two held-out sets (256 stdlib docstrings each,
+  seeds 0 and 1 of the held-out pool; calibration texts are never among them): cos mean / min, NN agreement;
+* latency: ``icd.measure.latency.measure_latency_interleaved`` at batch 8×128, ``--threads`` threads, every
+  variant once per round, round after round (load from other processes falls on all alike).
+
+The icd int8 decisions (smoothing exponents, per-token Linears, fp32 Linears) come from ``Int8Config()`` searched
+on 512 calibration texts, as ``icd run`` does. Writes ``bench/results/runtimes.json`` and prints a table.
+
+Usage: ``.venv/bin/python bench/runtimes.py [--threads 2] [--runs 20] [--recipes NAME ...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULT = Path(__file__).parent / "results" / "runtimes.json"
+HIGH_LOAD = 1.5
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    from icd.runtimes.openvino_int8 import RECIPES
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=20, help="timed interleaved rounds")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--calibration", type=int, default=512)
+    parser.add_argument("--heldout", type=int, default=256)
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES),
+                        help="OpenVINO int8 (NNCF) recipes to compare")
+    parser.add_argument("--no-base", action="store_true",
+                        help="only torch fp32, icd's torch int8 and the --recipes (a recipe comparison)")
+    parser.add_argument("--out", type=Path, default=RESULT)
+    return parser.parse_args(argv)
+
+
+def _machine() -> dict[str, Any]:
+    import onnxruntime
+    import openvino
+
+    import nncf
+
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__, "nncf": nncf.__version__}
+
+
+def _icd_int8_record(fp32, tokenizer, calibration: list[str]) -> tuple[dict, float]:
+    from icd.transforms.api import TransformContext
+    from icd.transforms.configs import Int8Config
+    from icd.transforms.int8 import prepare_int8_runtime
+
+    start = time.perf_counter()
+    context = TransformContext(tokenizer=tokenizer, calibration_texts=calibration, batch_size=32, max_length=128)
+    record, _ = prepare_int8_runtime(copy.deepcopy(fp32), Int8Config(), context)
+    return record, time.perf_counter() - start
+
+
+def _export(runtime_name: str, source, precision, work: Path, threads: int, recipe=None):
+    from icd.runtimes.registry import get_runtime
+
+    folder = Path(tempfile.mkdtemp(prefix=f"{runtime_name}-", dir=work))
+    runtime = get_runtime(runtime_name)
+    start = time.perf_counter()
+    if recipe is None:
+        artefact = runtime.export(source, folder, precision, output_gather=True, threads=threads)
+    else:
+        artefact = runtime.export(source, folder, precision, output_gather=True, threads=threads, recipe=recipe)
+    seconds = time.perf_counter() - start
+    return runtime.load(folder, threads), artefact, seconds
+
+
+def _variants(args, fp32, tokenizer, split, work: Path) -> dict[str, dict[str, Any]]:
+    from icd.runtimes.base import Precision
+    from icd.runtimes.openvino_int8 import RECIPES
+    from icd.runtimes.source import ModelSource
+
+    record, search_s = _icd_int8_record(fp32, tokenizer, split.calibration)
+    icd_source = ModelSource(fp32, [record], tokenizer, split.calibration, 128)
+    plain = ModelSource(fp32, [], tokenizer, split.calibration, 128)
+    out: dict[str, dict[str, Any]] = {"torch_fp32": {"model": fp32, "how": "eager torch fp32 (reference)"}}
+    plan = [
+        ("torchscript:fp32", "torchscript", plain, Precision.FP32, None, "TorchScript trace, fp32"),
+        ("torchscript:int8 (icd int8)", "torchscript", icd_source, Precision.INT8, None,
+         f"icd's int8 Linears (Int8Config(), search {search_s:.0f} s), traced"),
+        ("onnx:fp32", "onnx", plain, Precision.FP32, None, "ONNX Runtime, ORT_ENABLE_ALL"),
+        ("onnx:int8 plain", "onnx", plain, Precision.INT8, None, "quantize_dynamic per-channel, no icd decisions"),
+        ("onnx:int8 (icd smoothing)", "onnx", icd_source, Precision.INT8, None,
+         "quantize_dynamic per-channel of icd's smoothed graph, icd's fp32 Linears kept"),
+        ("openvino:fp32", "openvino", plain, Precision.FP32, None, "OpenVINO CPU, INFERENCE_PRECISION_HINT f32"),
+        ("openvino:bf16", "openvino", plain, Precision.BF16, None, "OpenVINO CPU, bf16 (the plugin's default here)"),
+    ]
+    if args.no_base:
+        plan = [row for row in plan if row[0] == "torchscript:int8 (icd int8)"]
+    for name in args.recipes:
+        recipe = RECIPES[name]
+        plan.append((f"openvino:int8 {name}", "openvino", icd_source if recipe.icd_smoothing or recipe.keep_icd_fp32
+                     or recipe.ignore_per_token else plain, Precision.INT8, recipe, f"NNCF recipe {recipe}"))
+    for name, runtime, source, precision, recipe, how in plan:
+        session, artefact, seconds = _export(runtime, source, precision, work, args.threads, recipe)
+        out[name] = {"model": session, "how": how, "export_s": seconds, "recipe": dict(artefact.recipe)}
+        print(f"[{name}] exported in {seconds:.1f} s", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    from icd.config.schema import ModelSection
+    from icd.data.corpus import load_split
+    from icd.io.atomic import write_json_atomic
+    from icd.measure.encode import encode
+    from icd.measure.fidelity import fidelity
+    from icd.measure.latency import measure_latency_interleaved
+    from icd.model.loader import load_encoder, load_tokenizer
+
+    load_start = os.getloadavg()
+    section = ModelSection()
+    fp32, tokenizer = load_encoder(section), load_tokenizer(section)
+    split = load_split(args.calibration, args.heldout, seed=0)
+    second = load_split(args.calibration, args.heldout, seed=1).heldout
+    work = Path(tempfile.mkdtemp(prefix="icd-bench-runtimes-"))
+    try:
+        variants = _variants(args, fp32, tokenizer, split, work)
+        torch.set_num_threads(args.threads)
+        fid: dict[str, dict[str, Any]] = {}
+        for set_name, texts in (("heldout_seed0", split.heldout), ("heldout_seed1", second)):
+            reference = encode(fp32, tokenizer, texts, 32, 128)
+            for name, v in variants.items():
+                fid.setdefault(name, {})[set_name] = fidelity(reference, encode(v["model"], tokenizer, texts, 32, 128))
+        load_timing = os.getloadavg()
+        latency = measure_latency_interleaved({n: v["model"] for n, v in variants.items()}, 8, 128,
+                                              warmup=args.warmup, runs=args.runs, threads=args.threads)
+        load_end = os.getloadavg()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    base = latency["torch_fp32"].median_ms
+    rows = []
+    for name, v in variants.items():
+        a, b = fid[name]["heldout_seed0"], fid[name]["heldout_seed1"]
+        rows.append({
+            "variant": name, "how": v["how"], "cos_mean": a.cos_mean, "cos_min": a.cos_min,
+            "nn_agreement": a.nn_agreement, "cos_mean_set2": b.cos_mean, "nn_agreement_set2": b.nn_agreement,
+            "latency_median_ms": latency[name].median_ms, "latency_p95_ms": latency[name].p95_ms,
+            "speedup": base / latency[name].median_ms, "export_s": v.get("export_s"), "recipe": v.get("recipe"),
+        })
+    loaded = max(load_start[0], load_timing[0], load_end[0])
+    doc = {
+        "bench": "runtimes", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python bench/runtimes.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": _machine(),
+        "load_average": {"start": load_start, "before_timing": load_timing, "end": load_end,
+                         "high_load": loaded > HIGH_LOAD,
+                         "note": f"1-min load above {HIGH_LOAD} on 2 cores: other jobs shared the CPU" if loaded > HIGH_LOAD
+                         else "quiet"},
+        "model": "all-MiniLM-L6-v2 (real weights), embedding task, mean pooling",
+        "latency_how": latency["torch_fp32"].how + "; speedup = torch_fp32 median / variant median",
+        "fidelity_how": f"{args.heldout} held-out stdlib docstrings (seed 0; *_set2: seed 1), mean-pooled embeddings "
+                        "vs eager torch fp32; icd's int8 search used only the calibration texts",
+        "variants": rows,
+    }
+    write_json_atomic(args.out, doc)
+    print(f"{'variant':44} {'cos':>8} {'cos_min':>8} {'nn':>6} {'cos2':>8} {'nn2':>6} {'med_ms':>8} {'x':>6}")
+    for r in rows:
+        print(f"{r['variant']:44} {r['cos_mean']:8.5f} {r['cos_min']:8.5f} {r['nn_agreement']:6.3f} "
+              f"{r['cos_mean_set2']:8.5f} {r['nn_agreement_set2']:6.3f} {r['latency_median_ms']:8.1f} "
+              f"{r['speedup']:6.2f}")
+    print(f"load average start / before timing / end: {load_start} / {load_timing} / {load_end} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Export an Encoder to ONNX (``torch.onnx.export``, TorchScript exporter, opset 17) and find its Linears there.
+
+Shape-generic: batch and sequence axes are dynamic. No layer size is assumed — each Linear is exported with its
+own shape, so models whose layers differ in width (compacted heads / FFN) export the same way.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import torch
+
+from icd.errors import ArtefactError
+from icd.export.config_pbtxt import INPUT_NAMES
+from icd.export.torchscript import example_inputs
+from icd.model.encoder import Encoder
+
+OPSET = 17
+
+
+def export_onnx(encoder: Encoder, path: Path, seq_len: int = 16) -> None:
+    """Write ``encoder`` as ONNX to ``path`` (inputs ``input_ids``, ``attention_mask``; one output).
+
+    Raises:
+        ArtefactError: the exporter fails (one line with its reason).
+    """
+    vocab = int(encoder.bert.config.vocab_size)
+    inputs = example_inputs(2, seq_len, vocab)
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    axes[encoder.output_name] = {0: "batch"}
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python branches
+        try:
+            torch.onnx.export(encoder.eval(), inputs, str(path), dynamo=False, opset_version=OPSET,
+                              input_names=list(INPUT_NAMES), output_names=[encoder.output_name],
+                              dynamic_axes=axes, do_constant_folding=True)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise ArtefactError(f"ONNX export failed: {str(exc).splitlines()[0]}") from None
+
+
+def scope_path(linear_name: str) -> str:
+    """ONNX node scope of a Linear: ``encoder.layer.0.output.dense`` → ``encoder/layer.0/output/dense``
+    (a ModuleList index stays attached to its list's name, as the TorchScript exporter writes it)."""
+    return re.sub(r"\.(?!\d)", "/", linear_name)
+
+
+def matmul_nodes(model_path: Path, linear_names: list[str]) -> dict[str, list[str]]:
+    """``{Linear name: [MatMul / Gemm node names]}`` in the ONNX file (a smoothed Linear sits under ``.../inner``).
+
+    Raises:
+        ArtefactError: a Linear has no node (its name is not in the graph).
+    """
+    import onnx
+
+    nodes = [n for n in onnx.load(str(model_path), load_external_data=False).graph.node
+             if n.op_type in ("MatMul", "Gemm")]
+    found: dict[str, list[str]] = {}
+    for name in linear_names:
+        scope = f"/{scope_path(name)}/"
+        found[name] = [n.name for n in nodes if scope in n.name]
+        if not found[name]:
+            raise ArtefactError(f"ONNX graph has no MatMul for Linear {name!r} (scope {scope})")
+    return found

@@ -1,0 +1,160 @@
+"""``icd profile RUN``: every runtime × precision of the run's model, exported, verified, timed in one run.
+
+Each variant is exported through its runtime into a temporary folder and loaded back (what is timed is what
+``icd export-triton --runtime`` writes). Fidelity: the run's held-out texts, outputs vs the *original* fp32 model
+(rebuilt from config.lock.json), cos mean / min and NN agreement. Latency: the one interleaved harness
+(:func:`icd.measure.latency.measure_latency_interleaved`): every variant once per round, same synthetic batch,
+same thread count. The choice (:mod:`icd.runtimes.choice`, floors ``serve.min_cos`` / ``serve.min_nn``) is written
+to ``RUN/runtime_profile.json``; ``icd export-triton`` uses it unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from icd.errors import ArtefactError, ConfigError, UserError
+from icd.runtimes.base import Precision, Variant
+from icd.runtimes.choice import ProfileRow, choose
+
+PROFILE_FILE = "runtime_profile.json"
+REFERENCE = "reference torch fp32"
+
+
+def default_variants(has_int8_record: bool) -> list[Variant]:
+    """Every registered runtime × precision (torchscript int8 only for a run with icd's int8)."""
+    from icd.runtimes.registry import all_variants
+
+    return [v for v in all_variants()
+            if has_int8_record or not (v.runtime == "torchscript" and v.precision == Precision.INT8)]
+
+
+def _build(variant: Variant, source, work: Path, threads: int):
+    from icd.runtimes.registry import get_runtime
+
+    runtime = get_runtime(variant.runtime)
+    folder = Path(tempfile.mkdtemp(prefix=variant.runtime + "-", dir=work))
+    artefact = runtime.export(source, folder, variant.precision, output_gather=True, threads=threads)
+    return runtime.load(folder, threads), artefact
+
+
+def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequence[str] = (), threads: int = 2,
+                runs: int = 10,
+                warmup: int = 3, batch_size: int = 8, seq_len: int = 128, texts: int | None = None,
+                progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Profile the run's model on every variant (or those of ``runtimes`` / ``precisions``), choose, write
+    ``RUN/runtime_profile.json``; returns the document.
+
+    Raises:
+        ArtefactError / ConfigError: the run directory is not a complete run, or no variant matches.
+    """
+    from icd.config.schema import IcdConfig
+    from icd.data.corpus import load_split
+    from icd.export.run_inputs import read_run
+    from icd.io.atomic import write_json_atomic
+    from icd.measure.encode import encode
+    from icd.measure.fidelity import fidelity
+    from icd.measure.latency import measure_latency_interleaved
+    from icd.model.loader import load_encoder
+    from icd.runtimes.source import ModelSource
+
+    run_dir = Path(run_dir)
+    inputs = read_run(run_dir)
+    cfg = IcdConfig.model_validate(inputs.config_lock)
+    source = ModelSource.from_run(run_dir)
+    reference = load_encoder(cfg.model).eval()
+    heldout = load_split(cfg.data.calibration_texts, cfg.data.heldout_texts, cfg.data.seed).heldout[:texts]
+    wanted = [v for v in default_variants(source.int8_record is not None)
+              if (not runtimes or v.runtime in runtimes) and (not precisions or v.precision.value in precisions)]
+    if not wanted:
+        raise ConfigError(f"icd profile: no variant matches runtimes {list(runtimes)} precisions {list(precisions)}")
+    reference_out = encode(reference, source.tokenizer, heldout, cfg.data.batch_size, cfg.model.max_length)
+    models: dict[str, Any] = {REFERENCE: reference}
+    rows: dict[str, ProfileRow] = {}
+    recipes: dict[str, Any] = {}
+    work = Path(tempfile.mkdtemp(prefix="icd-profile-"))
+    try:
+        for variant in wanted:
+            progress(f"[profile] {variant.name}: export + load")
+            try:
+                session, artefact = _build(variant, source, work, threads)
+            except UserError as exc:
+                rows[variant.name] = ProfileRow(variant.name, None, None, None, None, str(exc))
+                progress(f"[profile] {variant.name}: skipped ({exc})")
+                continue
+            fid = fidelity(reference_out, encode(session, source.tokenizer, heldout, cfg.data.batch_size,
+                                                 cfg.model.max_length), cfg.model.task.value)
+            rows[variant.name] = ProfileRow(variant.name, fid.cos_mean, fid.cos_min, fid.nn_agreement, None)
+            models[variant.name] = session
+            recipes[variant.name] = dict(artefact.recipe)
+        progress(f"[profile] timing {len(models)} models, {runs} interleaved rounds, {threads} threads")
+        load_before = os.getloadavg()
+        latency = measure_latency_interleaved(models, batch_size, seq_len, warmup=warmup, runs=runs, threads=threads)
+        load_after = os.getloadavg()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for name, row in list(rows.items()):
+        if row.error is None:
+            rows[name] = ProfileRow(name, row.cos_mean, row.cos_min, row.nn_agreement, latency[name].median_ms)
+    choice = choose(list(rows.values()), cfg.serve.min_cos, cfg.serve.min_nn)
+    base_ms = latency[REFERENCE].median_ms
+    doc = {
+        "schema": "icd.runtime_profile/v1",
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "run": str(run_dir.resolve()),
+        "reference": {"name": REFERENCE, "latency_median_ms": base_ms,
+                      "how": "the original model rebuilt from config.lock.json, eager torch fp32"},
+        "fidelity_how": f"{len(heldout)} held-out texts of the run's split, outputs vs the reference fp32 model",
+        "latency_how": latency[REFERENCE].how,
+        "load_average": {"before_timing": load_before, "after_timing": load_after},
+        "floor": {"min_cos": cfg.serve.min_cos, "min_nn": cfg.serve.min_nn},
+        "rows": [{**asdict(r), "speedup": None if r.latency_median_ms is None else base_ms / r.latency_median_ms,
+                  "recipe": recipes.get(r.variant)} for r in rows.values()],
+        "choice": asdict(choice),
+    }
+    write_json_atomic(run_dir / PROFILE_FILE, doc)
+    return doc
+
+
+def read_choice(run_dir: Path) -> Variant | None:
+    """The variant ``icd profile`` chose for this run, or None when it was not profiled.
+
+    Raises:
+        ArtefactError: the profile file is unreadable or names no valid variant.
+    """
+    from icd.io.json_artefact import read_json_artefact
+
+    path = Path(run_dir) / PROFILE_FILE
+    if not path.is_file():
+        return None
+    doc = read_json_artefact(path)
+    try:
+        return Variant.parse(doc["choice"]["variant"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtefactError(f"{path}: no valid choice ({exc})") from None
+
+
+def render_table(doc: dict[str, Any]):
+    """A rich Table of a profile document (chosen row marked)."""
+    from rich.table import Table
+
+    floor = doc["floor"]
+    table = Table(title=f"runtimes × precisions (floor: cos mean >= {floor['min_cos']}, NN >= {floor['min_nn']})")
+    for column in ("variant", "cos mean", "cos min", "NN", "median ms", "× ref", ""):
+        table.add_column(column, justify="left" if column in ("variant", "") else "right")
+    table.add_row(REFERENCE, "1.00000", "1.0000", "1.000", f"{doc['reference']['latency_median_ms']:.1f}", "1.00", "")
+    chosen = doc["choice"]["variant"]
+    for row in doc["rows"]:
+        if row["error"]:
+            table.add_row(row["variant"], "-", "-", "-", "-", "-", f"not measured: {row['error']}")
+            continue
+        mark = "chosen" if row["variant"] == chosen else ""
+        table.add_row(row["variant"], f"{row['cos_mean']:.5f}", f"{row['cos_min']:.4f}", f"{row['nn_agreement']:.3f}",
+                      f"{row['latency_median_ms']:.1f}", f"{row['speedup']:.2f}", mark)
+    return table

@@ -1,0 +1,321 @@
+"""Bad input across the CLI and the guide's scripts: exit 2, one line naming file / field / value, nothing written.
+
+Each row runs one command in its own empty folder (the working directory, so state folders and relative outputs
+land there too) and checks:
+
+* exit code 2 (``icd.errors.UserError`` or a usage error), no exception escaping ``main`` (a traceback for the user);
+* stderr is exactly one line, ``icd: error: ...``, naming what was wrong (every needle of the row appears in it);
+* the folder holds exactly what the row put there before the command: no partial artefact, no state left behind.
+
+Rows run in-process (``icd.cli.main.main``, or the script file itself through ``runpy`` for the guide's
+``scripts/*.py``): the same code path as a shell, seconds instead of minutes. ``test_script_process_*`` runs one
+row as a real process to hold the exit code, the single stderr line and the absence of a traceback there too.
+
+Rows whose fix lands on another engineer's branch carry ``xfail(strict=True)`` naming the branch: the lead removes
+the mark when that branch merges (strict, so a fixed row cannot silently stay marked).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import runpy
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from icd.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+MINILM = str(ROOT / "configs" / "minilm.json")
+KEY_HEX = "00" * 32  # a well-formed AES-256 key (64 hex characters)
+OTHER_KEY_HEX = "11" * 32
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: the command (``{d}`` = the case folder, ``{closed}`` = a URL nothing listens on,
+    ``{html}`` = a server answering HTML to everything), what its error line must name, and the files it needs."""
+
+    id: str
+    argv: tuple[str, ...]
+    needles: tuple[str, ...]
+    script: str | None = None
+    setup: Callable[[Path], None] | None = None
+    fixed_on: str | None = None
+    marks: tuple = field(default_factory=tuple)
+
+
+# -- inputs the rows need --------------------------------------------------------------------------------------
+def _write(name: str, text: str) -> Callable[[Path], None]:
+    def setup(folder: Path) -> None:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+
+    return setup
+
+
+def _all(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
+    def setup(folder: Path) -> None:
+        for step in setups:
+            step(folder)
+
+    return setup
+
+
+def _npy(name: str, array: np.ndarray) -> Callable[[Path], None]:
+    def setup(folder: Path) -> None:
+        np.save(folder / name, array)
+
+    return setup
+
+
+def _encrypted_permutation(folder: Path) -> None:
+    from icd.ops.crypto import encrypt_file, read_key
+
+    (folder / "key.hex").write_text(KEY_HEX)
+    (folder / "other.hex").write_text(OTHER_KEY_HEX)
+    (folder / "permutation.json").write_text(json.dumps({"hidden": [1, 0]}))
+    encrypt_file(folder / "permutation.json", read_key(folder / "key.hex"), folder / "permutation.json.enc")
+
+
+def _canary_state_with_corrupt_decision(folder: Path) -> None:
+    from icd.rollout.canary_spec import CanarySpec
+    from icd.rollout.status_store import DECISIONS_FILE, CanaryStatus, StatusStore
+
+    canary = folder / "state" / "canary"
+    canary.mkdir(parents=True)
+    StatusStore(canary).save(CanarySpec.progressive("bert_baseline", "bert_icd"), CanaryStatus())
+    (canary / DECISIONS_FILE).write_text('{"tick": 1, "action": "hold"\nnot json at all\n')
+
+
+def _repository_without_checksums(folder: Path) -> None:
+    version = folder / "repo" / "bert_icd" / "1"
+    version.mkdir(parents=True)
+    (folder / "repo" / "bert_icd" / "config.pbtxt").write_text('name: "bert_icd"\nbackend: "python"\n')
+    (version / "model.py").write_text("# no checksums.sha256 next to me\n")
+
+
+CONFIG_TYPO = _write("config.json", '{"name": "x", "data": {"calibration_text": 16}}')
+BAD_JSON = _write("config.json", '{"name": "x",\n "data": {')
+BAD_YAML = _write("config.yaml", "name: x\ndata: [calibration_texts: 16\n")
+LOAD_CONFIG_BAD = _write("load.yaml", "concurrency: many\n")
+
+CASES = [
+    # -- icd run / pair / config: the config loader and the pipeline ------------------------------------------
+    Case("run-config-missing", ("run", "-c", "{d}/absent.json", "--out", "{d}/run"), ("absent.json", "not found")),
+    Case("run-config-not-json", ("run", "-c", "{d}/config.json", "--out", "{d}/run"), ("config.json", "line 2"),
+         setup=BAD_JSON),
+    Case("run-config-not-yaml", ("run", "-c", "{d}/config.yaml", "--out", "{d}/run"), ("config.yaml", "line 3"),
+         setup=BAD_YAML),
+    Case("run-config-unknown-key", ("run", "-c", "{d}/config.json", "--out", "{d}/run"),
+         ("config.json", "data.calibration_text"), setup=CONFIG_TYPO),
+    Case("run-override-unknown-key", ("run", "-c", MINILM, "--override", "pipeline.nope=1", "--out", "{d}/run"),
+         ("pipeline.nope",)),
+    Case("run-override-not-a-number", ("run", "-c", MINILM, "--override", "data.batch_size=big", "--out", "{d}/run"),
+         ("data.batch_size", "big")),
+    Case("run-override-no-equals", ("run", "-c", MINILM, "--override", "oops", "--out", "{d}/run"), ("oops",)),
+    Case("run-override-bad-index", ("run", "-c", MINILM, "--override", "transforms.3.n=2", "--out", "{d}/run"),
+         ("transforms.3.n", "3")),
+    Case("run-mode-unknown", ("run", "-c", MINILM, "--override", "pipeline.mode=bogus", "--out", "{d}/run"),
+         ("pipeline.mode", "bogus")),
+    Case("run-latency-runs-zero", ("run", "-c", MINILM, "--override", "measure.latency.runs=0", "--out", "{d}/run"),
+         ("measure.latency.runs", "0")),
+    Case("run-transform-unknown", ("run", "-c", MINILM, "--override", 'transforms=[{"type":"prune"}]',
+                                   "--out", "{d}/run"), ("transforms.0", "prune")),
+    Case("run-nm-n-above-m", ("run", "-c", MINILM, "--override", 'transforms=[{"type":"nm_sparsity","n":4,"m":2}]',
+                              "--out", "{d}/run"), ("nm_sparsity", "n=4", "m=2")),
+    Case("run-dims-unknown", ("run", "-c", MINILM, "--override", 'pipeline.dims=["bogus"]', "--out", "{d}/run"),
+         ("pipeline.dims", "bogus")),
+    Case("run-bert-config-missing", ("run", "-c", MINILM, "--override", "model.source=bert_config", "--out",
+                                     "{d}/run", "--no-progress"), ("model.bert_config",)),
+    Case("run-checkpoint-missing", ("run", "-c", MINILM, "--override", "model.path={d}/nockpt", "--out", "{d}/run"),
+         ("model.path", "nockpt")),
+    Case("run-out-is-a-file", ("run", "-c", MINILM, "--out", "{d}/taken"), ("--out", "taken"),
+         setup=_write("taken", "a file")),
+    Case("run-out-foreign-folder", ("run", "-c", MINILM, "--out", "{d}/notarun"), ("notarun", "not a previous icd run"),
+         setup=_write("notarun/keep.txt", "precious")),
+    Case("run-calibration-texts-too-many",
+         ("run", "-c", MINILM, "--override", "data.calibration_texts=100000", "--out", "{d}/run", "--no-progress"),
+         ("data.calibration_texts", "100000"), fixed_on="h15-compaction"),
+    Case("run-heldout-texts-one",
+         ("run", "-c", MINILM, "--override", "data.heldout_texts=1", "--out", "{d}/run", "--no-progress"),
+         ("data.heldout_texts", "1"), fixed_on="h15-compaction"),
+    Case("pair-config-missing", ("pair", "-c", "{d}/absent.json", "--out", "{d}/pair"), ("absent.json",)),
+    Case("config-show-not-json", ("config", "show", "-c", "{d}/config.json"), ("config.json",), setup=BAD_JSON),
+    Case("permute-nm-weights-missing", ("permute-nm", "-w", "{d}/w.npy", "-o", "{d}/perm.json"), ("w.npy",)),
+    Case("permute-nm-weights-1d", ("permute-nm", "-w", "{d}/w.npy", "-o", "{d}/perm.json"), ("w.npy", "2-D"),
+         setup=_npy("w.npy", np.ones(8, dtype=np.float32))),
+    Case("permute-nm-n-above-m", ("permute-nm", "-w", "{d}/w.npy", "--n", "4", "--m", "2", "-o", "{d}/perm.json"),
+         ("4", "2"), setup=_npy("w.npy", np.ones((4, 8), dtype=np.float32))),
+    # -- export / serve (the guide's export script) -------------------------------------------------------------
+    Case("export-run-missing", ("--input-dir", "{d}/runs/none", "--model-name", "bert_icd", "--output-dir",
+                                "{d}/models"), ("runs/none",), script="export_triton_model.py"),
+    Case("export-not-a-run", ("--input-dir", "{d}/runs", "--model-name", "bert_icd", "--output-dir", "{d}/models"),
+         ("runs",), script="export_triton_model.py", setup=_write("runs/notes.txt", "no run here")),
+    Case("serve-repository-missing", ("serve", "--model-repository", "{d}/models"), ("models", "not found")),
+    Case("export-torch-threads-not-integer", ("export-triton", "--input-dir", "{d}/runs", "--model-name", "m",
+                                              "--output-dir", "{d}/models", "--torch-threads", "two"),
+         ("--torch-threads", "two")),
+    # -- load: the guide's benchmark and simulation scripts -------------------------------------------------------
+    Case("bench-duration-not-a-duration", ("{closed}", "bert_icd", "--duration", "abc", "--report", "{d}/r.json"),
+         ("--duration", "abc"), script="production_benchmark.py"),
+    Case("bench-endpoint-unreachable", ("{closed}", "bert_icd", "--duration", "1", "--report", "{d}/r.json"),
+         ("unreachable",), script="production_benchmark.py"),
+    Case("bench-rate-negative", ("{closed}", "bert_icd", "--rate", "-5", "--duration", "1", "--report", "{d}/r.json"),
+         ("--rate", "-5"), script="production_benchmark.py"),
+    Case("bench-input-shape-zero", ("{closed}", "bert_icd", "--input-shape", "0", "--report", "{d}/r.json"),
+         ("--input-shape", "0"), script="production_benchmark.py"),
+    Case("bench-load-config-bad-value", ("{closed}", "bert_icd", "--config", "{d}/load.yaml", "--report",
+                                         "{d}/r.json"), ("load.yaml", "concurrency", "many"),
+         script="production_benchmark.py", setup=LOAD_CONFIG_BAD),
+    Case("simulate-pattern-unknown", ("--endpoint", "{closed}", "--models", "a,b", "--traffic-pattern", "bogus",
+                                      "--duration", "1", "--report", "{d}/sim.json"), ("--traffic-pattern", "bogus"),
+         script="production_simulation.py"),
+    Case("simulate-endpoint-unreachable", ("--endpoint", "{closed}", "--models", "a", "--duration", "1",
+                                           "--report", "{d}/sim.json"), ("unreachable",),
+         script="production_simulation.py"),
+    # -- monitor -------------------------------------------------------------------------------------------------
+    Case("status-prometheus-unreachable", ("status", "--prometheus", "{closed}"), ("not reachable",)),
+    Case("status-prometheus-answers-html", ("status", "--prometheus", "{html}"), ("not a Prometheus API answer",)),
+    Case("monitor-up-bad-scrape-interval", ("monitor", "up", "--scrape-interval", "often", "--state-dir",
+                                            "{d}/state"), ("scrape", "often")),
+    # -- rollout ------------------------------------------------------------------------------------------------
+    Case("canary-threshold-not-a-number", ("--baseline", "a", "--canary", "b", "--alert-threshold", "abc"),
+         ("--alert-threshold", "abc"), script="monitor_canary.py"),
+    Case("canary-prometheus-answers-html", ("--baseline", "a", "--canary", "b", "--prometheus-url", "{html}",
+                                            "--state-dir", "{d}/state"), ("Prometheus",),
+         script="monitor_canary.py", fixed_on="h16-rollout"),
+    Case("canary-decision-log-corrupt", ("canary", "status", "--state-dir", "{d}/state"),
+         ("decisions.jsonl", "line 2"), setup=_canary_state_with_corrupt_decision, fixed_on="h16-rollout"),
+    Case("switch-no-router", ("--from", "blue", "--to", "green", "--state-dir", "{d}/state"), ("router",),
+         script="switch_traffic.py"),
+    # -- ops: checksums, crypto, logs, traces, compression, cost ------------------------------------------------
+    Case("verify-path-missing", ("verify", "{d}/models"), ("models",)),
+    Case("verify-no-checksums", ("verify", "{d}/repo"), ("checksums",), setup=_repository_without_checksums),
+    Case("encrypt-key-malformed", ("--input", "{d}/permutation.json", "--key-file", "{d}/key.hex"),
+         ("key.hex", "hex"), script="encrypt_permutation.py",
+         setup=_all(_write("key.hex", "short"), _write("permutation.json", "{}"))),
+    Case("encrypt-input-missing", ("--input", "{d}/permutation.json", "--key-file", "{d}/key.hex"),
+         ("permutation.json",), script="encrypt_permutation.py", setup=_write("key.hex", KEY_HEX)),
+    Case("decrypt-wrong-key", ("decrypt", "--input", "{d}/permutation.json.enc", "--key-file", "{d}/other.hex",
+                               "--output", "{d}/plain.json"), ("permutation.json.enc",),
+         setup=_encrypted_permutation),
+    Case("logs-file-missing", ("--log-file", "{d}/icd.log", "--report", "{d}/report.html"), ("icd.log",),
+         script="analyze_icd_logs.py"),
+    Case("trace-folder-missing", ("{d}/traces",), ("traces", "not found"), script="analyze_performance_trace.py"),
+    Case("compress-folder-missing", ("--input-dir", "{d}/models", "--compression-ratio", "0.1"), ("models",),
+         script="compress_correlations.py"),
+    Case("compress-ratio-above-one", ("--input-dir", "{d}", "--compression-ratio", "2"),
+         ("--compression-ratio", "2"), script="compress_correlations.py"),
+    Case("optimize-instances-cost-model-unknown", ("--cost-model", "bogus", "--report", "{d}/opt.json"),
+         ("--cost-model", "bogus"), script="optimize_instances.py"),
+]
+
+
+# -- fixtures ----------------------------------------------------------------------------------------------------
+class _HtmlHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every request with a 200 HTML page (a proxy's maintenance page where Prometheus should be)."""
+
+    def _answer(self) -> None:
+        body = b"<html><body>maintenance</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args) -> None:  # noqa: D102 - quiet
+        pass
+
+
+@pytest.fixture(scope="module")
+def urls() -> Iterator[dict[str, str]]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HtmlHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    try:
+        yield {"closed": f"http://127.0.0.1:{closed}", "html": f"http://127.0.0.1:{server.server_address[1]}"}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _snapshot(folder: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+def _argv(case: Case, folder: Path, urls: dict[str, str]) -> list[str]:
+    values = {"{d}": str(folder), **{f"{{{name}}}": url for name, url in urls.items()}}
+    out = []
+    for arg in case.argv:
+        for placeholder, value in values.items():
+            arg = arg.replace(placeholder, value)
+        out.append(arg)
+    return out
+
+
+def _run(case: Case, argv: list[str], monkeypatch) -> int:
+    if case.script is None:
+        return main(argv)
+    script = ROOT / "scripts" / case.script
+    monkeypatch.setattr(sys, "argv", [str(script), *argv])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(script), run_name="__main__")
+    return exited.value.code
+
+
+def _params():
+    for case in CASES:
+        marks = list(case.marks)
+        if case.fixed_on:
+            marks.append(pytest.mark.xfail(strict=True, reason=f"fixed on branch {case.fixed_on}"))
+        yield pytest.param(case, id=case.id, marks=marks)
+
+
+def test_the_table_covers_the_cli_and_the_guide_scripts():
+    assert len(CASES) >= 30
+    assert len({case.id for case in CASES}) == len(CASES)
+    assert len({case.script for case in CASES if case.script}) >= 10
+
+
+@pytest.mark.parametrize("case", _params())
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path, urls, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ICD_STATE_DIR", str(tmp_path / "state"))
+    if case.setup is not None:
+        case.setup(tmp_path)
+    before = _snapshot(tmp_path)
+    rc = _run(case, _argv(case, tmp_path, urls), monkeypatch)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2, err
+    assert len(lines) == 1 and lines[0].startswith("icd: error: "), err
+    assert "Traceback" not in err
+    for needle in case.needles:
+        assert needle in lines[0], f"{needle!r} not named in: {lines[0]}"
+    assert _snapshot(tmp_path) == before, "a partial artefact or state was left behind"
+
+
+def test_script_process_exits_2_with_one_line_and_no_traceback(tmp_path, urls):
+    """One row as a real process: the exit status and stderr a shell sees."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "production_benchmark.py"), urls["closed"],
+                           "bert_icd", "--duration", "abc", "--report", str(tmp_path / "r.json")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and "--duration" in lines[0] and "abc" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,124 @@
+"""One index space: what an iterative run measured on its permuted model is written in the original order.
+
+``triton_icd_layout_efficiency`` scores the run's correlation graphs with permutation.json's permutations; both
+must index original channels. Checked against direct computations: the graphs of the original model scored
+with the composed permutations, and the graphs of the saved (final) model scored with its own identity layout.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from icd.calibrate import calibrate
+from icd.config import load_config
+from icd.export.layout_efficiency import counts_for_efficiency, edge_locality, edges_for, layout_efficiency
+from icd.graph import build_graphs
+from icd.io.permutation_file import read_permutation_file
+from icd.model.layout import bert_shape, permutable_dims
+from icd.model.loader import load_encoder, load_tokenizer
+from icd.pipeline.index_space import channel_origins, graphs_in_original_order, input_origins
+from icd.pipeline.model_store import load_run_encoder
+from icd.pipeline.runner import run_config
+from icd.transforms.permute import apply_permutations_
+from tests.model.tiny import tiny_encoder
+
+TINY_RUN = [
+    "model.source=bert_config", "model.max_length=32",
+    'model.bert_config={"hidden_size":64,"num_hidden_layers":2,"num_attention_heads":4,"intermediate_size":128}',
+    "data.calibration_texts=48", "data.heldout_texts=16", "data.batch_size=16",
+    "measure.latency.runs=1", "measure.latency.warmup=0", "measure.latency.batch_size=2",
+    "measure.latency.seq_len=16", "solver.time_limit_s=2", "solver.objective=locality",
+    "pipeline.mode=iterative", "pipeline.iterations=2", "transforms=[]",
+]
+
+
+def _random_perms(dims, head_dim, seed):
+    rng = np.random.default_rng(seed)
+    perms = {}
+    for dim in dims:
+        if dim.block:
+            perms[dim.name] = np.concatenate([start + rng.permutation(dim.block)
+                                              for start in range(0, dim.size, dim.block)])
+        else:
+            perms[dim.name] = rng.permutation(dim.size)
+    return perms
+
+
+def test_graphs_of_a_permuted_model_map_back_to_the_originals(minilm_tokenizer, corpus_split):
+    original = tiny_encoder()
+    dims = permutable_dims(original)
+    head_dim = bert_shape(original).head_dim
+    texts = corpus_split.calibration[:24]
+    stats = calibrate(original, minilm_tokenizer, texts, 12, 32, progress=False)
+    want = build_graphs(stats, dims, top_k=None)
+
+    perms = _random_perms(dims, head_dim, seed=3)
+    permuted = copy.deepcopy(original)
+    apply_permutations_(permuted, perms)
+    moved_stats = calibrate(permuted, minilm_tokenizer, texts, 12, 32, progress=False)
+    moved = build_graphs(moved_stats, dims, top_k=None)
+    back = graphs_in_original_order(moved, channel_origins(perms, dims, head_dim))
+    for dim in dims:  # hidden, ffn, heads, qk and vo (within heads, moved with whole heads)
+        assert not np.allclose(moved[dim.name].toarray(), want[dim.name].toarray(), atol=1e-6), dim.name
+        np.testing.assert_allclose(back[dim.name].toarray(), want[dim.name].toarray(), atol=1e-6,
+                                   err_msg=dim.name)
+    for linear, origin in input_origins(permuted, perms).items():
+        table = stats.hidden if linear == "hidden" else stats.inputs[linear]
+        moved_table = moved_stats.hidden if linear == "hidden" else moved_stats.inputs[linear]
+        np.testing.assert_allclose(moved_table.absmax, table.absmax[origin], rtol=1e-5, err_msg=linear)
+
+
+@pytest.fixture(scope="module")
+def iterative_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "iterative"
+    cfg = load_config("configs/minilm.json", TINY_RUN)
+    result = run_config(cfg, out, progress=False)
+    return cfg, out, result
+
+
+def _direct_efficiency(graphs, perms):
+    scores = []
+    for dim, perm in sorted(perms.items()):
+        if counts_for_efficiency(dim):
+            graph = graphs[dim].tocoo()
+            scores.append(edge_locality(graph.row, graph.col, graph.data, perm))
+    return float(np.mean(scores))
+
+
+def test_layout_efficiency_of_an_iterative_run_matches_a_direct_computation(iterative_run):
+    cfg, out, result = iterative_run
+    assert result.decisions[0].accepted, "the test needs an accepted re-permutation"
+    perms = read_permutation_file(out / "permutation.json")
+    exported, used = layout_efficiency(perms, out / "correlation_matrix.npz")
+    assert used == sorted(name for name in perms if counts_for_efficiency(name))
+
+    tokenizer = load_tokenizer(cfg.model)
+    texts, batch, length = result_texts(cfg)
+    original = load_encoder(cfg.model)
+    dims = permutable_dims(original)
+    top_k = cfg.solver.graph_top_k
+    on_original = build_graphs(calibrate(original, tokenizer, texts, batch, length, progress=False), dims, top_k)
+    assert exported == pytest.approx(_direct_efficiency(on_original, perms), abs=1e-4)
+
+    final = load_run_encoder(out / "model")
+    on_final = build_graphs(calibrate(final, tokenizer, texts, batch, length, progress=False), dims, top_k)
+    identity = {name: np.arange(perm.size) for name, perm in perms.items()}
+    assert exported == pytest.approx(_direct_efficiency(on_final, identity), abs=1e-4)
+
+    # the mixed-space score (iteration graphs, composed permutations) is a different number: the test can fail
+    with np.load(out / "correlation_matrix.npz") as arrays:
+        assert str(arrays["index_space"]) == "original"
+        stored = {name: edges_for(name, arrays, perm.size) for name, perm in perms.items()}
+    assert all(stored[name] is not None for name in used)
+    mixed = _direct_efficiency(result.graphs, perms)
+    assert abs(mixed - exported) > 1e-3
+
+
+def result_texts(cfg):
+    from icd.data.corpus import load_split
+
+    split = load_split(cfg.data.calibration_texts, cfg.data.heldout_texts, cfg.data.seed)
+    return split.calibration, cfg.data.batch_size, cfg.model.max_length
