@@ -192,9 +192,9 @@ CASES = [
          ("--alert-threshold", "abc"), script="monitor_canary.py"),
     Case("canary-prometheus-answers-html", ("--baseline", "a", "--canary", "b", "--prometheus-url", "{html}",
                                             "--state-dir", "{d}/state"), ("Prometheus",),
-         script="monitor_canary.py", fixed_on="h16-rollout"),
+         script="monitor_canary.py"),
     Case("canary-decision-log-corrupt", ("canary", "status", "--state-dir", "{d}/state"),
-         ("decisions.jsonl", "line 2"), setup=_canary_state_with_corrupt_decision, fixed_on="h16-rollout"),
+         ("decisions.jsonl", "line 2"), setup=_canary_state_with_corrupt_decision),
     Case("switch-no-router", ("--from", "blue", "--to", "green", "--state-dir", "{d}/state"), ("router",),
          script="switch_traffic.py"),
     # -- ops: checksums, crypto, logs, traces, compression, cost ------------------------------------------------
