@@ -2,8 +2,9 @@
 
 Each trial runs a full progressive canary through icd's rollout loop (``RolloutScheduler`` + the real nginx router
 + the router-log analysis) against the real embedded Triton serving *synthetic* echo_delay models: the primary
-(``--base-ms`` per batch), a candidate failing 5 % of its requests, a candidate +50 % slower, and a healthy twin
-(control). Traffic: open loop at ``--rate`` req/s through the router for the whole trial. The spec is the one
+(``--base-ms`` per batch), a candidate failing 5 % of its requests, a candidate +50 % slower (a delay of half the
+primary's client-measured median, calibrated first on this host), and a healthy twin (control). Traffic: open loop
+at ``--rate`` req/s through the router for the whole trial. The spec is the one
 ``deploy_canary.py`` builds: p95 increase ≤ ``--alert-threshold`` %, error-rate difference ≤ 1 pp, ``threshold``
 failed analyses before rollback.
 
@@ -17,13 +18,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rollout_common import BusyLoops, echo_triton, finish, provenance, router  # noqa: E402
+from rollout_common import (  # noqa: E402
+    BusyLoops,
+    client_median_ms,
+    echo_triton,
+    exit_on_sigterm,
+    finish,
+    provenance,
+    router,
+)
 
 from icd.load.routed import BackgroundRouted, RoutedSpec  # noqa: E402
 from icd.rollout.canary_build import CanaryFlags, build_canary_spec  # noqa: E402
@@ -62,22 +72,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--healthy-trials", type=int, default=5)
-    parser.add_argument("--interval", type=float, default=2.0)
+    parser.add_argument("--interval", type=float, default=3.0)
     parser.add_argument("--rate", type=float, default=50.0)
-    parser.add_argument("--base-ms", type=float, default=10.0)
+    parser.add_argument("--base-ms", type=float, default=20.0)
+    parser.add_argument("--calibration-s", type=float, default=15.0)
     parser.add_argument("--alert-threshold", type=float, default=20.0, help="max p95 increase (%%)")
     parser.add_argument("--busy-loops", type=int, default=0)
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     record = provenance(sys.argv[1:] if argv is None else argv)
-    models = {"primary": (args.base_ms, 0.0), "failing5": (args.base_ms, 0.05),
-              "slow50": (1.5 * args.base_ms, 0.0), "healthy": (args.base_ms, 0.0)}
     plan = [c for _ in range(args.trials) for c in ("failing5", "slow50")] + ["healthy"] * args.healthy_trials
     rows = []
-    with BusyLoops(args.busy_loops) as load, echo_triton(models) as server:
+    with BusyLoops(args.busy_loops) as load:
+        median = client_median_ms({"primary": (args.base_ms, 0.0)}, {"primary": 100.0}, "primary", args.rate,
+                                  args.calibration_s)
+        print(f"calibration: primary median {median:.1f} ms through the router; slow50 gets +{0.5 * median:.1f} ms",
+              flush=True)
+        models = {"primary": (args.base_ms, 0.0), "failing5": (args.base_ms, 0.05),
+                  "slow50": (args.base_ms + 0.5 * median, 0.0), "healthy": (args.base_ms, 0.0)}
         record["background_load"] = load.describe()
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="icd-canary-bench-") as tmp:
+        record["calibration"] = {"primary_client_median_ms": median, "slow50_delay_ms": args.base_ms + 0.5 * median}
+        with echo_triton(models) as server, tempfile.TemporaryDirectory(prefix="icd-canary-bench-") as tmp:
             for i, candidate in enumerate(plan):
                 row = trial(server.http_port, candidate, args, Path(tmp) / str(i), seed=i)
                 rows.append(row)
@@ -94,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     met = all(summary[c]["rollback_rate"] == 1.0 and summary[c]["trials"] >= 20 for c in ("failing5", "slow50"))
     record.update({
         "bench": "canary_rollback",
-        "design": (f"progressive canary (step 20%, max 60%, {args.interval:g}s interval, threshold 2, p95 increase "
+        "design": (f"progressive canary (step 20%, max 60%, 2 passing analyses at 60% before promotion, "
+                   f"{args.interval:g}s interval, threshold 2, p95 increase "
                    f"<= {args.alert_threshold:g}%, error-rate difference <= 1 pp, >= 10 requests per side per "
                    f"window) through the nginx router; open-loop traffic {args.rate:g} req/s; synthetic echo_delay "
                    f"models on the real embedded Triton"),

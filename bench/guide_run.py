@@ -17,7 +17,6 @@ import datetime as dt
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -27,7 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from icd.io.atomic import write_json_atomic  # noqa: E402
-from icd.stack.guide_runner import RunOptions, parse_guide, run_guide  # noqa: E402
+from icd.io.ports import free_port  # noqa: E402
+from icd.stack.guide_runner import (PORT_VARIABLES, SHORT_ENV, RunOptions, ci_options, make_workspace, parse_guide,  # noqa: E402
+                                    run_guide, stop_workspace_stacks)
 
 
 def _load() -> list[float]:
@@ -50,46 +51,35 @@ def _versions() -> dict[str, str]:
             "tritonserver": str(tritonserver_binary().parent.parent.name), "platform": platform.platform()}
 
 
-def _workspace(root: Path) -> Path:
-    shutil.copytree(REPO / "deploy", root / "deploy",
-                    ignore=shutil.ignore_patterns("models", "models-green", "triton-traces", ".env"))
-    shutil.copytree(REPO / "configs", root / "configs")
-    shutil.copytree(REPO / "tests" / "guide", root / "tests" / "guide")
-    os.symlink(REPO / "scripts", root / "scripts")
-    (root / ".icd").mkdir()
-    return root
-
-
-def _teardown(work: Path) -> None:
-    from icd.stack.compose_file import load_compose
-    from icd.stack.compose_stack import down
-    from icd.stack.state import StackState
-
-    for name in ("docker-compose.green.yml", "docker-compose.yml"):
-        project = load_compose(work / "deploy" / "triton" / name)
-        down(project, StackState(work / ".icd", project.name))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--guide", type=Path, default=REPO / "docs" / "guide.md")
-    parser.add_argument("--short-durations", type=float, default=None, help="cap every duration flag (seconds)")
+    parser.add_argument("--short-durations", type=float, default=float(os.environ[SHORT_ENV]) if os.environ.get(
+        SHORT_ENV) else None, help=f"cap every duration flag (seconds; default ${SHORT_ENV})")
     parser.add_argument("--substitute", action="append", default=[], help="OLD=NEW text substitution")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--ci", action="store_true",
+                        help="the shortened variant tests/guide runs (free ports, CI config, short durations)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "guide_run.json")
     args = parser.parse_args(argv)
-    work = _workspace(args.workdir or Path(tempfile.mkdtemp(prefix="icd-guide-run-")))
+    work = make_workspace(REPO, args.workdir or Path(tempfile.mkdtemp(prefix="icd-guide-run-")) / "guide")
     substitutions = [tuple(item.split("=", 1)) for item in args.substitute]
     venv_bin = str(Path(sys.executable).parent)
-    options = RunOptions(cwd=work, short_s=args.short_durations, substitutions=substitutions,
-                         env={"PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
-                              "TRANSFORMERS_OFFLINE": "1"}, timeout_s=6 * 3600)
+    env = {"PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "ICD_STATE_DIR": ""}
+    if args.ci:
+        options = ci_options(work, {guide: free_port() for guide in PORT_VARIABLES}, env)
+        substitutions = list(options.substitutions)
+    else:
+        options = RunOptions(cwd=work, short_s=args.short_durations, substitutions=substitutions, env=env,
+                             timeout_s=6 * 3600)
     commands = parse_guide(args.guide)
     record = {
         "name": "guide_run",
         "command": " ".join([sys.executable, *sys.argv]),
         "guide": str(args.guide.relative_to(REPO)) if args.guide.is_relative_to(REPO) else str(args.guide),
-        "substitutions": [f"{a}={b}" for a, b in substitutions], "short_durations_s": args.short_durations,
+        "substitutions": [f"{a}={b}" for a, b in substitutions], "short_durations_s": options.short_s,
+        "appends": [f"{a}: {b}" for a, b in options.appends], "ports": {str(k): v for k, v in options.ports.items()},
         "machine": {"cpu": _cpu(), "cores": os.cpu_count()},
         "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "load_average_start": _load(), "versions": _versions(), "commands": [],
@@ -105,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_guide(commands, options, show)
     finally:
-        _teardown(work)
+        stop_workspace_stacks(work)
     record["load_average_end"] = _load()
     record["wall_s"] = round(time.perf_counter() - began, 1)
     record["failed"] = [f"line {c['line']}: {c['command']} (exit {c['returncode']})" for c in record["commands"]

@@ -14,6 +14,7 @@ import contextlib
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,33 @@ def _cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM ends the bench like Ctrl-C: context managers stop Triton, nginx and the busy loops by PID."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def routed_in_processes(url: str, rate: float, seconds: float, seed: int, processes: int) -> tuple[list, float]:
+    """Open-loop traffic from ``processes`` client processes (each ``rate / processes`` req/s); all records, sorted
+    by send time, and the wall time — a loaded host starves one Python client long before it starves nginx."""
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    t0 = time.monotonic()
+    with ProcessPoolExecutor(processes) as pool:
+        parts = list(pool.map(_client_records, [url] * processes, [rate / processes] * processes,
+                              [seconds] * processes, [seed * 1000 + i for i in range(processes)]))
+    return sorted((r for part in parts for r in part), key=lambda r: r.t), time.monotonic() - t0
+
+
+def _client_records(url: str, rate: float, seconds: float, seed: int) -> list:
+    from icd.load.routed import RoutedSpec, run_routed
+    from icd.rollout.payloads import synthetic_payloads
+
+    payloads = synthetic_payloads(64, seq_len=16, seed=seed)
+    return run_routed(RoutedSpec(url, lambda i: payloads[i % 64], concurrency=32, duration_s=seconds, rate=rate,
+                                 seed=seed))
 
 
 def load_average() -> list[float]:
@@ -139,3 +167,22 @@ def router(weights: dict[str, float], upstream: str) -> Iterator[Any]:
         finally:
             stop_comparator(r)
             r.stop()
+
+
+def client_median_ms(models: dict[str, tuple[float, float]], weights: dict[str, float], variant: str, rate: float,
+                     seconds: float) -> float:
+    """Client-measured median latency (ms) of ``variant`` through the router, with ``models`` served and traffic
+    split by ``weights`` at ``rate`` req/s — how a delay "+x % of the latency" is calibrated on this host."""
+    import numpy as np
+
+    from icd.load.routed import RoutedSpec, run_routed
+    from icd.rollout.payloads import synthetic_payloads
+
+    payloads = synthetic_payloads(64, seq_len=16, seed=99)
+    with echo_triton(models) as server, router(weights, f"127.0.0.1:{server.http_port}") as r:
+        spec = RoutedSpec(f"{r.url}/v2/models/bert/infer", lambda i: payloads[i % 64], concurrency=32, rate=rate,
+                          duration_s=3)
+        run_routed(spec)  # warm-up
+        spec.duration_s = seconds
+        recs = [x for x in run_routed(spec) if x.ok and x.variant == variant]
+    return float(np.median([x.latency_ms for x in recs]))

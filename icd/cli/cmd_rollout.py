@@ -224,8 +224,6 @@ def ab(
                   agreement_n, inputs=inputs, rate=rate or None,
                   block_s=_seconds(block, "--block") if block is not None else None,
                   task=OutputTask(task) if task else None)
-    if spec.blocks_of <= 0:
-        raise UserError(f"--block must be > 0, got {block}")
     payloads = payloads_for(inputs, max(agreement_n, 32), seq_len)
     running = _router(_state(state_dir))
     mode = "closed loop" if spec.rate is None else f"{spec.rate:g} req/s open loop"
@@ -316,10 +314,10 @@ def canary_deploy(
     """
     from icd.errors import UserError
     from icd.rollout.canary_build import CanaryFlags, build_canary_spec
-    from icd.rollout.canary_spec import Strategy
+    from icd.rollout.canary_spec import BuiltinHook, Strategy
     from icd.rollout.controller import run_controller
     from icd.rollout.controller_metrics import CanaryRecorder
-    from icd.rollout.preflight import active_upstream, check_ready
+    from icd.rollout.preflight import active_upstream, check_ready, check_routed
     from icd.rollout.router_config import RouterSpec
     from icd.rollout.router_ops import ManagedRouter, endpoint_addr, ensure_router
     from icd.rollout.scheduler import RolloutScheduler
@@ -331,7 +329,8 @@ def canary_deploy(
         try:
             chosen = Strategy(strategy)
         except ValueError:
-            raise UserError(f"--strategy {strategy!r}: expected canary, ab or mirror (blue-green: `icd switch`)") from None
+            raise UserError(f"--strategy {strategy!r}: expected canary, ab or mirror (blue-green: `icd switch`)"
+                            ) from None
         if chosen is Strategy.BLUEGREEN:
             raise UserError("--strategy bluegreen: use `icd switch --from blue --to green` (switch_traffic.py)")
         spec = build_canary_spec(CanaryFlags(
@@ -362,11 +361,11 @@ def canary_deploy(
     scheduler.hooks = HookRunner(spec, HookContext(router.url, active_upstream(router), live.public_model))
     if not resume:
         scheduler.begin(spec)
+        check_routed(router, [spec.primary])  # the router now sends every request to the primary: prove it
     typer.echo(f"canary   {spec.canary} vs {spec.primary} ({spec.strategy.value}): step {spec.step_weight:g}%, max "
                f"{spec.max_weight:g}%, interval {spec.interval_s:g}s, threshold {spec.threshold}, iterations "
                f"{spec.iterations}; state {scheduler.store.path}")
-    rate = next((float(h.metadata.get("rate", 0)) for h in spec.webhooks if h.builtin and h.builtin.value ==
-                 "load-test"), None)
+    rate = next((float(h.metadata.get("rate", 0)) for h in spec.webhooks if h.builtin is BuiltinHook.LOAD_TEST), None)
     typer.echo(_traffic_line(router.url, rate, load_inputs))
     recorder = CanaryRecorder(metrics_port).start()
 
@@ -530,7 +529,8 @@ def switch(
     repo = model_repository if model_repository is not None else (
         DEFAULT_REPOSITORY if golden is None and DEFAULT_REPOSITORY.is_dir() else None)
     spec = SwitchSpec(from_, to, model or max(weights, key=lambda k: weights[k]),
-                      _seconds(validation_time, "--validation-time"), _seconds(precheck_duration, "--precheck-duration"),
+                      _seconds(validation_time, "--validation-time"),
+                      _seconds(precheck_duration, "--precheck-duration"),
                       _seconds(watch_interval, "--watch-interval"), slo_p95_ms, max_error_rate, golden, repo,
                       min_samples, load_rate)
     typer.echo(f"switch   {from_} -> {to} ({spec.model}), watch {spec.validation_time_s:g}s every "

@@ -126,6 +126,10 @@ def stack_down(
     stopped = down(project, state, services or [])
     typer.echo("stopped: " + ", ".join(f"{r.service} (pid {r.pids[0]})" for r in stopped) if stopped
                else "nothing running")
+    others = [r for r in state.records() if Path(r.compose_file) != project.file]
+    for record in others:
+        typer.echo(f"still running from {Path(record.compose_file).name}: {record.service} "
+                   f"(`icd stack -f {Path(record.compose_file).name} down`)")
 
 
 @stack_app.command("restart")

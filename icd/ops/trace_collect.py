@@ -118,7 +118,8 @@ def collect(settings: TraceCollectSettings) -> dict[str, Any]:
     """
     from icd.serve.trace_file import writable_folder
 
-    created = not settings.output.exists()
+    missing = [p for p in (settings.output.resolve(), *settings.output.resolve().parents) if not p.exists()]
+    created = missing[-1] if missing else None  # the highest folder this call creates: removed on failure
     output = writable_folder(settings.output, "--output")
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.collect-", dir=output.parent))
     try:
@@ -126,16 +127,40 @@ def collect(settings: TraceCollectSettings) -> dict[str, Any]:
         for item in sorted(staging.iterdir()):
             item.replace(output / item.name)
     except BaseException:
-        if created:
-            shutil.rmtree(output, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return record
 
 
+def check_model_ready(client: httpx.Client, endpoint: str, model: str) -> None:
+    """Refuse a model the server does not serve READY (with Triton's state and reason, or the models it has).
+
+    Raises:
+        UserError: unreachable, or the model is not READY.
+    """
+    try:
+        resp = client.get(f"{endpoint.rstrip('/')}/v2/models/{model}/ready")
+    except httpx.HTTPError as exc:
+        raise UserError(f"--endpoint {endpoint}: cannot reach Triton ({exc})") from None
+    if resp.status_code == 200:
+        return
+    from icd.serve.model_states import model_states
+
+    states = model_states(endpoint.rstrip("/"))
+    mine = [s for s in states if s.name == model]
+    if mine:
+        raise UserError(f"--model {model}: {mine[0].state} at {endpoint}" + (f" ({mine[0].reason})" if mine[0].reason
+                                                                             else ""))
+    known = ", ".join(s.name for s in states) or "none"
+    raise UserError(f"--model {model}: no such model at {endpoint} (models: {known})")
+
+
 def _collect_into(settings: TraceCollectSettings, staging: Path) -> dict[str, Any]:
     with httpx.Client(timeout=10.0, trust_env=False) as client:
+        check_model_ready(client, settings.endpoint, settings.model)
         trace_file = server_trace_file(client, settings.endpoint, settings.server_trace_dir)
         before = _written(trace_file)
         url = _settings_url(settings.endpoint, settings.model)

@@ -75,6 +75,8 @@ class ABSpec:
             raise UserError(f"--traffic-split {self.split[0]:g}:{self.split[1]:g}: both variants need traffic")
         if self.rate is not None and self.rate <= 0:
             raise UserError(f"--rate must be > 0 req/s (0 = closed loop), got {self.rate:g}")
+        if self.block_s is not None and self.block_s <= 0:
+            raise UserError(f"--block must be > 0 seconds, got {self.block_s:g}")
 
     @property
     def blocks_of(self) -> float:
@@ -154,9 +156,9 @@ def run_ab(router: NginxRouter, spec: ABSpec, payloads: list[dict[str, Any]]) ->
 
 def _latency_rows(lat: BlockedLatencyComparison) -> list[dict[str, Any]]:
     nm = Verdict.NOT_MEASURED.value
-    measured = lat.verdict is not Verdict.INCONCLUSIVE or lat.blocks_used > 0
+    measured = lat.shift_rel == lat.shift_rel  # NaN when too little traffic
     shift = (f"{lat.shift_rel:+.1%} [{lat.shift_rel_ci[0]:+.1%}, {lat.shift_rel_ci[1]:+.1%}], HL "
-             f"{lat.shift_ms:+.3g} ms" if measured and lat.shift_rel == lat.shift_rel else nm)
+             f"{lat.shift_ms:+.3g} ms" if measured else nm)
     p95 = (f"{lat.p95_rel:+.1%} [{lat.p95_rel_ci[0]:+.1%}, {lat.p95_rel_ci[1]:+.1%}]"
            if lat.p95_rel is not None and lat.p95_rel_ci is not None else nm)
     return [
@@ -190,7 +192,8 @@ def compare(result: ABResult) -> None:
         "output_agreement": result.agreement.to_dict(),
         "unrouted_requests": sum(1 for r in recs if r.variant not in (a, b)),
         "generator": {"mode": "closed loop" if spec.rate is None else f"open loop {spec.rate:g} req/s",
-                      "sends_late_over_50ms": int((lags > 50).sum()), "max_lag_ms": float(lags.max()) if lags.size else 0.0},
+                      "sends_late_over_50ms": int((lags > 50).sum()),
+                      "max_lag_ms": float(lags.max()) if lags.size else 0.0},
     }
     nm = Verdict.NOT_MEASURED.value
     result.verdicts = [

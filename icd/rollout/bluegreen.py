@@ -43,7 +43,7 @@ from icd.rollout.canary_spec import (
 )
 from icd.rollout.controller import run_controller
 from icd.rollout.phase import RolloutOutcome
-from icd.rollout.preflight import check_ready
+from icd.rollout.preflight import check_ready, check_routed
 from icd.rollout.providers import AccessLogProvider
 from icd.rollout.router_nginx import NginxRouter
 from icd.rollout.router_ops import ManagedRouter
@@ -142,6 +142,7 @@ def switch_traffic(router: NginxRouter, spec: SwitchSpec, state_dir: Path,
         raise UserError(f"router's active colour is {live.active!r}, not --from {spec.from_colour!r}")
     target = colour_addr(router, spec.to_colour)
     check_ready(colour_addr(router, spec.from_colour), [spec.model], where=f"the serving colour {spec.from_colour}")
+    check_routed(router, [spec.model])
     canary_spec = spec.to_canary_spec()
     hooks = HookRunner(canary_spec, HookContext(router.url, target, live.public_model))
     scheduler = RolloutScheduler(ManagedRouter(router), AccessLogProvider(router.access_log), state_dir, hooks=hooks)

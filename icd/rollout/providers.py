@@ -123,15 +123,18 @@ class AccessLogProvider:
     def measure(self, check: MetricCheck, ctx: QueryContext) -> tuple[float, str]:
         relative = check.kind in (MetricKind.P95_LATENCY_INCREASE_PCT, MetricKind.ERROR_RATE_DIFF_PP)
         if check.kind not in ROUTER_KINDS:
-            raise ProviderError(f"check {check.name!r}: kind {check.kind.value} is not computed from the router log (PromQL needs a Prometheus: --prometheus-url)")
+            raise ProviderError(f"check {check.name!r}: kind {check.kind.value} is not computed from the router log "
+                                f"(PromQL needs a Prometheus: --prometheus-url)")
         prim, can = self._sides(ctx, relative)
         how = f"router access log, last {ctx.interval_s:g}s, n={prim.n}/{can.n} ({ctx.by})"
         if check.kind is MetricKind.P95_LATENCY_INCREASE_PCT:
             if prim.p95_ms is None or can.p95_ms is None or prim.p95_ms <= 0:
                 raise NoValuesFound(f"no successful request (or a 0 ms p95) on one side: {prim} / {can}")
-            return relative_increase_pct(can.p95_ms, prim.p95_ms), f"{how}; p95 {can.p95_ms:.1f} ms vs {prim.p95_ms:.1f} ms"
+            increase = relative_increase_pct(can.p95_ms, prim.p95_ms)
+            return increase, f"{how}; p95 {can.p95_ms:.1f} ms vs {prim.p95_ms:.1f} ms"
         if check.kind is MetricKind.ERROR_RATE_DIFF_PP:
-            return 100.0 * (can.error_rate - prim.error_rate), f"{how}; errors {can.error_rate:.3%} vs {prim.error_rate:.3%}"
+            diff = 100.0 * (can.error_rate - prim.error_rate)
+            return diff, f"{how}; errors {can.error_rate:.3%} vs {prim.error_rate:.3%}"
         if check.kind is MetricKind.P95_LATENCY_MS:
             if can.p95_ms is None:
                 return math.inf, f"{how}; no successful request of {ctx.canary}"

@@ -221,7 +221,7 @@ http {
         default {{ after_pin }};
 {% for name in variants %}        "{{ name }}" {{ name }};
 {% endfor %}    }
-{% if spec.mirror and spec.mirror.share > 0 and spec.mirror.share < 1 %}    split_clients "${request_id}" $icd_mirror_sample {
+{% if mirroring and spec.mirror.share < 1 %}    split_clients "${request_id}" $icd_mirror_sample {
         {{ mirror_pct }} "1";
         * "";
     }
@@ -265,8 +265,8 @@ http {
             add_header X-ICD-Request-Id $request_id always;
             proxy_pass http://icd_{{ spec.active }}/v2/models/$icd_variant$icd_rest$is_args$args;
         }
-{% if mirroring %}        # Shadow traffic: the comparator answers 204 at once and judges the candidate later; nginx discards the
-        # mirror's answer, so the candidate's output never reaches a client.
+{% if mirroring %}        # Shadow traffic: the comparator answers 204 at once and judges the candidate later;
+        # nginx discards the mirror's answer, so the candidate's output never reaches a client.
         location = /_icd_mirror {
             internal;
 {% if spec.mirror.share < 1 %}            if ($icd_mirror_sample = "") {
@@ -324,7 +324,9 @@ def render_nginx_conf(spec: RouterSpec, prefix: str | Path, run_as_root: bool = 
     return _CONF.render(
         spec=spec, prefix=prefix, access_log=prefix / ACCESS_LOG, run_as_root=run_as_root,
         split=split_lines(spec.weights), variants=spec.pinnable_variants(), client_var=_header_var(spec.client_header),
-        sticky_var=_header_var(spec.sticky_header), spec_json=json.dumps(live, sort_keys=True).replace("'", "").replace("$", "\\u0024"),
+        sticky_var=_header_var(spec.sticky_header),
+        spec_json=json.dumps(live, sort_keys=True).replace("'", "").replace("$", "\\u0024"),
         match_chain=chain, after_pin=after_pin, mirroring=mirroring,
-        mirror_pct=f"{100.0 * spec.mirror.share:.2f}%" if spec.mirror else "", active_addr=spec.upstreams[spec.active][0],
+        mirror_pct=f"{100.0 * spec.mirror.share:.2f}%" if spec.mirror else "",
+        active_addr=spec.upstreams[spec.active][0],
     )

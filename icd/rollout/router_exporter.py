@@ -2,7 +2,8 @@
 
 Exposes, per variant: ``icd_router_requests_total{variant,code,colour}`` and
 ``icd_router_request_duration_seconds{variant,colour}`` (a histogram of nginx's ``$request_time``), which the
-rollout analysis' PromQL templates query (by variant; blue-green by colour). Run it next to the router: ``python -m icd.rollout.router_exporter --log L --port P``.
+rollout analysis' PromQL templates query (by variant; blue-green by colour). Run it next to the router:
+``python -m icd.rollout.router_exporter --log L --port P``.
 
 Example:
     with RouterExporter(Path("runs/router/access.jsonl"), port=9180):

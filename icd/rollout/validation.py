@@ -94,12 +94,19 @@ def check_health(client: httpx.Client, spec: ValidationSpec) -> CheckOutcome:
 
 
 def check_ready(client: httpx.Client, spec: ValidationSpec) -> CheckOutcome:
+    from icd.rollout.preflight import repository_index
+
     details = []
     ok = True
     for path in ("/v2/health/ready", f"/v2/models/{spec.model}/ready"):
         resp = _get(client, spec.endpoint + path)
         ok = ok and not isinstance(resp, str) and resp.status_code == 200
         details.append(f"GET {path} -> {resp if isinstance(resp, str) else resp.status_code}")
+    if not ok:
+        index = repository_index(spec.endpoint.removeprefix("http://").removeprefix("https://"))
+        if index:
+            details.append(f"{spec.model}: {index.get(spec.model, 'not in the model repository')}; served: "
+                           + ", ".join(f"{k} {v}" for k, v in sorted(index.items())))
     return CheckOutcome("readiness", ok, "; ".join(details))
 
 

@@ -133,7 +133,8 @@ class HookRunner:
             rate = float(meta.get("rate", DEFAULT_LOAD_RATE))
             self._load = BackgroundRouted(RoutedSpec(
                 f"{self.context.router_url}/v2/models/{self.context.public_model}/infer",
-                lambda i: payloads[i % len(payloads)], concurrency=int(meta.get("concurrency", DEFAULT_LOAD_CONCURRENCY)),
+                lambda i: payloads[i % len(payloads)],
+                concurrency=int(meta.get("concurrency", DEFAULT_LOAD_CONCURRENCY)),
                 duration_s=float("inf"), rate=rate)).start()
             return True, f"started {rate:g} req/s through {self.context.router_url}"
         return True, f"{self.load_rate_text()} through {self.context.router_url}"

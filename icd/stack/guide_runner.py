@@ -7,7 +7,7 @@ terminal). Per command: exit code, wall time, the end of its output.
 
 Options for running it shorter (documented in docs/guide.md, "The guide as a test"):
 
-* ``short_s`` (``$ICD_GUIDE_SHORT_S``): every duration flag (``--duration``, ``--test-duration``,
+* ``short_s`` (``bench/guide_run.py --short-durations``, default ``$ICD_GUIDE_SHORT_S``): every duration flag (``--duration``, ``--test-duration``,
   ``--monitor-duration``, ``--validation-time``) is capped at this many seconds;
 * ``substitutions``: ``OLD=NEW`` text replacements (e.g. ``configs/bert.json=tests/guide/minilm_ci.json``);
 * ``ports``: guide port → port used (the compose variables are set and ``localhost:<guide port>`` rewritten), so a
@@ -33,6 +33,11 @@ from pathlib import Path
 from icd.errors import UserError
 
 SHORT_ENV = "ICD_GUIDE_SHORT_S"
+CI_SHORT_S = 3.0
+CI_CONFIG = "tests/guide/minilm_ci.json"
+LENIENT_MS = 60000
+"""Latency SLO the CI variant gives the commands that judge latency: a loaded CI machine must not fail the guide
+on timing (the SLO checks themselves are tested in tests/rollout and tests/tune)."""
 DURATION_FLAGS = ("--duration", "--test-duration", "--monitor-duration", "--validation-time")
 PORT_VARIABLES = {
     8000: "TRITON_HTTP_PORT", 8011: "TRITON_GRPC_PORT", 8002: "TRITON_METRICS_PORT", 9090: "PROMETHEUS_PORT",
@@ -159,6 +164,20 @@ def rewrite(command: str, options: RunOptions) -> str:
     return text
 
 
+def ci_options(cwd: Path, ports: Mapping[int, int], env: Mapping[str, str] | None = None) -> RunOptions:
+    """The shortened variant docs/guide.md documents ("The guide as a test"): what tests/guide runs."""
+    http = ports.get(8000, 8000)
+    return RunOptions(
+        cwd=cwd, short_s=CI_SHORT_S, ports=ports, env=dict(env or {}), timeout_s=900,
+        substitutions=[("configs/bert.json", CI_CONFIG), ("--target-latency 100", f"--target-latency {LENIENT_MS}")],
+        appends=[("optimize_instances.py", f"--endpoint http://localhost:{http} --instance-counts 1 "
+                                           "--max-batch-sizes 8 --queue-delays-us 0 --duration 2"),
+                 ("deploy_canary.py", "--interval 2s"), ("monitor_canary.py", "--interval 2s"),
+                 ("validate_deployment.py", f"--slo-p95-ms {LENIENT_MS}"),
+                 ("switch_traffic.py", f"--slo-p95-ms {LENIENT_MS} --precheck-duration 2s")],
+    )
+
+
 def port_environment(ports: Mapping[int, int]) -> dict[str, str]:
     """The compose variables that move the guide's ports to ``ports``."""
     return {PORT_VARIABLES[guide]: str(port) for guide, port in ports.items() if guide in PORT_VARIABLES}
@@ -185,8 +204,6 @@ def run_guide(commands: Sequence[GuideCommand], options: RunOptions,
               on_result: Callable[[CommandResult], bool] = lambda result: True) -> list[CommandResult]:
     """Run ``commands`` in order in one shell session; stop when ``on_result`` returns False."""
     env = {**os.environ, **port_environment(options.ports), **options.env}
-    if options.short_s is not None:
-        env[SHORT_ENV] = f"{options.short_s:g}"
     cwd = Path(options.cwd).resolve()
     results = []
     with tempfile.TemporaryDirectory(prefix="icd-guide-") as tmp:
@@ -214,3 +231,31 @@ def run_guide(commands: Sequence[GuideCommand], options: RunOptions,
             if not on_result(result):
                 break
     return results
+
+
+def make_workspace(repo: Path, root: Path) -> Path:
+    """A scratch copy to run the guide in: ``deploy/`` (no models, traces or .env), ``configs/``,
+    ``tests/guide/`` (the CI config), ``scripts/`` (linked), an empty ``.icd`` state folder and ``results/``."""
+    import shutil
+
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(repo / "deploy", root / "deploy",
+                    ignore=shutil.ignore_patterns("models", "models-green", "triton-traces", ".env"))
+    shutil.copytree(repo / "configs", root / "configs")
+    shutil.copytree(repo / "tests" / "guide", root / "tests" / "guide",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    os.symlink(repo / "scripts", root / "scripts")
+    (root / ".icd").mkdir()
+    (root / "results").mkdir()
+    return root
+
+
+def stop_workspace_stacks(work: Path) -> None:
+    """Stop every stack service recorded in ``work/.icd`` (blue and green), by PID."""
+    from icd.stack.compose_file import load_compose
+    from icd.stack.compose_stack import down
+    from icd.stack.state import StackState
+
+    for name in ("docker-compose.green.yml", "docker-compose.yml"):
+        project = load_compose(work / "deploy" / "triton" / name)
+        down(project, StackState(work / ".icd", project.name))

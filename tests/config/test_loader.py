@@ -79,4 +79,4 @@ def test_override_roundtrip_json_values(values, word):
         expected = json.loads(word)
     except json.JSONDecodeError:
         expected = word
-    assert data["a"]["c"] == expected
+    assert json.dumps(data["a"]["c"]) == json.dumps(expected)  # NaN is parsed too, and NaN != NaN

@@ -162,3 +162,15 @@ def test_hidden_permutation_reaches_the_classification_head(encoders, model_type
                                    original.hf.get_submodule(name).weight[:, torch.as_tensor(perm)])
     inputs = real_shaped_inputs(original)
     torch.testing.assert_close(outputs(permuted, inputs), outputs(original, inputs), rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("model_type", ["roberta", "distilbert", "mpnet"])
+def test_every_family_traces_to_the_served_torchscript(encoders, model_type):
+    """What ``icd export-triton`` serves: the TorchScript trace, checked at other shapes against the eager model
+    (BERT's is covered by the export tests)."""
+    from icd.export.torchscript import trace_encoder
+
+    encoder = encoders[(model_type, "sequence_classification")]
+    traced = trace_encoder(encoder)  # raises ArtefactError when the trace differs from the eager model
+    inputs = real_shaped_inputs(encoder, 5)
+    torch.testing.assert_close(traced(*inputs), outputs(encoder, inputs), rtol=0, atol=1e-5)

@@ -150,7 +150,8 @@ def test_deploy_canary_generates_its_own_traffic_with_the_load_test_webhook(echo
                    "--endpoint", echo_triton.http_url, "--router-port", str(free_port()), "--state-dir", str(state))
         assert out.returncode == 0, out.stdout + out.stderr
         assert "generated here by the load-test webhook: 40 req/s" in out.stdout and "Succeeded: promoted" in out.stdout
-        variants = {json.loads(line)["variant"] for line in (state / "router" / "access.jsonl").read_text().splitlines()}
+        log = (state / "router" / "access.jsonl").read_text().splitlines()
+        variants = {json.loads(line)["variant"] for line in log}
         assert variants == {"bert_baseline", "bert_icd"}
     finally:
         _run("-m", "icd.cli.main", "router", "down", "--state-dir", str(state))

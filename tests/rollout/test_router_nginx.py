@@ -44,16 +44,16 @@ def test_weights_sticky_header_and_client_hash(stub_upstream, nginx_router):
         assert allowed.json()["model_name"] == "bert_icd"
         router.apply(lambda s: dataclasses.replace(s, pinnable=[], match=[
             MatchRule("bert_icd", header="X-Canary", value="always"), MatchRule("bert_icd", cookie="beta", value="1")]))
-        assert client.post(_infer_url(router), json=PAYLOAD, headers={"X-Canary": "always"}).json()["model_name"] == \
-            "bert_icd"
-        assert client.post(_infer_url(router), json=PAYLOAD, headers={"Cookie": "a=b; beta=1"}).json()["model_name"] == \
-            "bert_icd"
-        assert client.post(_infer_url(router), json=PAYLOAD, headers={"X-Canary": "no"}).json()["model_name"] == \
-            "bert_baseline"
+        def served(headers: dict[str, str]) -> str:
+            return client.post(_infer_url(router), json=PAYLOAD, headers=headers).json()["model_name"]
+
+        assert served({"X-Canary": "always"}) == "bert_icd" and served({"Cookie": "a=b; beta=1"}) == "bert_icd"
+        assert served({"X-Canary": "no"}) == "bert_baseline"
     deadline = time.monotonic() + 5  # nginx logs a request after answering it
     while len(log_lines := router.access_log.read_text().splitlines()) < 400 + 26 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(log_lines) == 400 + 26 and sum('"variant":"bert_icd"' in line for line in log_lines) >= counts["bert_icd"]
+    assert len(log_lines) == 400 + 26
+    assert sum('"variant":"bert_icd"' in line for line in log_lines) >= counts["bert_icd"]
 
 
 def test_reload_and_blue_green_switch_under_load_drop_no_request(stub_upstream, nginx_router):

@@ -39,6 +39,11 @@ def test_onnx_export_of_the_optimized_run_equals_the_in_process_model(runtime_re
     applied = [r["type"] for r in provenance["applied"]]
     assert "permutations" in applied and "int8" not in applied and applied[-1] == "runtime_export"
     assert provenance["verification"]["max_abs_diff"] < 1e-3
+    from icd.export.config_pbtxt import config_parameters, read_config
+
+    for model in ("bert_onnx", "bert_openvino"):
+        params = config_parameters(read_config(runtime_repo / model / "config.pbtxt"))
+        assert params["icd_runtime"] == model.removeprefix("bert_") and params["icd_threads"] == "0"
 
 
 def test_openvino_int8_export_is_verified_and_faithful(runtime_repo, optimized_source, corpus_split):
@@ -48,7 +53,13 @@ def test_openvino_int8_export_is_verified_and_faithful(runtime_repo, optimized_s
     got = _served_path(version, texts, optimized_source.tokenizer, "openvino")
     assert fidelity(fp32, got).cos_mean > 0.99
     sidecar = json.loads((version / "icd_runtime.json").read_text())
-    assert sidecar["precision"] == "int8" and sidecar["recipe"]["icd_smoothing_applied"]
+    from icd.runtimes.openvino_int8 import DEFAULT_RECIPE
+
+    recipe = sidecar["recipe"]
+    assert sidecar["precision"] == "int8" and recipe["name"] == DEFAULT_RECIPE
+    # icd's decision reaches NNCF: the Linears icd quantizes per token (FFN-out) stay out of static int8
+    assert recipe["fp32_linears"] and set(optimized_source.per_token_linears()) <= set(recipe["fp32_linears"])
+    assert all(name.endswith(".output.dense") and "attention" not in name for name in recipe["fp32_linears"])
     assert {"model.xml", "model.bin"} <= {p.name for p in version.iterdir()}
 
 
