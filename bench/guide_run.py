@@ -42,6 +42,17 @@ def _cpu() -> str:
     return platform.processor()
 
 
+def _commit() -> str:
+    import subprocess
+
+    if os.environ.get("ICD_SOURCE_COMMIT"):  # a frozen export of the tree (git archive) has no .git
+        return os.environ["ICD_SOURCE_COMMIT"]
+    done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True,
+                           check=False).stdout.strip()
+    return done.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+
+
 def _versions() -> dict[str, str]:
     import torch
 
@@ -82,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "appends": [f"{a}: {b}" for a, b in options.appends], "ports": {str(k): v for k, v in options.ports.items()},
         "machine": {"cpu": _cpu(), "cores": os.cpu_count()},
         "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "load_average_start": _load(), "versions": _versions(), "commands": [],
+        "load_average_start": _load(), "versions": _versions(), "commit": _commit(), "commands": [],
     }
     began = time.perf_counter()
 

@@ -35,6 +35,10 @@ from icd.errors import UserError
 SHORT_ENV = "ICD_GUIDE_SHORT_S"
 CI_SHORT_S = 3.0
 CI_CONFIG = "tests/guide/minilm_ci.json"
+CI_WATCH_S = 12.0
+"""The blue-green watch of the CI variant: long enough for a few windows of generated traffic."""
+CI_LOAD_RATE = 2.0
+"""Generated req/s where the guide page says 5: what a loaded 2-core CI machine serves without queueing up."""
 LENIENT_MS = 60000
 """Latency SLO the CI variant gives the commands that judge latency: a loaded CI machine must not fail the guide
 on timing (the SLO checks themselves are tested in tests/rollout and tests/tune)."""
@@ -127,6 +131,8 @@ class RunOptions:
 
     cwd: Path
     short_s: float | None = None
+    flag_caps: Mapping[str, float] = field(default_factory=dict)
+    """Per-flag caps that replace ``short_s`` for that flag (e.g. a watch that needs more than a few seconds)."""
     substitutions: Sequence[tuple[str, str]] = ()
     ports: Mapping[int, int] = field(default_factory=dict)
     appends: Sequence[tuple[str, str]] = ()
@@ -152,10 +158,10 @@ def rewrite(command: str, options: RunOptions) -> str:
         text = re.sub(rf"(localhost|127\.0\.0\.1):{guide_port}\b", rf"\g<1>:{port}", text)
     if options.short_s is not None:
         def cap(match: re.Match[str]) -> str:
-            seconds = _seconds(match.group(2))
-            if seconds is None or seconds <= options.short_s:
+            seconds, limit = _seconds(match.group(2)), options.flag_caps.get(match.group(1), options.short_s)
+            if seconds is None or seconds <= limit:
                 return match.group(0)
-            return f"{match.group(1)} {options.short_s:g}"
+            return f"{match.group(1)} {limit:g}"
 
         text = re.sub(rf"({'|'.join(map(re.escape, DURATION_FLAGS))})[ =](\S+)", cap, text)
     for needle, extra in options.appends:
@@ -168,13 +174,16 @@ def ci_options(cwd: Path, ports: Mapping[int, int], env: Mapping[str, str] | Non
     """The shortened variant docs/guide.md documents ("The guide as a test"): what tests/guide runs."""
     http = ports.get(8000, 8000)
     return RunOptions(
-        cwd=cwd, short_s=CI_SHORT_S, ports=ports, env=dict(env or {}), timeout_s=900,
-        substitutions=[("configs/bert.json", CI_CONFIG), ("--target-latency 100", f"--target-latency {LENIENT_MS}")],
+        cwd=cwd, short_s=CI_SHORT_S, flag_caps={"--validation-time": CI_WATCH_S}, ports=ports, env=dict(env or {}),
+        timeout_s=900,
+        substitutions=[("configs/bert.json", CI_CONFIG), ("--target-latency 100", f"--target-latency {LENIENT_MS}"),
+                       ("--load-rate 5", f"--load-rate {CI_LOAD_RATE:g}")],
         appends=[("optimize_instances.py", f"--endpoint http://localhost:{http} --instance-counts 1 --threads 1 "
                                            "--max-batch-sizes 8 --queue-delays-us 0 --concurrency 1 --duration 2"),
-                 ("deploy_canary.py", "--interval 2s"), ("monitor_canary.py", "--interval 2s"),
+                 ("deploy_canary.py", "--interval 10s --min-samples 2"), ("monitor_canary.py", "--interval 10s"),
                  ("validate_deployment.py", f"--slo-p95-ms {LENIENT_MS}"),
-                 ("switch_traffic.py", f"--slo-p95-ms {LENIENT_MS} --precheck-duration 2s")],
+                 ("switch_traffic.py", f"--slo-p95-ms {LENIENT_MS} --precheck-duration 2s --watch-interval 3s "
+                                       "--min-samples 3")],
     )
 
 
@@ -235,7 +244,8 @@ def run_guide(commands: Sequence[GuideCommand], options: RunOptions,
 
 def make_workspace(repo: Path, root: Path) -> Path:
     """A scratch copy to run the guide in: ``deploy/`` (no models, traces or .env), ``configs/``,
-    ``tests/guide/`` (the CI config), ``scripts/`` (linked), an empty ``.icd`` state folder and ``results/``."""
+    ``tests/guide/`` (the CI config), ``scripts/`` (linked), a fresh ``.icd`` state folder (with the repository's
+    fetched checkpoints linked as ``.icd/models``, where configs/bert.json looks) and ``results/``."""
     import shutil
 
     root.mkdir(parents=True, exist_ok=True)
@@ -246,6 +256,8 @@ def make_workspace(repo: Path, root: Path) -> Path:
                     ignore=shutil.ignore_patterns("__pycache__", "*.py"))
     os.symlink(repo / "scripts", root / "scripts")
     (root / ".icd").mkdir()
+    if (repo / ".icd" / "models").is_dir():
+        os.symlink((repo / ".icd" / "models").resolve(), root / ".icd" / "models")
     (root / "results").mkdir()
     return root
 
