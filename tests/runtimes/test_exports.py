@@ -76,7 +76,7 @@ def _shrink_ffn(encoder, layer: int, keep: int):
     block.intermediate.dense, block.output.dense = small1, small2
 
 
-@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+@pytest.mark.parametrize("runtime", ["openvino"])  # its conversion starts from the same ONNX export
 def test_layers_of_different_widths_export(runtime, minilm_encoder, minilm_tokenizer, corpus_split, tmp_path):
     encoder = copy.deepcopy(minilm_encoder)
     _shrink_ffn(encoder, layer=1, keep=1000)
