@@ -5,8 +5,7 @@
   ``hidden``, so the served model also applies the output gather), small corpus, linear mode, with 2:4 sparsity
   on the FFN Linears and then int8.
 * ``served_repo`` (session): from it, ``icd export-triton`` writes ``icd_int8`` (TorchScript, the run's int8: 2:4 +
-  int8), ``icd_2of4`` (TorchScript fp32: the 2:4 weights alone), ``icd_2of4_onnx`` and ``icd_2of4_openvino`` (the
-  same fp32 weights on ONNX Runtime and OpenVINO) and ``baseline`` (the model as loaded).
+  int8), ``icd_2of4`` (TorchScript fp32: the 2:4 weights alone) and ``baseline`` (the model as loaded).
 * ``served_triton`` (session): one real ``tritonserver`` on ``served_repo`` (stopped by PID at the end).
 """
 
@@ -50,9 +49,8 @@ class Export:
 EXPORTS = (
     Export("icd_int8", "torchscript", "int8"),
     Export("icd_2of4", "torchscript", "fp32"),
-    Export("icd_2of4_onnx", "onnx", "fp32"),
-    Export("icd_2of4_openvino", "openvino", "fp32"),
 )
+"""ONNX Runtime and OpenVINO exports of an optimized run are served and compared by tests/runtimes/test_served_e2e.py."""
 
 
 @pytest.fixture(scope="session")
