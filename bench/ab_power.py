@@ -23,23 +23,34 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rollout_common import BusyLoops, client_median_ms, echo_triton, finish, provenance, router  # noqa: E402
+from rollout_common import (  # noqa: E402
+    BusyLoops,
+    client_median_ms,
+    echo_triton,
+    exit_on_sigterm,
+    finish,
+    provenance,
+    routed_in_processes,
+    router,
+)
 
-from icd.load.routed import RoutedSpec, run_routed  # noqa: E402
 from icd.rollout.blocked import block_length, compare_latency_blocked  # noqa: E402
-from icd.rollout.payloads import synthetic_payloads  # noqa: E402
 from icd.rollout.stats import Verdict  # noqa: E402
 
 BASE_MS = 20.0
 SHIFT = 0.10
 
 
-def _traffic(r, rate: float, seconds: float, seed: int) -> list:
-    payloads = synthetic_payloads(64, seq_len=16, seed=seed)
-    return run_routed(RoutedSpec(f"{r.url}/v2/models/bert/infer", lambda i: payloads[i % 64], concurrency=32,
-                                 duration_s=seconds, rate=rate, seed=seed))
+def _traffic(r, rate: float, seconds: float, seed: int, processes: int) -> tuple[list, float]:
+    return routed_in_processes(f"{r.url}/v2/models/bert/infer", rate, seconds, seed, processes)
+
+
+def _num(x: float) -> float | None:
+    return None if x != x else round(x, 4)
 
 
 def _weights() -> dict[str, float]:
@@ -54,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pair-rate", type=float, default=50.0, help="req/s of each pairwise A/B (A + other)")
     parser.add_argument("--busy-loops", type=int, default=2)
     parser.add_argument("--calibration-s", type=float, default=20.0)
+    parser.add_argument("--clients", type=int, default=2, help="client processes sharing the rate")
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     record = provenance(sys.argv[1:] if argv is None else argv)
     rate = 1.5 * args.pair_rate  # three variants, each at pair_rate / 2
     aa, power, trials = Counter(), Counter(), []
@@ -68,23 +81,28 @@ def main(argv: list[str] | None = None) -> int:
         models = {"A": (BASE_MS, 0.0), "A_twin": (BASE_MS, 0.0), "A_slow10": (slow_ms, 0.0)}
         with echo_triton(models) as server:
             with router(_weights(), f"127.0.0.1:{server.http_port}") as r:
-                _traffic(r, rate, 5, seed=1000)  # warm-up
+                _traffic(r, rate, 5, seed=1000, processes=args.clients)  # warm-up
                 for trial in range(args.trials):
                     t0 = time.time()
-                    recs = [x for x in _traffic(r, rate, args.duration, seed=trial) if x.ok]
-                    row = {"trial": trial, "requests": len(recs), "load_1m": round(os.getloadavg()[0], 2)}
+                    sent, wall = _traffic(r, rate, args.duration, seed=trial, processes=args.clients)
+                    recs = [x for x in sent if x.ok]
+                    span = sent[-1].t - sent[0].t if sent else 0.0
+                    row = {"trial": trial, "requests": len(sent), "failed": len(sent) - len(recs),
+                           "send_span_s": round(span, 1), "wall_s": round(wall, 1),
+                           "sends_late_over_1s": sum(x.lag_ms > 1000 for x in sent),
+                           "load_1m": round(os.getloadavg()[0], 2)}
                     for name, other, counter in (("aa", "A_twin", aa), ("shift10", "A_slow10", power)):
                         pair = [x for x in recs if x.variant in ("A", other)]
                         cmp = compare_latency_blocked([x.t for x in pair], [x.latency_ms for x in pair],
                                                       [x.variant == other for x in pair],
                                                       block_s=block_length(args.duration), seed=trial)
                         counter[cmp.verdict.value] += 1
-                        row[name] = {"verdict": cmp.verdict.value, "shift_rel": round(cmp.shift_rel, 4),
-                                     "ci": [round(c, 4) for c in cmp.shift_rel_ci], "p": cmp.p_value,
+                        row[name] = {"verdict": cmp.verdict.value, "shift_rel": _num(cmp.shift_rel),
+                                     "ci": [_num(c) for c in cmp.shift_rel_ci], "p": cmp.p_value,
                                      "n": [cmp.n_a, cmp.n_b], "blocks": cmp.blocks_used}
                     trials.append(row)
-                    print(f"trial {trial}: A/A {row['aa']['verdict']} ({row['aa']['shift_rel']:+.3f}), +10% "
-                          f"{row['shift10']['verdict']} ({row['shift10']['shift_rel']:+.3f}), "
+                    print(f"trial {trial}: A/A {row['aa']['verdict']} ({row['aa']['shift_rel']}), +10% "
+                          f"{row['shift10']['verdict']} ({row['shift10']['shift_rel']}), "
                           f"{len(recs)} requests in {time.time() - t0:.0f}s, load {row['load_1m']}", flush=True)
     n = len(trials)
     fpr = (aa[Verdict.BETTER.value] + aa[Verdict.WORSE.value]) / n
@@ -104,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         "aa": {"trials": n, "verdicts": dict(aa), "false_positive_rate": fpr, "target": "<= 0.05",
                "met": fpr <= 0.05},
         "power_shift10": {"trials": n, "verdicts": dict(power), "power": pwr, "target": ">= 0.80", "met": pwr >= 0.8},
+        "generator": {"client_processes": args.clients, "planned_requests_per_trial": rate * args.duration,
+                      "median_send_span_s": float(np.median([t["send_span_s"] for t in trials])) if trials else None,
+                      "note": "open loop: a starved client sends late (lag recorded), which stretches the send span "
+                              "beyond the planned duration but keeps every planned request"},
         "trials_detail": trials,
     })
     path = finish(record, "ab_power")

@@ -25,7 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rollout_common import BusyLoops, client_median_ms, echo_triton, finish, provenance, router  # noqa: E402
+from rollout_common import (  # noqa: E402
+    BusyLoops,
+    client_median_ms,
+    echo_triton,
+    exit_on_sigterm,
+    finish,
+    provenance,
+    router,
+)
 
 from icd.load.routed import BackgroundRouted, RoutedSpec  # noqa: E402
 from icd.rollout.canary_build import CanaryFlags, build_canary_spec  # noqa: E402
@@ -71,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alert-threshold", type=float, default=20.0, help="max p95 increase (%%)")
     parser.add_argument("--busy-loops", type=int, default=0)
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     record = provenance(sys.argv[1:] if argv is None else argv)
     plan = [c for _ in range(args.trials) for c in ("failing5", "slow50")] + ["healthy"] * args.healthy_trials
     rows = []

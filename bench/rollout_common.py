@@ -14,6 +14,7 @@ import contextlib
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,33 @@ def _cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM ends the bench like Ctrl-C: context managers stop Triton, nginx and the busy loops by PID."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def routed_in_processes(url: str, rate: float, seconds: float, seed: int, processes: int) -> tuple[list, float]:
+    """Open-loop traffic from ``processes`` client processes (each ``rate / processes`` req/s); all records, sorted
+    by send time, and the wall time — a loaded host starves one Python client long before it starves nginx."""
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    t0 = time.monotonic()
+    with ProcessPoolExecutor(processes) as pool:
+        parts = list(pool.map(_client_records, [url] * processes, [rate / processes] * processes,
+                              [seconds] * processes, [seed * 1000 + i for i in range(processes)]))
+    return sorted((r for part in parts for r in part), key=lambda r: r.t), time.monotonic() - t0
+
+
+def _client_records(url: str, rate: float, seconds: float, seed: int) -> list:
+    from icd.load.routed import RoutedSpec, run_routed
+    from icd.rollout.payloads import synthetic_payloads
+
+    payloads = synthetic_payloads(64, seq_len=16, seed=seed)
+    return run_routed(RoutedSpec(url, lambda i: payloads[i % 64], concurrency=32, duration_s=seconds, rate=rate,
+                                 seed=seed))
 
 
 def load_average() -> list[float]:

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rollout_common import BusyLoops, echo_triton, finish, provenance, router  # noqa: E402
+from rollout_common import BusyLoops, echo_triton, exit_on_sigterm, finish, provenance, router  # noqa: E402
 
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy-loops", type=int, default=0)
     parser.add_argument("--clients", type=int, default=2, help="client processes sharing the rate")
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     record = provenance(sys.argv[1:] if argv is None else argv)
     models = {"primary": (5.0, 0.0), "candidate": (8.0, 0.0)}
     with BusyLoops(args.busy_loops) as load, echo_triton(models) as server:

@@ -253,6 +253,23 @@ def _provider(prometheus_url: str | None, router):
     return LogProvider(router.access_log, router.workdir / SHADOW_LOG)
 
 
+def _check_prometheus(prometheus_url: str | None) -> None:
+    """Before anything starts: a --prometheus-url that does not answer as Prometheus is a user error (exit 2).
+    Once a rollout runs, a Prometheus outage fails that analysis instead (the rollout holds, then rolls back)."""
+    if not prometheus_url:
+        return
+    from icd.errors import UserError
+    from icd.monitor.client import PrometheusClient, PrometheusQueryError, PrometheusUnavailable
+
+    try:
+        with PrometheusClient(prometheus_url, timeout_s=5.0) as client:
+            client.query("vector(1)")
+    except PrometheusUnavailable as exc:
+        raise UserError(f"--prometheus-url: {exc}") from None
+    except PrometheusQueryError as exc:
+        raise UserError(f"--prometheus-url {prometheus_url}: Prometheus rejected a trivial query ({exc})") from None
+
+
 def _traffic_line(router_url: str, load_rate: float | None, inputs: str) -> str:
     if load_rate:
         return (f"traffic  generated here by the load-test webhook: {load_rate:g} req/s of {inputs} inputs through "
@@ -324,6 +341,7 @@ def canary_deploy(
     from icd.rollout.webhooks import HookContext, HookRunner
 
     state = _state(state_dir)
+    _check_prometheus(prometheus_url)
     spec = None
     if not resume:
         try:
@@ -413,6 +431,7 @@ def canary_monitor(
     state = _state(state_dir)
     router = _router(state)
     window = _seconds(interval, "--interval")
+    _check_prometheus(prometheus_url)
     spec = CanarySpec.progressive(baseline, canary, alert_threshold=alert_threshold, error_rate_diff_pp=error_rate_diff,
                                   interval_s=window, min_samples=min_samples)
     provider = _provider(prometheus_url, router)

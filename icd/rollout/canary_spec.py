@@ -96,7 +96,11 @@ TEMPLATES: dict[MetricKind, str] = {
     MetricKind.ERROR_RATE_DIFF_PP: ERROR_TEMPLATE,
     MetricKind.P95_LATENCY_MS: f"1000 * {_sel(_ROUTER_P95, ' {{ selector }} ')}",
     MetricKind.ERROR_RATE_PCT: f"100 * ({_sel(_ROUTER_ERR, ' {{ selector }}')})",
-    MetricKind.OUTPUT_AGREEMENT: 'min(icd:shadow_agreement:ratio{candidate="{{ canary }}"})',
+    MetricKind.OUTPUT_AGREEMENT: (  # cosine mean for embeddings, else argmax agreement (icd:shadow_agreement:ratio)
+        '(sum(rate(icd_shadow_cosine_sum{candidate="{{ canary }}",task="embedding"}[{{ interval }}])) / '
+        'sum(rate(icd_shadow_cosine_count{candidate="{{ canary }}",task="embedding"}[{{ interval }}]))) or '
+        '(sum(rate(icd_shadow_argmax_agreements_total{candidate="{{ canary }}"}[{{ interval }}])) / '
+        'sum(rate(icd_shadow_cosine_count{candidate="{{ canary }}",task="classifier"}[{{ interval }}])))'),
     MetricKind.SHADOW_P95_INCREASE_PCT: (f"100 * ({_SHADOW_P95.replace('ROLE', 'candidate')} / "
                                          f"{_SHADOW_P95.replace('ROLE', 'primary')} - 1)"),
     MetricKind.SHADOW_ERROR_RATE_PCT: (

@@ -109,14 +109,17 @@ class DecisionLog:
         text = self.path.read_text(encoding="utf-8", errors="replace")
         lines = text.split("\n")
         complete, torn = lines[:-1], lines[-1]
-        out = []
+        out, bad = [], []
         for number, line in enumerate(complete, start=1):
             try:
                 out.append(Decision.from_dict(json.loads(line)))
             except (ValueError, KeyError, TypeError) as exc:
-                raise ArtefactError(
-                    f"{self.path}: line {number} is not a decision ({type(exc).__name__}: {str(exc)[:80]}); the log "
-                    f"cannot be trusted to resume from — inspect it, or move it away to start a new rollout") from None
+                bad.append((number, f"{type(exc).__name__}: {str(exc)[:60]}"))
+        if bad:
+            where = " and ".join(f"line {n}" for n, _ in bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
+            raise ArtefactError(
+                f"{self.path}: {where} {'is' if len(bad) == 1 else 'are'} not a decision ({bad[0][1]}); the log cannot "
+                f"be trusted to resume from — inspect it, or move it away to start a new rollout")
         del torn  # no newline: the write was cut by a crash, the decision was never applied
         return out
 

@@ -178,8 +178,8 @@ def ci_options(cwd: Path, ports: Mapping[int, int], env: Mapping[str, str] | Non
         timeout_s=900,
         substitutions=[("configs/bert.json", CI_CONFIG), ("--target-latency 100", f"--target-latency {LENIENT_MS}"),
                        ("--load-rate 5", f"--load-rate {CI_LOAD_RATE:g}")],
-        appends=[("optimize_instances.py", f"--endpoint http://localhost:{http} --instance-counts 1 "
-                                           "--max-batch-sizes 8 --queue-delays-us 0 --duration 2"),
+        appends=[("optimize_instances.py", f"--endpoint http://localhost:{http} --instance-counts 1 --threads 1 "
+                                           "--max-batch-sizes 8 --queue-delays-us 0 --concurrency 1 --duration 2"),
                  ("deploy_canary.py", "--interval 10s --min-samples 2"), ("monitor_canary.py", "--interval 10s"),
                  ("validate_deployment.py", f"--slo-p95-ms {LENIENT_MS}"),
                  ("switch_traffic.py", f"--slo-p95-ms {LENIENT_MS} --precheck-duration 2s --watch-interval 3s "

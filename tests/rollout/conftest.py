@@ -97,7 +97,7 @@ ECHO_VARIANTS = {
     # name: (delay_ms, error_rate) — synthetic python-backend models, not neural networks
     "bert_baseline": (BASELINE_DELAY_MS, 0.0),
     "bert_icd": (BASELINE_DELAY_MS, 0.0),
-    "bert_icd_slow": (BASELINE_DELAY_MS + 95.0, 0.0),  # a configured +95 ms delay
+    "bert_icd_slow": (BASELINE_DELAY_MS + 295.0, 0.0),  # +295 ms: slower than any host noise seen here
     "bert_icd_slow20": (BASELINE_DELAY_MS * 1.2, 0.0),
     "bert_icd_flaky": (BASELINE_DELAY_MS, 0.05),
     "ab_a": (40.0, 0.0),

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from icd.rollout.bluegreen import SwitchOutcome, SwitchSpec, switch_traffic
+from icd.rollout.router_nginx import NginxRouter
 from icd.rollout.payloads import synthetic_payloads
 from icd.load.routed import BackgroundRouted, RoutedSpec
 from icd.rollout.validation import ValidationSpec, record_golden, validate_deployment
@@ -87,11 +88,16 @@ def test_green_killed_while_watched_switches_back_without_failed_requests(blue_g
     _, green, router, golden = blue_green
     spec = SwitchSpec("blue", "green", "bert_icd", validation_time_s=6, precheck_duration_s=1, watch_interval_s=0.5,
                       golden_file=golden)
+    def kill_once_switched() -> None:  # by event, not by a timer: validation may take any time on a loaded host
+        while NginxRouter(router.workdir).spec.active != "green":
+            time.sleep(0.05)
+        _kill(green)
+
     with _load(router) as load:
-        killer = threading.Timer(3.0, _kill, args=(green,))
+        killer = threading.Thread(target=kill_once_switched, daemon=True)
         killer.start()
         result = switch_traffic(router, spec, tmp_path / "bg")
-        killer.join()
+        killer.join(timeout=30)
         time.sleep(0.5)
     records = load.stop()
     assert result.outcome is SwitchOutcome.ROLLED_BACK, result.reason

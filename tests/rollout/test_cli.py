@@ -30,6 +30,8 @@ from icd.cli.main import main
     (["router", "up", "--upstream", "blue"], "--upstream"),
     (["router", "up", "--active", "purple", "--port", "1"], "active colour"),
     (["canary", "status"], "no canary state"),
+    (["canary", "monitor", "--prometheus-url", "http://127.0.0.1:1"], "--prometheus-url: Prometheus not reachable"),
+    (["canary", "deploy", "--prometheus-url", "http://127.0.0.1:1"], "--prometheus-url: Prometheus not reachable"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, needle, tmp_path, capsys):
     assert main([*argv, "--state-dir", str(tmp_path)]) == 2

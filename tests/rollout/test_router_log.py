@@ -138,3 +138,23 @@ def test_prometheus_provider_errors_are_clear_provider_errors(free_port):
         thread.join()
     with pytest.raises(ProviderError, match="not reachable"):
         PrometheusProvider(f"http://127.0.0.1:{free_port()}").run_query("up")
+
+
+def test_every_default_promql_template_parses_once_rules_are_expanded(tmp_path):
+    """What the Prometheus provider sends for each check kind is valid PromQL without icd's recording rules."""
+    import yaml
+
+    from icd.monitor import promtool
+    from icd.rollout.canary_spec import TEMPLATES
+
+    provider = PrometheusProvider("http://127.0.0.1:1")
+    rules = []
+    for i, kind in enumerate(TEMPLATES):
+        check = MetricCheck(name=kind.value, kind=kind, threshold_range=ThresholdRange())
+        for selector in ('variant="new"', 'colour="green"'):
+            query = provider._expand(check.render("new", "base", 5, selector))
+            assert "icd:" not in query and "{{" not in query
+            rules.append({"record": f"check:kind{i}:{len(rules)}", "expr": query})
+    (tmp_path / "q.yml").write_text(yaml.safe_dump({"groups": [{"name": "q", "rules": rules}]}))
+    result = promtool.check_rules(tmp_path / "q.yml")
+    assert result.ok, result.output
