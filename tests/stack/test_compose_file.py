@@ -113,3 +113,17 @@ def test_triton_command_and_volumes_map_to_the_host(tmp_path):
     assert server.model_control_mode.value == "explicit" and server.load_models == ("*",)
     assert f"--trace-config=triton,file={DEPLOY / 'triton-traces' / 'trace.json'}" in server.extra_args
     assert server.env["TRITON_ICD_CACHE_SIZE"] == "512MB"
+
+
+def test_compose_file_resolution_like_the_guide(tmp_path, monkeypatch):
+    from icd.cli.cmd_stack import resolve_compose_file
+
+    shutil.copytree(DEPLOY, tmp_path / "deploy" / "triton", ignore=shutil.ignore_patterns("models", "triton-traces"))
+    monkeypatch.chdir(tmp_path)  # the repository root: the default file is deploy/triton's
+    assert resolve_compose_file(None) == Path("deploy/triton/docker-compose.yml")
+    assert resolve_compose_file("green") == Path("deploy/triton/docker-compose.green.yml")
+    assert resolve_compose_file("docker-compose.green.yml") == Path("deploy/triton/docker-compose.green.yml")
+    monkeypatch.chdir(tmp_path / "deploy" / "triton")  # `cd deploy/triton` as the guide does
+    assert resolve_compose_file(None) == Path("docker-compose.yml")
+    with pytest.raises(ConfigError, match="compose file not found: docker-compose.blue.yml"):
+        resolve_compose_file("blue")
