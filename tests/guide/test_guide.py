@@ -38,8 +38,12 @@ EXPECT: list[tuple[str, str, set[int], tuple[str, ...]]] = [
     ("", "docker-compose.green.yml up -d", {0}, ("model bert_icd v1: READY",)),
     ("", "validate_deployment.py", {0}, ("PASSED",)),
     ("", "icd status", {0, 1}, ("Cache Hit Rate",)),
-    # the guide sends no traffic to judge the canary on (h16 adds a load-test option): a held / failed canary for now
-    ("", "deploy_canary.py", {0, 1, 3}, ("canary",)),
+    # --duration 1800 shortened to a few seconds is too little traffic for the blocked A/B: "inconclusive", exit 3
+    ("", "ab_test_framework.py", {0, 3}, ("latency ",)),
+    # the guide sends no traffic to judge the canary on: the test appends --load-rate (the load-test webhook)
+    ("", "deploy_canary.py", {0, 1, 3}, ("canary", "generated here by the load-test webhook")),
+    # one analysis of the router's last 2 s after the canary ended: no traffic to judge is "inconclusive" (exit 3)
+    ("", "monitor_canary.py", {0, 3}, ("judging bert_icd vs bert_baseline",)),
     ("", "icd stack ps", {0}, ("model bert_icd v1: READY", "model bert_baseline v1: READY")),
     ("", "/v2/models/bert_icd/stats", {0}, ('"name":"bert_icd"',)),
     ("", "collect_performance_trace.py", {0}, ("trace file(s)",)),
@@ -75,9 +79,9 @@ def test_every_guide_command_works_on_the_embedded_stack(workspace: Path) -> Non
         substitutions=[("configs/bert.json", CI_CONFIG), ("--target-latency 100", f"--target-latency {LENIENT_MS}")],
         appends=[("optimize_instances.py", f"--endpoint http://localhost:{ports[8000]} --instance-counts 1 "
                                            "--max-batch-sizes 8 --queue-delays-us 0 --duration 2"),
-                 ("deploy_canary.py", "--interval 2s"), ("monitor_canary.py", "--interval 2s"),
+                 ("deploy_canary.py", "--interval 2s --load-rate 20"), ("monitor_canary.py", "--interval 2s"),
                  ("validate_deployment.py", f"--slo-p95-ms {LENIENT_MS}"),
-                 ("switch_traffic.py", f"--slo-p95-ms {LENIENT_MS} --precheck-duration 2s")],
+                 ("switch_traffic.py", f"--slo-p95-ms {LENIENT_MS} --precheck-duration 2s --load-rate 20")],
         env={"PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "ICD_STATE_DIR": "",
              "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
         timeout_s=900,

@@ -96,7 +96,7 @@ def test_ab_of_optimized_against_baseline_measures_the_in_process_agreement(serv
     from icd.rollout.payloads import text_payloads
 
     payloads = text_payloads(8, seq_len=32)
-    spec = ABSpec(BASELINE, MODELS["int8"], duration_s=4, concurrency=2, agreement_n=8)
+    spec = ABSpec(BASELINE, MODELS["int8"], duration_s=4, rate=None, concurrency=2, agreement_n=8)  # closed loop
     result, json_path, html_path = run_ab_at_endpoint(served_triton.http_url, spec, payloads,
                                                       tmp_path / "ab_test_results.json")
     assert json_path.is_file() and html_path.is_file()
@@ -110,8 +110,8 @@ def test_ab_of_optimized_against_baseline_measures_the_in_process_agreement(serv
         with torch.no_grad():
             a, b = (models[m](ids, mask)[0].double() for m in (BASELINE, MODELS["int8"]))
         cosines.append(float(torch.nn.functional.cosine_similarity(a, b, dim=0)))
-    agreement = result.agreement
-    assert agreement["n"] == 8
+    agreement = result.agreement.to_dict()  # an embedding model: cosine and NN agreement, no argmax
+    assert agreement["n"] == 8 and agreement["task"] == "embedding" and "argmax_agreement" not in agreement
     assert agreement["cosine_mean"] == pytest.approx(float(np.mean(cosines)), abs=1e-4)
     assert agreement["cosine_min"] == pytest.approx(float(np.min(cosines)), abs=1e-4)
     assert agreement["cosine_min"] < 1 - 1e-6  # two different functions, measured through the router
