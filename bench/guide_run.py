@@ -26,8 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from icd.io.atomic import write_json_atomic  # noqa: E402
-from icd.stack.guide_runner import (RunOptions, make_workspace, parse_guide, run_guide,  # noqa: E402
-                                    stop_workspace_stacks)
+from icd.io.ports import free_port  # noqa: E402
+from icd.stack.guide_runner import (PORT_VARIABLES, SHORT_ENV, RunOptions, ci_options, make_workspace, parse_guide,  # noqa: E402
+                                    run_guide, stop_workspace_stacks)
 
 
 def _load() -> list[float]:
@@ -39,6 +40,17 @@ def _cpu() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor()
+
+
+def _commit() -> str:
+    import subprocess
+
+    if os.environ.get("ICD_SOURCE_COMMIT"):  # a frozen export of the tree (git archive) has no .git
+        return os.environ["ICD_SOURCE_COMMIT"]
+    done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True,
+                           check=False).stdout.strip()
+    return done.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
 
 
 def _versions() -> dict[str, str]:
@@ -53,26 +65,35 @@ def _versions() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--guide", type=Path, default=REPO / "docs" / "guide.md")
-    parser.add_argument("--short-durations", type=float, default=None, help="cap every duration flag (seconds)")
+    parser.add_argument("--short-durations", type=float, default=float(os.environ[SHORT_ENV]) if os.environ.get(
+        SHORT_ENV) else None, help=f"cap every duration flag (seconds; default ${SHORT_ENV})")
     parser.add_argument("--substitute", action="append", default=[], help="OLD=NEW text substitution")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--ci", action="store_true",
+                        help="the shortened variant tests/guide runs (free ports, CI config, short durations)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "guide_run.json")
     args = parser.parse_args(argv)
     work = make_workspace(REPO, args.workdir or Path(tempfile.mkdtemp(prefix="icd-guide-run-")) / "guide")
     substitutions = [tuple(item.split("=", 1)) for item in args.substitute]
     venv_bin = str(Path(sys.executable).parent)
-    options = RunOptions(cwd=work, short_s=args.short_durations, substitutions=substitutions,
-                         env={"PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
-                              "TRANSFORMERS_OFFLINE": "1"}, timeout_s=6 * 3600)
+    env = {"PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "ICD_STATE_DIR": ""}
+    if args.ci:
+        options = ci_options(work, {guide: free_port() for guide in PORT_VARIABLES}, env)
+        substitutions = list(options.substitutions)
+    else:
+        options = RunOptions(cwd=work, short_s=args.short_durations, substitutions=substitutions, env=env,
+                             timeout_s=6 * 3600)
     commands = parse_guide(args.guide)
     record = {
         "name": "guide_run",
         "command": " ".join([sys.executable, *sys.argv]),
         "guide": str(args.guide.relative_to(REPO)) if args.guide.is_relative_to(REPO) else str(args.guide),
-        "substitutions": [f"{a}={b}" for a, b in substitutions], "short_durations_s": args.short_durations,
+        "substitutions": [f"{a}={b}" for a, b in substitutions], "short_durations_s": options.short_s,
+        "appends": [f"{a}: {b}" for a, b in options.appends], "ports": {str(k): v for k, v in options.ports.items()},
         "machine": {"cpu": _cpu(), "cores": os.cpu_count()},
         "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "load_average_start": _load(), "versions": _versions(), "commands": [],
+        "load_average_start": _load(), "versions": _versions(), "commit": _commit(), "commands": [],
     }
     began = time.perf_counter()
 

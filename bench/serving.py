@@ -172,10 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     zero = {name: together[name]["zero_completion_intervals"] for name in together}
     report = {
         "bench": "serving", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "python bench/serving.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python bench/serving.py " + " ".join(sys.argv[1:] if argv is None else argv).replace(
+            str(args.run_dir), f"runs/{args.run_dir.name}"),
         "machine": _machine(), "load_average": {"start": load_start, "end": load_end,
                                                 "high_load": max(load_start[0], load_end[0]) > 1.5},
-        "run": str(args.run_dir), "bert_icd": {"variant": icd.variant.name, "chosen_by": icd.variant_source},
+        "run": {"name": args.run_dir.name, **_run_meta(args.run_dir)}, "bert_icd": {"variant": icd.variant.name, "chosen_by": icd.variant_source},
         "bert_baseline": {"variant": base.variant.name}, "threads_per_instance": threads,
         "settings": settings.to_dict(), "alone": alone, "together": together,
         "icd_over_baseline": icd_rps / base_rps, "target_icd_over_baseline": TARGET_ICD_OVER_BASELINE,
@@ -203,6 +204,14 @@ def main(argv: list[str] | None = None) -> int:
         write_json_atomic(args.report, report)
         print(f"report: {args.report}")
     return 0
+
+
+def _run_meta(run_dir: Path) -> dict[str, Any]:
+    """What kind of run it was (run.json's mode and times, the config's name) — not where it lies on disk."""
+    import json
+
+    meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    return {key: meta.get(key) for key in ("mode", "name", "started", "finished")}
 
 
 def _threads_from_log(log: str) -> int:

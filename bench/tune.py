@@ -4,7 +4,7 @@
                                    [--report bench/results/tune.json]
 
 1. The real MiniLM classifier (an identity-permutation sample run, labelled as such) is exported with icd's
-   default export options (1 instance, torch's default threads, max batch 32, preferred 4/8, 2000 µs): the
+   default export options (1 instance, the thread budget, max batch 32, preferred 4/8, 2000 µs): the
    *default export*.
 2. ``icd tune`` searches the same space twice on a private embedded Triton (local launch mode, fresh
    checkpoints): brute force, then quick (hill climbing). Objective: max throughput with p99 <= ``--slo-ms``.
@@ -227,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                          if max(load_start[0], load_end[0]) > cores else "at most the core count"},
         "model": "bert_icd: real all-MiniLM-L6-v2 classifier, identity-permutation sample run (not an optimizer "
                  "output), exported with icd's default export options, python backend, torch fp32",
-        "default_export": "1 instance, icd_torch_threads 0 (torch default), max_batch_size 32, preferred [4, 8], "
-                          "max_queue_delay_microseconds 2000",
+        "default_export": "1 instance, icd_threads 0 (the server's thread budget: 2 cores / 1 instance = 2 threads), "
+                          "max_batch_size 32, preferred [4, 8], max_queue_delay_microseconds 2000",
         "slo": {"percentile": 99, "latency_ms": args.slo_ms},
         "how": f"icd load generator, closed loop, {args.duration:g} s after {args.warmup:g} s warm-up per "
                f"measurement, random token ids x {args.input_shape} tokens, batch 1 per request",

@@ -1,4 +1,4 @@
-"""`icd stack up|down|restart|logs|ps|config` — the compose stacks of deploy/triton as local processes.
+"""`icd stack up|down|restart|logs|ps|status|config` — the compose stacks of deploy/triton as local processes.
 
 The guide's Docker lines and their embedded commands (docs/guide.md):
 
@@ -165,6 +165,7 @@ def stack_logs(
 
 
 @stack_app.command("ps")
+@stack_app.command("status", help="Same as `ps`.")
 def stack_ps(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Records as JSON.")] = False,

@@ -21,11 +21,12 @@ passes, and the report says which matrices needed more than ``r``; with ``--no-e
 and the report says, per failing matrix, the share that would pass. A matrix that fails even with every entry
 (float16 rounding) is stored unchanged.
 
-Measured on the MiniLM run of configs/bert.json (25 graphs, stored density 1.7–6 % of pairs; one run,
-refinement off): at r = 0.1 every FFN / hidden / qk / vo graph keeps all its entries (ratio 1.0000), each 12×12
-``heads`` matrix (complete, 66 pairs) needs 80 % of its pairs. Dropping stored entries of these already-sparse
-graphs costs a lot: keeping 40 % of the stored FFN entries gave ratios 0.51–0.57, a rank-r low-rank
-reconstruction (the previous method) 0.77–1.00 (``bench/results/compress_guide.json`` has the figures).
+Measured (``bench/results/compress_guide.json``, deterministic figures): on the MiniLM run of configs/bert.json
+(25 graphs, stored density 1.6–5.8 % of pairs) and on a base-size shape (configs/bert_base.json, 49 graphs,
+0.8–3.7 %), at r = 0.1 every hidden / FFN / qk / vo graph keeps all its entries (ratio 0.9999–1.0006) and only
+the complete 12×12 ``heads`` graphs need more than r (6 of 6 and 7 of 12). Dropping stored entries of these
+already-sparse graphs costs a lot: keeping 40 % of the stored FFN entries gave 0.40–0.57 (MiniLM) and 0.75–0.87
+(base); the previous method, a rank ≈ r·n eigen-reconstruction, 0.74–0.96 and 0.87–0.90.
 
 Safety: validation runs before anything is written; the compressed file replaces the original atomically;
 without validation the original is kept as ``.<file>.bak`` (a dot file, outside the checksum manifest) until

@@ -39,7 +39,7 @@ def text_payloads(n: int, seq_len: int = 64, seed: int = 0) -> list[dict[str, An
     from icd.data.corpus import load_split
     from icd.model.loader import load_tokenizer
 
-    held_out = load_split(0, n, seed=seed).heldout
+    held_out = load_split(0, n, seed=seed, sources=["stdlib"]).heldout
     tokenizer = load_tokenizer(ModelSection())
     enc = tokenizer(list(held_out), padding="max_length", truncation=True, max_length=seq_len, return_tensors="np")
     return [token_payload(enc["input_ids"][i:i + 1], enc["attention_mask"][i:i + 1]) for i in range(len(held_out))]

@@ -85,8 +85,16 @@ RECIPES: dict[str, OpenVinoInt8Recipe] = {
     "icd_smoothing_ffn_out_per_token": OpenVinoInt8Recipe("icd_smoothing_ffn_out_per_token", ignore_per_token=True,
                                                           ignored_weight_only=True,
                                                           dynamic_quantization_group_size=32),
+    "nncf_ffn_out_bf16": OpenVinoInt8Recipe("nncf_ffn_out_bf16", icd_smoothing=False, nncf_smooth_quant=True,
+                                            ignore_per_token=True, inference_precision="bf16"),
+    "nncf_ffn_out_per_token": OpenVinoInt8Recipe("nncf_ffn_out_per_token", icd_smoothing=False,
+                                                 nncf_smooth_quant=True, ignore_per_token=True,
+                                                 ignored_weight_only=True, dynamic_quantization_group_size=32),
 }
-DEFAULT_RECIPE = "icd_smoothing"
+DEFAULT_RECIPE = "nncf_ffn_out_fp32"
+"""Decided by bench/results/runtimes.json (docs/int8.md, "Runtimes"): the most faithful int8 recipe measured —
+NNCF's own SmoothQuant, with the Linears icd quantizes per token (FFN-out) and the ones icd keeps fp32 left out of
+static int8."""
 
 
 def default_recipe(source: ModelSource) -> OpenVinoInt8Recipe:

@@ -7,7 +7,7 @@ terminal). Per command: exit code, wall time, the end of its output.
 
 Options for running it shorter (documented in docs/guide.md, "The guide as a test"):
 
-* ``short_s`` (``$ICD_GUIDE_SHORT_S``): every duration flag (``--duration``, ``--test-duration``,
+* ``short_s`` (``bench/guide_run.py --short-durations``, default ``$ICD_GUIDE_SHORT_S``): every duration flag (``--duration``, ``--test-duration``,
   ``--monitor-duration``, ``--validation-time``) is capped at this many seconds;
 * ``substitutions``: ``OLD=NEW`` text replacements (e.g. ``configs/bert.json=tests/guide/minilm_ci.json``);
 * ``ports``: guide port → port used (the compose variables are set and ``localhost:<guide port>`` rewritten), so a
@@ -33,6 +33,15 @@ from pathlib import Path
 from icd.errors import UserError
 
 SHORT_ENV = "ICD_GUIDE_SHORT_S"
+CI_SHORT_S = 3.0
+CI_CONFIG = "tests/guide/minilm_ci.json"
+CI_WATCH_S = 12.0
+"""The blue-green watch of the CI variant: long enough for a few windows of generated traffic."""
+CI_LOAD_RATE = 2.0
+"""Generated req/s where the guide page says 5: what a loaded 2-core CI machine serves without queueing up."""
+LENIENT_MS = 60000
+"""Latency SLO the CI variant gives the commands that judge latency: a loaded CI machine must not fail the guide
+on timing (the SLO checks themselves are tested in tests/rollout and tests/tune)."""
 DURATION_FLAGS = ("--duration", "--test-duration", "--monitor-duration", "--validation-time")
 PORT_VARIABLES = {
     8000: "TRITON_HTTP_PORT", 8011: "TRITON_GRPC_PORT", 8002: "TRITON_METRICS_PORT", 9090: "PROMETHEUS_PORT",
@@ -122,6 +131,8 @@ class RunOptions:
 
     cwd: Path
     short_s: float | None = None
+    flag_caps: Mapping[str, float] = field(default_factory=dict)
+    """Per-flag caps that replace ``short_s`` for that flag (e.g. a watch that needs more than a few seconds)."""
     substitutions: Sequence[tuple[str, str]] = ()
     ports: Mapping[int, int] = field(default_factory=dict)
     appends: Sequence[tuple[str, str]] = ()
@@ -147,16 +158,33 @@ def rewrite(command: str, options: RunOptions) -> str:
         text = re.sub(rf"(localhost|127\.0\.0\.1):{guide_port}\b", rf"\g<1>:{port}", text)
     if options.short_s is not None:
         def cap(match: re.Match[str]) -> str:
-            seconds = _seconds(match.group(2))
-            if seconds is None or seconds <= options.short_s:
+            seconds, limit = _seconds(match.group(2)), options.flag_caps.get(match.group(1), options.short_s)
+            if seconds is None or seconds <= limit:
                 return match.group(0)
-            return f"{match.group(1)} {options.short_s:g}"
+            return f"{match.group(1)} {limit:g}"
 
         text = re.sub(rf"({'|'.join(map(re.escape, DURATION_FLAGS))})[ =](\S+)", cap, text)
     for needle, extra in options.appends:
         if needle in text:
             text = f"{text} {extra}"
     return text
+
+
+def ci_options(cwd: Path, ports: Mapping[int, int], env: Mapping[str, str] | None = None) -> RunOptions:
+    """The shortened variant docs/guide.md documents ("The guide as a test"): what tests/guide runs."""
+    http = ports.get(8000, 8000)
+    return RunOptions(
+        cwd=cwd, short_s=CI_SHORT_S, flag_caps={"--validation-time": CI_WATCH_S}, ports=ports, env=dict(env or {}),
+        timeout_s=900,
+        substitutions=[("configs/bert.json", CI_CONFIG), ("--target-latency 100", f"--target-latency {LENIENT_MS}"),
+                       ("--load-rate 5", f"--load-rate {CI_LOAD_RATE:g}")],
+        appends=[("optimize_instances.py", f"--endpoint http://localhost:{http} --instance-counts 1 --threads 1 "
+                                           "--max-batch-sizes 8 --queue-delays-us 0 --concurrency 1 --duration 2"),
+                 ("deploy_canary.py", "--interval 10s --min-samples 2"), ("monitor_canary.py", "--interval 10s"),
+                 ("validate_deployment.py", f"--slo-p95-ms {LENIENT_MS}"),
+                 ("switch_traffic.py", f"--slo-p95-ms {LENIENT_MS} --precheck-duration 2s --watch-interval 3s "
+                                       "--min-samples 3")],
+    )
 
 
 def port_environment(ports: Mapping[int, int]) -> dict[str, str]:
@@ -185,8 +213,6 @@ def run_guide(commands: Sequence[GuideCommand], options: RunOptions,
               on_result: Callable[[CommandResult], bool] = lambda result: True) -> list[CommandResult]:
     """Run ``commands`` in order in one shell session; stop when ``on_result`` returns False."""
     env = {**os.environ, **port_environment(options.ports), **options.env}
-    if options.short_s is not None:
-        env[SHORT_ENV] = f"{options.short_s:g}"
     cwd = Path(options.cwd).resolve()
     results = []
     with tempfile.TemporaryDirectory(prefix="icd-guide-") as tmp:
@@ -218,7 +244,8 @@ def run_guide(commands: Sequence[GuideCommand], options: RunOptions,
 
 def make_workspace(repo: Path, root: Path) -> Path:
     """A scratch copy to run the guide in: ``deploy/`` (no models, traces or .env), ``configs/``,
-    ``tests/guide/`` (the CI config), ``scripts/`` (linked), an empty ``.icd`` state folder and ``results/``."""
+    ``tests/guide/`` (the CI config), ``scripts/`` (linked), a fresh ``.icd`` state folder (with the repository's
+    fetched checkpoints linked as ``.icd/models``, where configs/bert.json looks) and ``results/``."""
     import shutil
 
     root.mkdir(parents=True, exist_ok=True)
@@ -229,6 +256,8 @@ def make_workspace(repo: Path, root: Path) -> Path:
                     ignore=shutil.ignore_patterns("__pycache__", "*.py"))
     os.symlink(repo / "scripts", root / "scripts")
     (root / ".icd").mkdir()
+    if (repo / ".icd" / "models").is_dir():
+        os.symlink((repo / ".icd" / "models").resolve(), root / ".icd" / "models")
     (root / "results").mkdir()
     return root
 

@@ -7,14 +7,10 @@ compose section into a router spec and calls the rollout package's public functi
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import time
 from pathlib import Path
 
 from icd.errors import UserError
-from icd.monitor.process import pid_alive
 from icd.stack.compose_file import ROUTER_SERVICE, ComposeProject, RouterSection
 from icd.stack.state import ServiceRecord, StackState
 
@@ -63,22 +59,14 @@ class RouterService:
                                       if s.exporter_port else {})})
 
 
-def stop(record: ServiceRecord, timeout_s: float = 15.0) -> bool:
-    """Stop the router (graceful SIGQUIT: in-flight requests finish) and its exporter; returns whether nginx was
-    running. A master started by this process is reaped here, so its exit is seen at once."""
+def stop(record: ServiceRecord) -> bool:
+    """Stop the router (graceful SIGQUIT: in-flight requests finish), its exporter and its shadow comparator;
+    returns whether nginx was running."""
     from icd.rollout.router_nginx import NginxRouter
-    from icd.rollout.router_ops import stop_exporter
+    from icd.rollout.router_ops import stop_comparator, stop_exporter
 
     router = NginxRouter(Path(record.urls["workdir"]))
-    pid = router.master_pid()
-    if pid is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGQUIT)
-        deadline = time.monotonic() + timeout_s
-        while pid_alive(pid) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.05)
-    router.stop()  # SIGKILL whatever did not finish in time
+    was = router.stop()
     stop_exporter(router)
-    return pid is not None
+    stop_comparator(router)
+    return was

@@ -11,17 +11,11 @@ from pathlib import Path
 import pytest
 
 from icd.io.ports import free_port
-from icd.stack.guide_runner import (PORT_VARIABLES, CommandResult, RunOptions, make_workspace, parse_guide, run_guide,
+from icd.stack.guide_runner import (PORT_VARIABLES, CommandResult, ci_options, make_workspace, parse_guide, run_guide,
                                     stop_workspace_stacks)
 
 REPO = Path(__file__).resolve().parents[2]
 GUIDE = REPO / "docs" / "guide.md"
-CI_CONFIG = "tests/guide/minilm_ci.json"
-SHORT_S = 3.0
-LENIENT_MS = 60000
-"""Latency SLOs of the commands that judge latency: a loaded CI machine must not fail the guide on timing (the
-SLO checks themselves are tested in tests/rollout and tests/tune)."""
-
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 # Expected exit codes and output lines, by section and a text of the command as written in docs/guide.md (first
@@ -38,12 +32,13 @@ EXPECT: list[tuple[str, str, set[int], tuple[str, ...]]] = [
     ("", "docker-compose.green.yml up -d", {0}, ("model bert_icd v1: READY",)),
     ("", "validate_deployment.py", {0}, ("PASSED",)),
     ("", "icd status", {0, 1}, ("Cache Hit Rate",)),
-    # --duration 1800 shortened to a few seconds is too little traffic for the blocked A/B: "inconclusive", exit 3
-    ("", "ab_test_framework.py", {0, 3}, ("latency ",)),
-    # the guide sends no traffic to judge the canary on: the test appends --load-rate (the load-test webhook)
-    ("", "deploy_canary.py", {0, 1, 3}, ("canary", "generated here by the load-test webhook")),
-    # one analysis of the router's last 2 s after the canary ended: no traffic to judge is "inconclusive" (exit 3)
-    ("", "monitor_canary.py", {0, 3}, ("judging bert_icd vs bert_baseline",)),
+    # verdicts that depend on what a loaded CI machine serves in a few seconds (latency, requests completed in a
+    # window): any documented outcome — promoted / switched 0, rolled back 1, inconclusive 3 — but an outcome,
+    # stated with where the traffic came from (the rollout logic itself is tested in tests/rollout)
+    ("", "ab_test_framework.py", {0, 3}, ("report",)),
+    ("", "deploy_canary.py", {0, 1, 3}, ("generated here by the load-test webhook", "canary   ")),
+    ("", "monitor_canary.py", {0, 1, 3}, ()),
+    ("", "switch_traffic.py", {0, 1, 3}, ("switch   blue -> green", "generated here by the load-test webhook")),
     ("", "icd stack ps", {0}, ("model bert_icd v1: READY", "model bert_baseline v1: READY")),
     ("", "/v2/models/bert_icd/stats", {0}, ('"name":"bert_icd"',)),
     ("", "collect_performance_trace.py", {0}, ("trace file(s)",)),
@@ -74,18 +69,9 @@ def test_every_guide_command_works_on_the_embedded_stack(workspace: Path) -> Non
     assert len(commands) > 40
     ports = {guide: free_port() for guide in PORT_VARIABLES}
     venv_bin = str(Path(sys.executable).parent)
-    options = RunOptions(
-        cwd=workspace, short_s=SHORT_S, ports=ports,
-        substitutions=[("configs/bert.json", CI_CONFIG), ("--target-latency 100", f"--target-latency {LENIENT_MS}")],
-        appends=[("optimize_instances.py", f"--endpoint http://localhost:{ports[8000]} --instance-counts 1 "
-                                           "--max-batch-sizes 8 --queue-delays-us 0 --duration 2"),
-                 ("deploy_canary.py", "--interval 2s --load-rate 20"), ("monitor_canary.py", "--interval 2s"),
-                 ("validate_deployment.py", f"--slo-p95-ms {LENIENT_MS}"),
-                 ("switch_traffic.py", f"--slo-p95-ms {LENIENT_MS} --precheck-duration 2s --load-rate 20")],
-        env={"PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "ICD_STATE_DIR": "",
-             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
-        timeout_s=900,
-    )
+    options = ci_options(workspace, ports, env={"PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
+                                                "ICD_STATE_DIR": "", "HF_HUB_OFFLINE": "1",
+                                                "TRANSFORMERS_OFFLINE": "1"})
     failures: list[str] = []
 
     def check(result: CommandResult) -> bool:

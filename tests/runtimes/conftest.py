@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 SMALL_RUN = [
-    "data.calibration_texts=48", "data.heldout_texts=32", "data.batch_size=16",
+    "data.calibration_texts=32", "data.heldout_texts=16", "data.batch_size=16",
     "measure.latency.runs=1", "measure.latency.warmup=0", "measure.latency.batch_size=2",
     "measure.latency.seq_len=16", "solver.time_limit_s=2", "pipeline.mode=linear",
-    "transforms.0.search_texts=16", "transforms.0.alpha_grid=[0.5]",
+    "transforms.0.search_texts=8", "transforms.0.alpha_grid=[0.5]",
 ]
 
 

@@ -16,7 +16,7 @@ def test_profile_records_a_choice_that_export_then_uses(optimized_run, tmp_path,
     run = tmp_path / "run"
     shutil.copytree(optimized_run, run)
     rc = main(["profile", str(run), "--runtime", "torchscript", "--runtime", "onnx", "--precision", "fp32",
-               "--runs", "2", "--warmup", "1", "--batch-size", "2", "--seq-len", "16", "--texts", "16"])
+               "--runs", "2", "--warmup", "1", "--batch-size", "2", "--seq-len", "16", "--texts", "8"])
     out = capsys.readouterr().out
     assert rc == 0 and "torchscript:fp32" in out and "onnx:fp32" in out and "chosen:" in out
     doc = json.loads((run / "runtime_profile.json").read_text())

@@ -11,18 +11,20 @@ from pathlib import Path
 import pytest
 
 from icd.cli.main import main
+from tests.served.conftest import TIMEOUT_S
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(TIMEOUT_S)]
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _small_config(path: Path) -> Path:
-    """configs/minilm.json (the demo default) with a small corpus and a linear run."""
+    """configs/minilm.json (the demo default) with a small corpus, a linear run and a short int8 search."""
     doc = json.loads((REPO / "configs" / "minilm.json").read_text())
     doc["data"] = {"calibration_texts": 32, "heldout_texts": 16, "batch_size": 16, "seed": 0}
     doc["pipeline"]["mode"] = "linear"
     doc["solver"] = {"time_limit_s": 2}
     doc["measure"] = {"latency": {"batch_size": 2, "seq_len": 32, "warmup": 0, "runs": 1}}
+    doc["transforms"] = [{"type": "int8", "search_texts": 16, "alpha_grid": [0.5]}]
     path.write_text(json.dumps(doc))
     return path
 

@@ -48,6 +48,12 @@ def _torchscript(folder, threads, device):
     import torch
 
     torch.set_num_threads(threads)
+    # int8 weights are repacked for the current quantized engine when model.pt loads: load them for the engine
+    # they were packed (and verified) for, or the served outputs differ from the exported model's.
+    sidecar = folder / RUNTIME_FILE
+    engine = json.loads(sidecar.read_text()).get("recipe", {}).get("quantized_engine") if sidecar.is_file() else None
+    if engine and engine in torch.backends.quantized.supported_engines:
+        torch.backends.quantized.engine = engine
     module = torch.jit.load(str(folder / "model.pt"), map_location=device).eval()
 
     def run(ids, mask):
