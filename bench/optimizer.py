@@ -7,7 +7,8 @@
 * ``minilm`` / ``bert_base`` — stage wall times (events.jsonl) of ``configs/minilm.json`` (real weights) and
   ``configs/bert_base.json`` (random weights, bert-base shapes) in ``--mode`` (iterative by default), in process.
 
-Prints one table per model and writes bench/results/optimizer.json (command, machine, date, load average).
+Prints one table per model and writes bench/results/optimizer.json (command, machine, date, load average),
+rewritten after each part so a long run keeps what it measured.
 
 Usage: .venv/bin/python bench/optimizer.py [--mode iterative] [--only guide|minilm|bert_base ...]
 """
@@ -92,11 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     record = BenchRecord.start(None if argv is None else ["bench/optimizer.py", *argv])
     console = Console()
-    results: dict = {}
+    results: dict = {"models": {}}
+    doc = None
     if "guide" in args.only:
         results["guide"] = bench_guide(console)
-    results["models"] = {name: bench_stages(name, args.mode, console) for name in CONFIGS if name in args.only}
-    doc = record.write(args.out, results)
+        doc = record.write(args.out, results)  # checkpoint: each part is kept as soon as it is measured
+    for name in CONFIGS:
+        if name in args.only:
+            results["models"][name] = bench_stages(name, args.mode, console)
+            doc = record.write(args.out, results)
+    if doc is None:
+        doc = record.write(args.out, results)
     console.print(f"wrote {args.out} (load average {doc['load_average']['start']} -> {doc['load_average']['end']}"
                   f"{', HIGH' if doc['load_high'] else ''})")
     return 0

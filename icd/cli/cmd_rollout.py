@@ -423,17 +423,29 @@ def canary_monitor(
     Exit 0 when every analysis passed, 1 if an alert fired (or the metrics could not be read), 3 when no analysis
     had traffic to judge.
     """
+    from pydantic import ValidationError
+
     from icd.io.atomic import write_json_atomic
     from icd.rollout.analysis import analyse
-    from icd.rollout.canary_spec import CanarySpec
+    from icd.rollout.canary_spec import CanarySpec, spec_error_text
     from icd.rollout.phase import CheckVerdict
+
+    from icd.errors import UserError
 
     state = _state(state_dir)
     router = _router(state)
     window = _seconds(interval, "--interval")
     _check_prometheus(prometheus_url)
-    spec = CanarySpec.progressive(baseline, canary, alert_threshold=alert_threshold, error_rate_diff_pp=error_rate_diff,
-                                  interval_s=window, min_samples=min_samples)
+    if router.master_pid() is not None:
+        unknown = [m for m in (baseline, canary) if m not in router.spec.weights]
+        if unknown:
+            raise UserError(f"{', '.join(map(repr, unknown))}: not a variant of the router at {router.url} "
+                            f"(its variants: {sorted(router.spec.weights)})")
+    try:
+        spec = CanarySpec.progressive(baseline, canary, alert_threshold=alert_threshold,
+                                      error_rate_diff_pp=error_rate_diff, interval_s=window, min_samples=min_samples)
+    except ValidationError as exc:
+        raise UserError(f"canary monitor: {spec_error_text(exc)}") from None
     provider = _provider(prometheus_url, router)
     source = f"Prometheus {prometheus_url}" if prometheus_url else f"the router's access log {router.access_log}"
     typer.echo(f"judging {canary} vs {baseline} on live requests through the router (from {source}); this command "

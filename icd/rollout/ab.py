@@ -238,6 +238,7 @@ def result_json(result: ABResult) -> dict[str, Any]:
         "requests": {m: sum(1 for r in result.records if r.variant == m) for m in (spec.model_a, spec.model_b)},
         "failed_requests": sum(not r.ok for r in result.records),
         "conclusive": result.conclusive, "conclusion": conclusion_text(result),
+        "output_agreement": result.agreement.to_dict(),
         "verdicts": result.verdicts, "comparisons": result.comparisons,
     }
 

@@ -2,8 +2,8 @@
 
 The two A/Bs run at the same time on one Triton, each through its own router, so each is measured on a host
 the other one loads: the blocked design must still call identical variants "no difference" (or say it cannot
-tell) and a variant 100 ms slower "worse" — a difference no host noise seen here hides (at a load average of 31
-on 2 cores a 40 ms echo model answered in ~330 ms, and +20 ms was lost in that noise). The sensitivity of the test
+tell) and a variant 100 ms slower "worse" — a difference no host noise seen here hides (at load averages near 30
+on 2 cores, a +20 ms variant was at times lost in that noise). The sensitivity of the test
 (power against +10 %) and its false-positive rate are measured by bench/ab_power.py, not asserted here.
 Checked 20 times in a row with two busy-loop processes on the two cores (see
 docs/rollout.md, "A/B on a noisy host").

@@ -31,6 +31,7 @@ from icd.cli.main import main
     (["router", "up", "--active", "purple", "--port", "1"], "active colour"),
     (["canary", "status"], "no canary state"),
     (["canary", "monitor", "--prometheus-url", "http://127.0.0.1:1"], "--prometheus-url: Prometheus not reachable"),
+    (["canary", "monitor", "--baseline", "m", "--canary", "m"], "canary must differ"),
     (["canary", "deploy", "--prometheus-url", "http://127.0.0.1:1"], "--prometheus-url: Prometheus not reachable"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, needle, tmp_path, capsys):

@@ -116,7 +116,8 @@ def test_ab_validate_and_switch_scripts(echo_triton, tmp_path, free_port, capsys
 
     state = tmp_path / "bg"
     addr = f"127.0.0.1:{echo_triton.http_port}"
-    code, _, err = _cli(capsys, "router", "up", "--port", str(free_port()), "--variant", "bert_icd=100", "--upstream",
+    code, _, err = _cli(capsys, "router", "up", "--port", str(free_port()), "--variant", "bert_icd=100",
+                        "--variant", "bert_baseline=0", "--upstream",
                         f"blue={addr}", "--upstream", f"green=127.0.0.1:{free_port()}", "--upstream", f"teal={addr}",
                         "--exporter-port", "0", "--state-dir", str(state))
     assert code == 0, err
@@ -137,12 +138,19 @@ def test_ab_validate_and_switch_scripts(echo_triton, tmp_path, free_port, capsys
         code, out, _ = _cli(capsys, "canary", "monitor", "--baseline", "bert_icd", "--canary", "bert_baseline",
                             "--interval", "1s", "--state-dir", str(state))
         assert code == 3 and "inconclusive" in out and "this command sends none" in out
+        code, _, err = _cli(capsys, "canary", "monitor", "--baseline", "bert_icd", "--canary", "bert_icdd",
+                            "--state-dir", str(state))
+        assert code == 2 and "'bert_icdd': not a variant of the router" in err
     finally:
         _cli(capsys, "router", "down", "--state-dir", str(state))
 
 
-def test_deploy_canary_generates_its_own_traffic_with_the_load_test_webhook(echo_triton, tmp_path, free_port):
+def test_deploy_canary_generates_its_own_traffic_with_the_load_test_webhook(echo_triton, tmp_path, free_port,
+                                                                            capsys):
     state = tmp_path / "state"
+    code, _, err = _cli(capsys, "canary", "deploy", "--model", "bert_icdd", "--endpoint", echo_triton.http_url,
+                        "--router-port", str(free_port()), "--state-dir", str(state))
+    assert code == 2 and "'bert_icdd' is not READY" in err and not (state / "router").exists()  # nothing started
     try:
         out = _run("scripts/deploy_canary.py", "--model", "bert_icd", "--baseline", "bert_baseline",
                    "--traffic-percentage", "25", "--max-weight", "50", "--monitor-duration", "1s", "--interval", "1.5s",
