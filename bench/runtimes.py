@@ -45,6 +45,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--heldout", type=int, default=256)
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES),
                         help="OpenVINO int8 (NNCF) recipes to compare")
+    parser.add_argument("--no-base", action="store_true",
+                        help="only torch fp32, icd's torch int8 and the --recipes (a recipe comparison)")
     parser.add_argument("--out", type=Path, default=RESULT)
     return parser.parse_args(argv)
 
@@ -110,6 +112,8 @@ def _variants(args, fp32, tokenizer, split, work: Path) -> dict[str, dict[str, A
         ("openvino:fp32", "openvino", plain, Precision.FP32, None, "OpenVINO CPU, INFERENCE_PRECISION_HINT f32"),
         ("openvino:bf16", "openvino", plain, Precision.BF16, None, "OpenVINO CPU, bf16 (the plugin's default here)"),
     ]
+    if args.no_base:
+        plan = [row for row in plan if row[0] == "torchscript:int8 (icd int8)"]
     for name in args.recipes:
         recipe = RECIPES[name]
         plan.append((f"openvino:int8 {name}", "openvino", icd_source if recipe.icd_smoothing or recipe.keep_icd_fp32

@@ -1,49 +1,44 @@
-"""Serving throughput: bert_icd through the embedded Triton vs the same TorchScript model in-process.
+"""Served throughput on the embedded Triton: bert_icd (its chosen runtime) vs bert_baseline, alone and together.
 
-    .venv/bin/python bench/serving.py [--run-dir runs/bert_production] [--concurrency 16] [--requests 256]
+    .venv/bin/python bench/serving.py --run-dir runs/bert_production [--runtime openvino --precision int8]
+        [--concurrency 16] [--duration 20] [--seq-len 128] [--report bench/results/serving.json]
 
-1. Export ``bert_icd`` from the run (default: an identity-permutation sample run of the real MiniLM classifier,
-   built in a temporary folder and labelled as such) to a temporary model repository, start the real
-   ``tritonserver`` on free ports.
-2. Closed loop: ``--concurrency`` client threads, each sending one real tokenized text per HTTP request until
-   ``--requests`` are done; Triton's dynamic batcher forms the batches. Throughput = texts / wall time.
-3. The batch sizes Triton formed come from its statistics API (``batch_stats``, difference over the run).
-4. In-process: the same ``model.pt`` (torch.jit.load in this process) runs exactly that multiset of batch sizes
-   on the same texts; throughput = the same number of texts / the summed time.
+1. Export ``bert_icd`` from the run (runtime / precision: the flags, else the run's ``icd profile`` choice, else
+   torchscript at the run's precision — as ``icd export-triton`` resolves it) and ``bert_baseline`` (torch fp32
+   TorchScript, as the guide exports it) into a temporary repository; start the real ``tritonserver`` on free
+   ports. Both are loaded; the thread budget gives each instance ``cores // instances`` threads.
+2. **Alone**: icd's load generator (``icd.load.run_load``, closed loop, ``--concurrency`` clients, real tokenized
+   text, one text per request) on one model at a time, the other idle; Triton's dynamic batcher forms batches.
+3. **Together**: both models under the same load at once; per-second completions of each model come from the
+   generator's interval series (a second with zero completions is reported).
+4. **In-process**: bert_icd's exported artefact loaded in this process through the same runtime with the served
+   instance's thread count runs exactly the multiset of batch sizes Triton formed in step 2 (statistics API) on
+   the same texts. Ratio = served / in-process throughput (target >= 0.85).
+5. **Outputs**: the served outputs of bert_icd equal the in-process outputs of its runtime (max |diff|).
 
-Prints both throughputs, their ratio (target >= 0.85) and the batch-size histogram; ``--report`` writes JSON.
-On a shared 2-core machine the client threads, the server and the in-process run compete for the same cores:
-the figures are what this machine did, not a capacity claim.
+Writes JSON (``--report``) with the command, machine, date, load averages and every figure.
 """
 
 from __future__ import annotations
 
 import argparse
-import socket
+import os
+import platform
+import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 
 TARGET_RATIO = 0.85
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _texts(count: int) -> list[str]:
-    from icd.data.corpus import load_split
-
-    split = load_split(8, max(count, 8), seed=0)
-    return split.heldout[:count]
+TARGET_TOGETHER = 0.90
+TARGET_ICD_OVER_BASELINE = 4.0
 
 
 def _batch_counts(http_url: str, model: str) -> Counter:
@@ -51,73 +46,80 @@ def _batch_counts(http_url: str, model: str) -> Counter:
     return Counter({int(row["batch_size"]): int(row["compute_infer"]["count"]) for row in stats["batch_stats"]})
 
 
-def _closed_loop(http_url: str, model: str, ids: np.ndarray, mask: np.ndarray, concurrency: int,
-                 requests: int) -> float:
-    """Send ``requests`` single-text requests from ``concurrency`` threads; returns the wall time."""
+def _load(server, models: tuple[str, ...], settings) -> dict[str, Any]:
+    from icd.load.runner import run_load
+    from icd.load.target import Target
+
+    report = run_load(settings, Target(server.http_url, models))
+    out = {}
+    for name in models:
+        summary = report.model_summary(name)
+        per_second = [row.ok for row in report.series.get(name, []) if not row.warmup]
+        out[name] = {"throughput_rps": summary["throughput_rps"], "latency_ms": summary["latency_ms"],
+                     "errors": summary["errors"]["total"], "completions_per_interval": per_second,
+                     "zero_completion_intervals": sum(1 for n in per_second if n == 0)}
+    return out
+
+
+def _in_process(session, batches, histogram: Counter) -> float:
+    """Run the batch-size multiset ``histogram`` through ``session``; returns the summed seconds."""
+    ids = np.concatenate([b.input_ids for b in batches])
+    mask = np.concatenate([b.attention_mask for b in batches])
+    for size in sorted(histogram):
+        session.numpy(ids[:size], mask[:size])  # warm-up of every shape
+    total, cursor = 0.0, 0
+    for size, count in sorted(histogram.items()):
+        for _ in range(count):
+            rows = [(cursor + k) % len(ids) for k in range(size)]
+            cursor += size
+            start = time.perf_counter()
+            session.numpy(ids[rows], mask[rows])
+            total += time.perf_counter() - start
+    return total
+
+
+def _served_vs_in_process(server, version_dir: Path, runtime_name: str, threads: int, batches, output: str) -> float:
     import tritonclient.http as httpclient
 
-    counter = iter(range(requests))
-    lock = threading.Lock()
-    errors: list[str] = []
+    from icd.runtimes.registry import get_runtime
+    from icd.serve.backend.icd_runtime import LayoutRecord
 
-    def worker() -> None:
-        with httpclient.InferenceServerClient(http_url.removeprefix("http://"), connection_timeout=300,
-                                              network_timeout=300) as client:
-            while True:
-                with lock:
-                    index = next(counter, None)
-                if index is None:
-                    return
-                row = index % len(ids)
-                inputs = [httpclient.InferInput("input_ids", [1, ids.shape[1]], "INT64"),
-                          httpclient.InferInput("attention_mask", [1, ids.shape[1]], "INT64")]
-                inputs[0].set_data_from_numpy(ids[row:row + 1])
-                inputs[1].set_data_from_numpy(mask[row:row + 1])
-                try:
-                    client.infer(model, inputs)
-                except Exception as exc:  # noqa: BLE001 - any client failure is reported, then the run fails
-                    errors.append(str(exc))
-                    return
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
-    if errors:
-        raise SystemExit(f"bench/serving.py: {len(errors)} request(s) failed, first: {errors[0]}")
-    return wall
+    session = get_runtime(runtime_name).load(version_dir, threads)
+    index = LayoutRecord.load(version_dir, {}).output_index()
+    worst = 0.0
+    with httpclient.InferenceServerClient(server.http_url.removeprefix("http://")) as client:
+        for batch in batches[:8]:
+            ids, mask = batch.input_ids, batch.attention_mask
+            inputs = [httpclient.InferInput("input_ids", list(ids.shape), "INT64"),
+                      httpclient.InferInput("attention_mask", list(mask.shape), "INT64")]
+            inputs[0].set_data_from_numpy(ids)
+            inputs[1].set_data_from_numpy(mask)
+            served = client.infer("bert_icd", inputs).as_numpy(output)
+            local = session.numpy(ids, mask)
+            local = local[:, index] if index.size else local
+            worst = max(worst, float(np.abs(served - local).max()))
+    return worst
 
 
-def _in_process(model_pt: Path, ids: np.ndarray, mask: np.ndarray, histogram: Counter) -> float:
-    """Run the batch-size multiset ``histogram`` through ``model_pt`` in this process; returns the summed time."""
+def _machine() -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown")
+    import onnxruntime
+    import openvino
     import torch
 
-    module = torch.jit.load(str(model_pt)).eval()
-    total = 0.0
-    cursor = 0
-    with torch.inference_mode():
-        for size in sorted(histogram):  # warm-up of every shape (TorchScript profiles its first runs)
-            for _ in range(3):
-                module(torch.from_numpy(ids[:size]), torch.from_numpy(mask[:size]))
-        for size, count in sorted(histogram.items()):
-            for _ in range(count):
-                rows = [(cursor + k) % len(ids) for k in range(size)]
-                cursor += size
-                batch_ids, batch_mask = torch.from_numpy(ids[rows]), torch.from_numpy(mask[rows])
-                start = time.perf_counter()
-                module(batch_ids, batch_mask)
-                total += time.perf_counter() - start
-    return total
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", type=Path, help="run directory (default: an identity sample run, temporary)")
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--requests", type=int, default=256)
+    parser.add_argument("--run-dir", type=Path, required=True, help="run directory (icd run --out)")
+    parser.add_argument("--runtime", help="bert_icd's runtime [the run's icd profile choice, else torchscript]")
+    parser.add_argument("--precision", help="bert_icd's precision [profile choice, else the run's own]")
+    parser.add_argument("--concurrency", type=int, default=16, help="closed-loop clients per model")
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per phase")
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
     parser.add_argument("--seq-len", type=int, default=128, help="tokens per text (padded / truncated)")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-queue-delay-us", type=int, default=2000)
@@ -126,64 +128,97 @@ def main(argv: list[str] | None = None) -> int:
 
     from icd.export.options import ExportOptions
     from icd.export.repository import export_model
-    from icd.export.sample_run import write_identity_run_dir
-    from icd.model.loader import load_tokenizer
-    from icd.config.schema import ModelSection
+    from icd.io.ports import free_port
+    from icd.load.inputs import token_batches
+    from icd.load.settings import LoadSettings
     from icd.serve.triton_local import TritonServer
 
+    load_start = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="icd-bench-serving-"))
-    run_dir = args.run_dir
-    run_kind = "given run"
-    if run_dir is None:
-        run_dir = write_identity_run_dir(work / "run")
-        run_kind = "identity-sample run (no optimization: icd.export.sample_run)"
-    options = ExportOptions(model_name="bert_icd", max_batch_size=args.max_batch_size, preferred_batch_sizes=(),
-                            max_queue_delay_us=args.max_queue_delay_us)
-    result = export_model(run_dir, work / "models", options)
-    tokens = load_tokenizer(ModelSection())(_texts(64), padding="max_length", max_length=args.seq_len,
-                                            truncation=True, return_tensors="np")
-    ids, mask = tokens["input_ids"].astype(np.int64), tokens["attention_mask"].astype(np.int64)
+    try:
+        common = {"max_batch_size": args.max_batch_size, "preferred_batch_sizes": (),
+                  "max_queue_delay_us": args.max_queue_delay_us}
+        icd = export_model(args.run_dir, work / "models", ExportOptions(
+            model_name="bert_icd", runtime=args.runtime, precision=args.precision, **common))
+        base = export_model(args.run_dir, work / "models", ExportOptions(
+            model_name="bert_baseline", baseline=True, runtime="torchscript", precision="fp32", **common))
+        settings = LoadSettings(duration_s=args.duration, warmup_s=args.warmup, concurrency=args.concurrency,
+                                input_shape=args.seq_len, workers=0)
+        server = TritonServer(work / "models", free_port(), free_port(), free_port())
+        with server.start(timeout_s=600):
+            threads = _threads_from_log(server.log_text())
+            before = _batch_counts(server.http_url, "bert_icd")
+            alone = _load(server, ("bert_icd",), settings)
+            histogram = _batch_counts(server.http_url, "bert_icd") - before
+            alone.update(_load(server, ("bert_baseline",), settings))
+            together = _load(server, ("bert_icd", "bert_baseline"), settings)
+            batches = token_batches(LoadSettings(input_shape=args.seq_len, pool_size=64, batch_size=1, workers=0))
+            max_diff = _served_vs_in_process(server, icd.version_dir, icd.variant.runtime, threads, batches,
+                                             icd.output_name)
+        from icd.runtimes.registry import get_runtime
 
-    server = TritonServer(work / "models", _free_port(), _free_port(), _free_port())
-    with server.start(timeout_s=300):
-        _closed_loop(server.http_url, "bert_icd", ids, mask, args.concurrency, 2 * args.concurrency)  # warm-up
-        before = _batch_counts(server.http_url, "bert_icd")
-        wall = _closed_loop(server.http_url, "bert_icd", ids, mask, args.concurrency, args.requests)
-        histogram = _batch_counts(server.http_url, "bert_icd") - before
-    served = sum(size * count for size, count in histogram.items())
-    if served != args.requests:
-        raise SystemExit(f"bench/serving.py: statistics report {served} texts, expected {args.requests}")
-    in_process_s = _in_process(result.version_dir / "model.pt", ids, mask, histogram)
+        session = get_runtime(icd.variant.runtime).load(icd.version_dir, threads)
+        served_texts = sum(size * count for size, count in histogram.items())
+        in_process_s = _in_process(session, batches, histogram)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    load_end = os.getloadavg()
 
-    triton_tps = args.requests / wall
-    inproc_tps = args.requests / in_process_s
-    ratio = triton_tps / inproc_tps
+    icd_rps, base_rps = alone["bert_icd"]["throughput_rps"], alone["bert_baseline"]["throughput_rps"]
+    in_process_rps = served_texts / in_process_s
+    ratio = icd_rps / in_process_rps
+    summed_alone = icd_rps + base_rps
+    summed_together = together["bert_icd"]["throughput_rps"] + together["bert_baseline"]["throughput_rps"]
+    zero = {name: together[name]["zero_completion_intervals"] for name in together}
     report = {
-        "model": "bert_icd", "run": str(run_dir), "run_kind": run_kind, "seq_len": args.seq_len,
-        "concurrency": args.concurrency, "requests": args.requests,
-        "triton_throughput_texts_per_s": round(triton_tps, 3), "triton_wall_s": round(wall, 3),
-        "in_process_throughput_texts_per_s": round(inproc_tps, 3), "in_process_compute_s": round(in_process_s, 3),
-        "ratio": round(ratio, 4), "target_ratio": TARGET_RATIO, "meets_target": ratio >= TARGET_RATIO,
+        "bench": "serving", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python bench/serving.py " + " ".join(sys.argv[1:] if argv is None else argv).replace(
+            str(args.run_dir), f"runs/{args.run_dir.name}"),
+        "machine": _machine(), "load_average": {"start": load_start, "end": load_end,
+                                                "high_load": max(load_start[0], load_end[0]) > 1.5},
+        "run": {"name": args.run_dir.name, **_run_meta(args.run_dir)}, "bert_icd": {"variant": icd.variant.name, "chosen_by": icd.variant_source},
+        "bert_baseline": {"variant": base.variant.name}, "threads_per_instance": threads,
+        "settings": settings.to_dict(), "alone": alone, "together": together,
+        "icd_over_baseline": icd_rps / base_rps, "target_icd_over_baseline": TARGET_ICD_OVER_BASELINE,
+        "triton_over_in_process": ratio, "target_ratio": TARGET_RATIO,
+        "in_process_texts_per_s": in_process_rps, "in_process_compute_s": in_process_s,
         "batch_size_histogram": {str(k): v for k, v in sorted(histogram.items())},
-        "how": "closed loop over HTTP (tritonclient) vs torch.jit.load of the same model.pt on the batch sizes "
-               "Triton's statistics API reports; same texts; this machine, shared cores",
+        "together_over_alone": summed_together / summed_alone, "target_together": TARGET_TOGETHER,
+        "zero_completion_intervals_together": zero,
+        "served_vs_in_process_max_abs_diff": max_diff,
+        "how": "icd.load closed loop over HTTP, one real tokenized text per request, in this process (workers=0); "
+               "in-process: the exported artefact through the same runtime and threads on Triton's batch sizes; "
+               "this machine's cores are shared by the server, the generator and the in-process run",
     }
-    print(f"run: {run_kind}")
-    print(f"Triton (embedded, HTTP, concurrency {args.concurrency}): {triton_tps:.2f} texts/s "
-          f"({args.requests} texts in {wall:.2f} s)")
-    print(f"in-process TorchScript, same batch sizes:            {inproc_tps:.2f} texts/s "
-          f"({in_process_s:.2f} s of compute)")
-    print(f"ratio Triton / in-process: {ratio:.3f} (target >= {TARGET_RATIO}: "
-          f"{'met' if ratio >= TARGET_RATIO else 'NOT met'})")
-    print("batch sizes Triton formed (size: executions):")
-    for size, count in sorted(histogram.items()):
-        print(f"  {size:>3}: {count:>4} {'#' * min(count, 60)}")
+    print(f"bert_icd ({icd.variant.name}, {icd.variant_source}) alone: {icd_rps:.1f} req/s; bert_baseline "
+          f"(torchscript:fp32) alone: {base_rps:.1f} req/s; ratio {icd_rps / base_rps:.2f} (target >= "
+          f"{TARGET_ICD_OVER_BASELINE})")
+    print(f"Triton / in-process ({icd.variant.name}, {threads} thread(s)): {icd_rps:.1f} / {in_process_rps:.1f} = "
+          f"{ratio:.3f} (target >= {TARGET_RATIO})")
+    print(f"together: {summed_together:.1f} req/s vs {summed_alone:.1f} alone summed = "
+          f"{summed_together / summed_alone:.3f} (target >= {TARGET_TOGETHER}); intervals with zero completions: {zero}")
+    print(f"served vs in-process outputs: max |diff| {max_diff:.2e}")
     if args.report:
         from icd.io.atomic import write_json_atomic
 
         write_json_atomic(args.report, report)
         print(f"report: {args.report}")
     return 0
+
+
+def _run_meta(run_dir: Path) -> dict[str, Any]:
+    """What kind of run it was (run.json's mode and times, the config's name) — not where it lies on disk."""
+    import json
+
+    meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    return {key: meta.get(key) for key in ("mode", "name", "started", "finished")}
+
+
+def _threads_from_log(log: str) -> int:
+    import re
+
+    match = re.search(r"icd: loaded bert_icd v\d+ \([^)]*\): runtime \w+, (\d+) thread", log)
+    return int(match.group(1)) if match else 1
 
 
 if __name__ == "__main__":

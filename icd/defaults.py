@@ -25,3 +25,6 @@ HF_OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 # N:M permutation search (icd permute-nm, icd/solver/nm_search.py).
 NM_SEARCH_KICKS = 4
 NM_SEARCH_TIME_LIMIT_S = 10.0
+
+# Cache of extracted corpus texts (icd/data/corpus.py): $ICD_CACHE_DIR, else $XDG_CACHE_HOME/icd, else ~/.cache/icd.
+CACHE_DIR_ENV = "ICD_CACHE_DIR"

@@ -2,25 +2,30 @@
 
 * a forward *pre*-hook on every ``nn.Linear`` → statistics of its input;
 * a forward hook on query and key → statistics of their output (the ``qk`` dims);
-* a forward hook on every residual-stream LayerNorm (embeddings, after attention, after the FFN) →
+* a forward hook on every residual-stream LayerNorm (embeddings, after attention, after the FFN; where each
+  lives is the model family's, :mod:`icd.model.families`) →
   the ``hidden`` statistics.
 
 Only non-padding tokens count: the current batch's attention mask selects the rows of every (batch, tokens,
 channels) activation. Activations of another shape (pooler, classifier: one vector per sequence) count every
 row. Q, K and V read the same tensor, which is also a LayerNorm output: its statistics are computed once per
 batch and added to each reader.
+
+This is icd's one Gram collector: :func:`icd.calibrate.gram.collect_grams` (the input Grams a transform needs for
+a few Linears, with the forward stopped once the last of them has its input) runs it with ``linears`` set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from icd.calibrate.stats import CalibrationStats, ChannelStats
-from icd.model.layout import bert_of, bert_shape, layer_linears
+from icd.model.families import family_of
+from icd.model.layout import bert_of, bert_shape
 
 _CACHE_SIZE = 4  # a LayerNorm output, then Q in, Q out, K in, K out, V in: reuse across them
 
@@ -31,13 +36,26 @@ class _Batch:
     cache: list[tuple[torch.Tensor, ChannelStats]] = field(default_factory=list)
 
 
-class StatsCollector:
-    """Attach with :meth:`attach`, run forwards inside :meth:`batch`, then :meth:`detach` and read
-    :attr:`stats`."""
+class StopForward(Exception):
+    """Raised by the input hook of ``stop_after`` once it has its input: the rest of the forward is not needed."""
 
-    def __init__(self, encoder: nn.Module) -> None:
+
+class StatsCollector:
+    """Attach with :meth:`attach`, run forwards between :meth:`begin_batch` and :meth:`end_batch`, then
+    :meth:`detach` and read :attr:`stats`.
+
+    Args:
+        encoder: the model (an ``Encoder`` or a BERT model).
+        linears: only these Linears' inputs (names as in :attr:`CalibrationStats.inputs`), and then neither the
+            query / key outputs nor the residual stream; None = everything.
+        stop_after: raise :class:`StopForward` from this Linear's input hook (after accumulating it).
+    """
+
+    def __init__(self, encoder: nn.Module, linears: Sequence[str] | None = None, stop_after: str | None = None) -> None:
         self.encoder = encoder
         self.stats = CalibrationStats(inputs={}, outputs={}, hidden=ChannelStats.zeros(bert_shape(encoder).hidden))
+        self.linears = None if linears is None else list(linears)
+        self.stop_after = stop_after
         self._batch = _Batch()
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -66,6 +84,8 @@ class StatsCollector:
     def _input_hook(self, name: str) -> Callable:
         def hook(_module: nn.Module, args: tuple) -> None:
             self._accumulate(self.stats.inputs, name, args[0])
+            if name == self.stop_after:
+                raise StopForward
 
         return hook
 
@@ -85,17 +105,18 @@ class StatsCollector:
         named = dict(bert.named_modules())
         inside = {id(module) for module in named.values()}
         outside = {name: module for name, module in hf.named_modules() if id(module) not in inside}
+        wanted = None if self.linears is None else set(self.linears)
         for name, module in [*named.items(), *outside.items()]:
-            if isinstance(module, nn.Linear) and name:
+            if isinstance(module, nn.Linear) and name and (wanted is None or name in wanted):
                 self._handles.append(module.register_forward_pre_hook(self._input_hook(name)))
-        shape = bert_shape(self.encoder)
-        norms = [bert.embeddings.LayerNorm]
+        if wanted is not None:
+            return
+        shape, family = bert_shape(self.encoder), family_of(self.encoder)
         for layer in range(shape.layers):
-            roles = layer_linears(layer)
+            roles = family.linears(layer)
             for role in ("query", "key"):
                 self._handles.append(named[roles[role]].register_forward_hook(self._output_hook(roles[role])))
-            block = bert.encoder.layer[layer]
-            norms += [block.attention.output.LayerNorm, block.output.LayerNorm]
+        norms = [bert.get_submodule(name) for name in family.residual_norms(shape.layers)]
         for norm in norms:
             self._handles.append(norm.register_forward_hook(self._hidden_hook))
 

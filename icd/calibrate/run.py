@@ -11,6 +11,7 @@ from torch import nn
 
 from icd.calibrate.collector import StatsCollector
 from icd.calibrate.stats import CalibrationStats
+from icd.model.families import family_of
 
 
 def _batches(texts: Sequence[str], batch_size: int) -> list[list[str]]:
@@ -82,6 +83,7 @@ def calibrate(
         collector.detach()
     stats = collector.stats
     stats.meta = {
+        "model_type": family_of(encoder).model_type,  # whose Linear names the statistics are keyed by
         "texts": len(texts),
         "tokens": tokens,
         "batch_size": batch_size,

@@ -106,12 +106,20 @@ def export_triton(
     typer.echo(f"  output: {result.output_name} [{result.output_width}]  layout_efficiency: {efficiency}")
     same = ("" if check["max_abs_diff"] is None else
             f"max |diff| vs in-process {check['same_precision_reference']} {check['max_abs_diff']:.1e}; ")
-    typer.echo(f"  verified on {check['texts']} held-out texts: {same}cos mean vs fp32 {check['cos_mean_fp32']:.5f}, "
+    typer.echo(f"  verified on {check['texts']} {check['inputs']}: {same}cos mean vs fp32 {check['cos_mean_fp32']:.5f}, "
                f"NN {check['nn_agreement_fp32']:.3f}")
     if options.platform.value == "python" and not options.threads:
         typer.echo(f"  threads: the thread budget at serve time; now {result.threads.describe()}")
     else:
         typer.echo(f"  threads per instance: {result.threads.threads} ({result.threads.describe()})")
+
+    from icd.stack.triton_service import load_into_running_stacks  # a running `icd stack` serving output_dir
+
+    lines, loaded = load_into_running_stacks(output_dir, options.model_name)
+    for line in lines:
+        typer.echo(line)
+    if not loaded:
+        raise SystemExit(1)
 
 
 def profile(

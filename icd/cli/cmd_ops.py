@@ -58,6 +58,9 @@ def encrypt(
     typer.echo(f"encrypted {result.source} -> {result.output} (AES-256-GCM)"
                + ("; plaintext removed" if result.plaintext_removed else "")
                + ("; checksums.sha256 updated" if result.manifest_updated else ""))
+    requirement = result.key_requirement(key_file)
+    if requirement:
+        typer.echo(f"key required: {requirement}")
 
 
 def decrypt(
@@ -100,12 +103,15 @@ def trace_collect(
     concurrency: Annotated[int, typer.Option(help="Closed-loop clients.")] = 4,
     batch_size: Annotated[int, typer.Option(help="Rows per request.")] = 1,
     input_shape: Annotated[int, typer.Option(help="Tokens per row.")] = 128,
+    server_trace_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP007
+        help="Host folder where the server's trace files appear (Triton in a container: the folder mounted at "
+             "its trace path; compose: deploy/triton/triton-traces).")] = None,
 ) -> None:
     """Turn on Triton tracing for a model, drive load, collect the per-request timestamps."""
     from icd.ops.trace_collect import TraceCollectSettings, collect
 
     record = collect(TraceCollectSettings(endpoint.rstrip("/"), model, duration, output, trace_rate, log_frequency,
-                                          concurrency, batch_size, input_shape))
+                                          concurrency, batch_size, input_shape, server_trace_dir=server_trace_dir))
     typer.echo(f"{len(record['files'])} trace file(s) from {record['client_requests']} requests -> {output}")
 
 
@@ -119,19 +125,33 @@ def trace_analyze(folder: Annotated[Path, typer.Argument(help="Folder written by
 
 def compress(
     input_dir: Annotated[Path, typer.Option("--input-dir", help="Model repository (or one model/version folder).")],
-    compression_ratio: Annotated[float, typer.Option(help="Fraction of off-diagonal entries kept (0, 1].")] = 0.1,
-    validate_accuracy: Annotated[bool, typer.Option(help="Solve from both matrices; keep only if >= 99%.")] = False,
+    compression_ratio: Annotated[float, typer.Option(
+        help="Share of a matrix's off-diagonal pairs kept, largest |w| first (0, 1].")] = 0.1,
+    validate_accuracy: Annotated[bool, typer.Option(
+        help="Solve from the original and the compressed matrix; keep only if the objective ratio >= threshold.")]
+    = False,
     min_objective_ratio: Annotated[float, typer.Option(help="Validation threshold.")] = 0.99,
-    time_limit: Annotated[float, typer.Option(help="Solver refinement seconds per matrix.")] = 2.0,
+    escalate: Annotated[bool, typer.Option(
+        help="A matrix that fails at the asked ratio keeps 2x, 4x ... the entries until it passes "
+             "(--no-escalate: keep the original file and exit 1).")] = True,
 ) -> None:
-    """Compress correlation_matrix.npz files (low-rank factors in float16); backup kept until validated."""
+    """Compress correlation_matrix.npz files (top-|w| entries, float16, narrow indices); per-matrix report."""
     from icd.ops.compress import compress_tree
 
-    results = compress_tree(input_dir, compression_ratio, validate_accuracy, min_objective_ratio, time_limit)
+    results = compress_tree(input_dir, compression_ratio, validate_accuracy, min_objective_ratio, escalate)
     failed = False
     for res in results:
         typer.echo(f"{res.path}: {res.bytes_before} -> {res.bytes_after} bytes ({res.status.value})"
                    + (f"; worst objective ratio {res.worst_ratio:.4f}" if res.worst_ratio is not None else ""))
+        for report in res.matrices:
+            typer.echo(report.line(min_objective_ratio))
+        below = [r for r in res.matrices if r.asked_ratio is not None and r.asked_ratio < min_objective_ratio]
+        if below:
+            fixes = ", ".join(f"{r.name} at {r.passing_share:g}" if r.passing_share else f"{r.name}: none"
+                              for r in below)
+            verb = "kept more" if escalate else "would pass"
+            typer.echo(f"  {len(below)} of {len(res.matrices)} matrices below {min_objective_ratio} at "
+                       f"--compression-ratio {compression_ratio:g}; {verb}: {fixes}")
         failed |= res.failed
     if failed:
         raise typer.Exit(EXIT_FAILED)

@@ -23,18 +23,24 @@ def serve(
                                     help="Triton trace output file (Triton 2.51 can only set it at start); "
                                          "`icd trace collect` then turns tracing on per model"),
 ) -> None:
-    """Serve a model repository on the real tritonserver until Ctrl-C or SIGTERM."""
+    """Serve a model repository on the real tritonserver until Ctrl-C or SIGTERM.
+
+    Prints "ready" only when every model is READY; a model that is not shows Triton's reason; when none is,
+    the server is stopped and the command exits 2 with each reason.
+    """
     from icd.serve.repository_scan import check_model_names, repository_models
-    from icd.serve.serve_loop import describe, serve_until_signal
+    from icd.serve.serve_loop import describe, readiness_line, serve_until_signal, server_model_states
+    from icd.serve.trace_file import prepare_trace_file
     from icd.serve.triton_local import ModelControlMode, TritonServer
 
     repository_models(model_repository)
     names = check_model_names(model_repository, model)
+    trace = None if trace_file is None else prepare_trace_file(trace_file)
     mode = ModelControlMode.EXPLICIT if (names or explicit) else ModelControlMode.NONE
     server = TritonServer(
         model_repository, http_port, grpc_port, metrics_port, log_file=log_file, log_verbose=log_verbose,
         model_control_mode=mode, load_models=names or ("*",),
-        extra_args=() if trace_file is None else ("--trace-config", f"triton,file={trace_file.resolve()}"),
+        extra_args=() if trace is None else ("--trace-config", f"triton,file={trace}"),
     )
     typer.echo(f"starting tritonserver on 127.0.0.1 (http {http_port}, grpc {grpc_port}, metrics {metrics_port})")
     from icd.runtimes.threads import repository_budget
@@ -44,8 +50,8 @@ def serve(
     try:
         for line in describe(server):
             typer.echo(line)
-        typer.echo("ready; Ctrl-C or SIGTERM stops it")
-        serve_until_signal(server, typer.echo)
+        states = [s for s in server_model_states(server) if not names or s.name in names]
+        serve_until_signal(server, typer.echo, ready_line=readiness_line(states))
     finally:
         server.stop()
 

@@ -53,6 +53,7 @@ def tune(  # noqa: PLR0913 - one flag per setting, declared once
     max_batch_sizes: Annotated[Optional[str], typer.Option(help=f"max_batch_size values. {_CSV}")] = None,  # noqa: UP007
     preferred_batch_sizes: Annotated[Optional[str], typer.Option(help=f"Options: none, max, or sizes like 4:8. {_CSV}")] = None,  # noqa: UP007
     queue_delays_us: Annotated[Optional[str], typer.Option(help=f"max_queue_delay_microseconds values. {_CSV}")] = None,  # noqa: UP007
+    versions: Annotated[Optional[str], typer.Option(help=f"Model versions to try, each a runtime / precision export (icd export-triton --version N --runtime R --precision P). {_CSV}")] = None,  # noqa: UP007
     concurrency: Annotated[Optional[str], typer.Option(help=f"Closed-loop client counts swept per configuration. {_CSV}")] = None,  # noqa: UP007
     duration: Annotated[float, typer.Option(help="Measured seconds per measurement.")] = DEFAULT_DURATION_S,
     warmup: Annotated[float, typer.Option(help="Warm-up seconds per measurement (not counted).")] = DEFAULT_WARMUP_S,
@@ -87,7 +88,7 @@ def tune(  # noqa: PLR0913 - one flag per setting, declared once
     search_space = build_space(space, {
         "instance_counts": _ints(instance_counts, "--instance-counts"), "threads": _ints(threads, "--threads"),
         "max_batch_sizes": _ints(max_batch_sizes, "--max-batch-sizes"), "preferred_batch_sizes": preferred,
-        "queue_delays_us": _ints(queue_delays_us, "--queue-delays-us"),
+        "queue_delays_us": _ints(queue_delays_us, "--queue-delays-us"), "versions": _ints(versions, "--versions"),
         "concurrency": _ints(concurrency, "--concurrency")})
     try:
         slo = Slo(target_latency, slo_percentile)

@@ -22,10 +22,12 @@ _CLICK_ABORTS = (typer.Abort, click.exceptions.Abort)
 # One module per stage, in data-flow order.
 COMMAND_MODULES = (
     "icd.cli.cmd_config",    # config show
+    "icd.cli.cmd_models",    # models list|fetch
     "icd.cli.cmd_optimize",  # run, pair
     "icd.cli.cmd_permute_nm",  # permute-nm
     "icd.cli.cmd_export",    # export-triton
     "icd.cli.cmd_serve",     # serve
+    "icd.cli.cmd_stack",     # stack up|down|restart|logs|ps|config (the compose stacks, embedded)
     "icd.cli.cmd_load",      # bench, simulate
     "icd.cli.cmd_monitor",   # monitor up|down, status
     "icd.cli.cmd_rollout",   # router, ab, canary, validate, switch

@@ -9,9 +9,10 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from icd.transforms.configs import Int8Config, NMSparsityConfig
+from icd.data.corpus import DEFAULT_SOURCES
+from icd.transforms.configs import CompactConfig, Int8Config, NMSparsityConfig
 
 
 class _Section(BaseModel):
@@ -67,6 +68,18 @@ class DataSection(_Section):
     heldout_texts: int = Field(256, gt=0)
     batch_size: int = Field(32, gt=0)
     seed: int = 0
+    sources: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SOURCES),
+        description="docstring sources (icd/data/corpus.py): 'stdlib' and installed packages, each optionally "
+                    "pinned as name==version (config.lock.json records them pinned)",
+    )
+
+    @field_validator("heldout_texts")
+    @classmethod
+    def _two_heldout(cls, value: int) -> int:
+        if value < 2:
+            raise ValueError("at least 2 held-out texts are needed (nearest-neighbour agreement compares texts)")
+        return value
 
 
 class PipelineMode(str, Enum):
@@ -106,7 +119,7 @@ class SolverSection(_Section):
     objective: Literal["locality", "transform"] = "transform"
 
 
-TransformSection = Annotated[NMSparsityConfig | Int8Config, Field(discriminator="type")]
+TransformSection = Annotated[NMSparsityConfig | Int8Config | CompactConfig, Field(discriminator="type")]
 
 
 class LatencySection(_Section):

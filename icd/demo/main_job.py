@@ -4,8 +4,9 @@
 2. export ``bert_icd`` (the optimized model) and ``bert_baseline`` (the original) as a Triton model repository;
 3. serve both on the real embedded ``tritonserver``; check one inference over HTTP;
 4. start Prometheus scraping Triton;
-5. A/B ``bert_icd`` against ``bert_baseline`` through the nginx router; print the verdict table, the report
-   path and the live KPI table; stop router, Prometheus and Triton (also on error or Ctrl-C).
+5. A/B ``bert_icd`` against ``bert_baseline`` through the nginx router; print the verdict table (output agreement
+   in the figures that fit the model's task: cosine / nearest-neighbour agreement for the demo's embedding model),
+   the report path and the live KPI table; stop router, Prometheus and Triton (also on error or Ctrl-C).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> Path:
     from icd.export.repository import export_model
     from icd.monitor import stack
     from icd.pipeline.runner import run_config
-    from icd.rollout.ab import ABSpec, run_ab_at_endpoint, verdict_table_text
+    from icd.rollout.ab import ABSpec, conclusion_text, run_ab_at_endpoint, verdict_table_text
     from icd.rollout.payloads import text_payloads
     from icd.serve.serve_loop import describe
     from icd.serve.triton_local import TritonServer
@@ -58,8 +59,12 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> Path:
     cfg = load_config(options.config)
     run_dir = options.out / "run"
     models = options.out / "models"
-    with _step(console, f"1/5 optimize {options.config} → {run_dir}"):
+    with _step(console, f"1/5 optimize {options.config} → {run_dir}, then profile its runtimes"):
         run_config(cfg, run_dir, progress=options.progress)
+        from icd.runtimes.profile import profile_run, render_table
+
+        profile = profile_run(run_dir, runs=5, progress=console.log)  # export below serves its choice
+        console.print(render_table(profile))
     with _step(console, f"2/5 export {options.icd_model} and {options.baseline_model} → {models}"):
         export_model(run_dir, models, ExportOptions(model_name=options.icd_model))
         export_model(run_dir, models, ExportOptions(model_name=options.baseline_model, baseline=True))
@@ -84,6 +89,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> Path:
                     server.http_url, spec, text_payloads(64, seq_len=cfg.model.max_length),
                     options.out / "ab_test_results.json")
                 console.print(verdict_table_text(result.verdicts))
+                console.print(f"latency: {conclusion_text(result)}")
+                console.print(f"output agreement ({result.agreement.task.value}): {result.agreement.text()}")
                 console.print(f"A/B report: {json_path} and {html_path}")
             from icd.cli.main import main as icd_main
 

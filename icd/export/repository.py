@@ -155,7 +155,8 @@ def _verify(runtime: Runtime, folder: Path, source: ModelSource, inputs: RunInpu
     from icd.runtimes.verify import VERIFY_TEXTS, verify_session
 
     cfg = IcdConfig.model_validate(inputs.config_lock)
-    texts = load_split(cfg.data.calibration_texts, cfg.data.heldout_texts, cfg.data.seed).heldout[:VERIFY_TEXTS]
+    texts = load_split(cfg.data.calibration_texts, cfg.data.heldout_texts, cfg.data.seed,
+                       cfg.data.sources).heldout[:VERIFY_TEXTS]
     session = runtime.load(folder, threads)
     return verify_session(session, source, texts, output_gather=not python_backend,
                           min_cos_fp32=cfg.serve.verify_min_cos).to_dict()

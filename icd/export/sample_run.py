@@ -27,7 +27,7 @@ def _weight_correlations(encoder, dims) -> dict[str, np.ndarray]:
         if dim.name == "hidden":
             weights = bert.embeddings.word_embeddings.weight.detach().numpy()[:2048].T
         elif dim.name.endswith(".ffn"):
-            weights = bert.encoder.layer[dim.layer].intermediate.dense.weight.detach().numpy()
+            weights = bert.get_submodule(encoder.family.linears(dim.layer)["ffn_in"]).weight.detach().numpy()
         else:
             continue
         arrays[dim.name] = np.abs(np.corrcoef(weights)).astype(np.float32)
@@ -39,7 +39,8 @@ def write_identity_run_dir(run_dir: Path, config_path: Path | None = None) -> Pa
 
     Args:
         run_dir: where to write (created).
-        config_path: the config (default: ``configs/bert.json`` of this repository).
+        config_path: the config (default: ``configs/minilm_classifier.json`` of this repository: the real MiniLM
+            weights with a 2-label head, small enough for tests and benches).
     """
     import icd
     from icd.config.loader import load_config
@@ -50,7 +51,7 @@ def write_identity_run_dir(run_dir: Path, config_path: Path | None = None) -> Pa
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = config_path or Path(__file__).resolve().parents[2] / "configs" / "bert.json"
+    path = config_path or Path(__file__).resolve().parents[2] / "configs" / "minilm_classifier.json"
     config = load_config(path)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     write_json_atomic(run_dir / "config.lock.json", config.model_dump(mode="json"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from icd.calibrate.stats import CalibrationStats, ChannelStats
+from icd.model.families import family_for
 from icd.model.layout import Dim, DimKind, layer_linears
 
 
@@ -44,7 +45,8 @@ def dim_affinity(stats: CalibrationStats, dim: Dim) -> np.ndarray:
         if stats.hidden.count == 0:
             raise ValueError(f"dim {dim.name!r}: the hidden-stream statistics are empty (0 tokens)")
         return abs_correlation(stats.hidden)
-    roles = layer_linears(dim.layer or 0)
+    # Statistics are keyed by the Linear names of the model they came from (its family's: calibrate/run.py).
+    roles = layer_linears(dim.layer or 0, family_for(str(stats.meta.get("model_type", "bert"))))
     if dim.kind == DimKind.FFN:
         return abs_correlation(_need(stats.inputs, roles["ffn_out"], dim))
     if dim.kind == DimKind.QK:

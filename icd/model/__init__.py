@@ -1,1 +1,1 @@
-"""Model loading (offline Hugging Face BERT checkpoints or BertConfig shapes) and the serving wrapper."""
+"""Models: the supported families (families/), offline loading, checkpoints assembled offline (fetch), the Encoder."""

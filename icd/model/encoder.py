@@ -18,7 +18,8 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 
 class Encoder(nn.Module):
-    """Wraps a Hugging Face ``BertModel`` or ``BertForSequenceClassification``."""
+    """Wraps a Hugging Face encoder of a supported family (:mod:`icd.model.families`): the base model
+    (``BertModel``, ``RobertaModel``, ``DistilBertModel``, ``MPNetModel``) or its ``…ForSequenceClassification``."""
 
     def __init__(self, hf_model: nn.Module, task: str) -> None:
         super().__init__()
@@ -42,9 +43,23 @@ class Encoder(nn.Module):
         return "logits" if self.task == "sequence_classification" else "embedding"
 
     @property
+    def base(self) -> nn.Module:
+        """The base model inside (whatever the task): the module every Linear path is relative to."""
+        from icd.model.families import base_model_of
+
+        return base_model_of(self.hf)
+
+    @property
     def bert(self) -> nn.Module:
-        """The ``BertModel`` inside (whatever the task)."""
-        return self.hf.bert if hasattr(self.hf, "bert") else self.hf
+        """The former name of :attr:`base` (the base model of any family, not only BERT)."""
+        return self.base
+
+    @property
+    def family(self):
+        """The model's :class:`icd.model.families.Family` (where every permutable dimension lives)."""
+        from icd.model.families import family_of
+
+        return family_of(self.hf)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.task == "sequence_classification":

@@ -1,10 +1,11 @@
-"""The permutable dimensions of a BERT encoder, and which weights each one touches.
+"""The permutable dimensions of an encoder (any supported family), and which weights each one touches.
 
-Names (used in permutation.json, correlation_matrix.npz and events):
+Names (used in permutation.json, correlation_matrix.npz and events), the same for every family:
 
 * ``hidden`` — the residual stream, size H (every layer reads and writes it).
 * ``layer{i}.ffn`` — the FFN intermediate channels of layer ``i``, size I.
-* ``layer{i}.heads`` — the order of the A attention heads of layer ``i``, size A.
+* ``layer{i}.heads`` — the order of the A attention heads of layer ``i``, size A (not for MPNet, whose
+  relative-attention bias is shared by every layer: :mod:`icd.model.families.mpnet`).
 * ``layer{i}.qk`` — within-head dims of the query and key projections (moved together), size H, ``block = d``.
 * ``layer{i}.vo`` — within-head dims of the value projection and the attention output projection's input,
   size H, ``block = d``.
@@ -12,9 +13,10 @@ Names (used in permutation.json, correlation_matrix.npz and events):
 A permutation ``perm`` of a dim means: new channel ``j`` is old channel ``perm[j]`` (``new = old[perm]``). A dim
 with ``block = b`` only admits permutations that map every contiguous block of ``b`` channels onto itself.
 
-Linear names are those of ``encoder.bert.named_modules()`` (e.g. ``encoder.layer.0.intermediate.dense``,
-``pooler.dense``). The classification head (``classifier``, named as in ``encoder.hf.named_modules()``) reads
-the pooler's output, which is not a permutable dimension, so it never appears in these lists.
+Where each dim lives depends on the family (:mod:`icd.model.families`): Linear names are those of
+``encoder.base.named_modules()`` (BERT: ``encoder.layer.0.intermediate.dense``; DistilBERT:
+``transformer.layer.0.ffn.lin1``; MPNet: ``encoder.layer.0.attention.attn.q``). Classification-head Linears
+(named as in ``encoder.hf.named_modules()``) never appear in these lists.
 """
 
 from __future__ import annotations
@@ -22,10 +24,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
 
 import numpy as np
 from torch import nn
+
+from icd.model.families import FAMILIES, Family, base_model_of, family_of
+from icd.model.families.base import ALL_KINDS, DimKind, ModelShape
+
+__all__ = ["HIDDEN", "KIND_FAMILIES", "BertShape", "Dim", "DimKind", "LinearUse", "ModelShape", "bert_of",
+           "bert_shape", "dim_users", "dims_of_shape", "head_channels", "input_readers", "layer_linears",
+           "model_shape", "output_writers", "parse_dim_name", "permutable_dims", "permutation_problem"]
 
 HIDDEN = "hidden"
 KIND_FAMILIES = ("hidden", "ffn", "heads", "head_dim")
@@ -33,21 +41,8 @@ KIND_FAMILIES = ("hidden", "ffn", "heads", "head_dim")
 
 _LAYER_DIM = re.compile(r"^layer(\d+)\.(ffn|heads|qk|vo)$")
 
-
-class DimKind(str, Enum):
-    """What a permutable dimension is."""
-
-    HIDDEN = "hidden"
-    """The residual stream (embeddings, every LayerNorm, every Linear reading or writing it)."""
-    FFN = "ffn"
-    """FFN intermediate channels: rows of the intermediate dense, columns of the output dense."""
-    HEADS = "heads"
-    """Whole attention heads: blocks of d rows of Q, K, V and d columns of the attention output dense."""
-    QK = "qk"
-    """Within-head dims of Q and K together (attention scores unchanged)."""
-    VO = "vo"
-    """Within-head dims of V together with the attention output dense's input columns."""
-
+BertShape = ModelShape
+"""The former name of :class:`~icd.model.families.base.ModelShape` (every family has the same four sizes)."""
 
 _FAMILY_KINDS = {
     "hidden": (DimKind.HIDDEN,),
@@ -80,41 +75,43 @@ class Dim:
 
 
 @dataclass(frozen=True)
-class BertShape:
-    """The sizes that define the permutable dimensions of a BERT model."""
+class LinearUse:
+    """One Linear that a dim's channels index, and along which axis of its weight.
 
-    layers: int
-    hidden: int
-    intermediate: int
-    heads: int
+    Attributes:
+        name: path relative to the base model (``encoder.base``).
+        axis: ``0`` — the Linear *writes* the channels (weight rows and bias entries); ``1`` — it *reads* them
+            (weight columns).
+        role: ``query`` / ``key`` / ``value`` / ``attn_out`` / ``ffn_in`` / ``ffn_out``, or ``pooler``.
+        layer: the layer index (``None`` for the pooler).
+    """
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
+    name: str
+    axis: int
+    role: str
+    layer: int | None
 
 
 def bert_of(model: nn.Module) -> nn.Module:
-    """The ``BertModel`` inside an ``Encoder``, a ``BertFor*`` model or a ``BertModel`` itself."""
-    inner = getattr(model, "bert", None)
-    if isinstance(inner, nn.Module):
-        return inner
-    hf = getattr(model, "hf", None)
-    if isinstance(hf, nn.Module):
-        return bert_of(hf)
-    if hasattr(model, "encoder") and hasattr(model, "embeddings"):
+    """The base model inside ``model`` (any family; the name is from when only BERT was supported)."""
+    return base_model_of(model)
+
+
+def _family(model: nn.Module | Family | None) -> Family:
+    if model is None:
+        return FAMILIES["bert"]
+    if isinstance(model, Family):
         return model
-    raise TypeError(f"not a BERT model: {type(model).__name__} has no BertModel inside")
+    return family_of(model)
 
 
-def bert_shape(model: nn.Module) -> BertShape:
-    """Layer count and sizes of the BERT model inside ``model``."""
-    config = bert_of(model).config
-    return BertShape(
-        layers=config.num_hidden_layers,
-        hidden=config.hidden_size,
-        intermediate=config.intermediate_size,
-        heads=config.num_attention_heads,
-    )
+def model_shape(model: nn.Module) -> ModelShape:
+    """Layer count and sizes of the encoder inside ``model`` (any family)."""
+    return family_of(model).shape(base_model_of(model).config)
+
+
+bert_shape = model_shape
+"""The former name of :func:`model_shape`."""
 
 
 def _kinds_of(kinds: Iterable[str]) -> list[DimKind]:
@@ -126,125 +123,130 @@ def _kinds_of(kinds: Iterable[str]) -> list[DimKind]:
     return selected
 
 
-def dims_of_shape(shape: BertShape, kinds: Iterable[str] = KIND_FAMILIES) -> list[Dim]:
-    """The permutable dims of a model of this shape (``hidden`` first, then layer by layer)."""
-    selected = _kinds_of(kinds)
-    dims: list[Dim] = []
-    if DimKind.HIDDEN in selected:
-        dims.append(Dim(HIDDEN, shape.hidden, DimKind.HIDDEN))
-    per_layer = {
+def _sizes(shape: ModelShape) -> dict[DimKind, tuple[int, int | None]]:
+    return {
         DimKind.FFN: (shape.intermediate, None),
         DimKind.HEADS: (shape.heads, None),
         DimKind.QK: (shape.hidden, shape.head_dim),
         DimKind.VO: (shape.hidden, shape.head_dim),
     }
+
+
+def dims_of_shape(shape: ModelShape, kinds: Iterable[str] = KIND_FAMILIES,
+                  permutable: frozenset[DimKind] = ALL_KINDS) -> list[Dim]:
+    """The permutable dims of a model of this shape (``hidden`` first, then layer by layer), restricted to the
+    kinds its family admits (``permutable``: :attr:`Family.permutable`)."""
+    selected = [kind for kind in _kinds_of(kinds) if kind in permutable]
+    dims: list[Dim] = []
+    if DimKind.HIDDEN in selected:
+        dims.append(Dim(HIDDEN, shape.hidden, DimKind.HIDDEN))
+    sizes = _sizes(shape)
     for layer in range(shape.layers):
         for kind in (DimKind.FFN, DimKind.HEADS, DimKind.QK, DimKind.VO):
             if kind in selected:
-                size, block = per_layer[kind]
+                size, block = sizes[kind]
                 dims.append(Dim(f"layer{layer}.{kind.value}", size, kind, layer, block))
     return dims
 
 
 def permutable_dims(encoder: nn.Module, kinds: Iterable[str] = KIND_FAMILIES) -> list[Dim]:
-    """The permutable dimensions of ``encoder``'s BERT model.
+    """The permutable dimensions of ``encoder``.
 
     Args:
-        encoder: an ``icd.model.encoder.Encoder`` (or any module with a ``BertModel`` inside).
+        encoder: an ``icd.model.encoder.Encoder`` (or a Hugging Face model of a supported family).
         kinds: families to include: ``hidden``, ``ffn``, ``heads``, ``head_dim`` (= ``qk`` and ``vo``);
-            ``qk`` and ``vo`` are accepted alone too.
+            ``qk`` and ``vo`` are accepted alone too. Kinds the model's family does not admit (MPNet's
+            ``heads``) are left out.
 
     Returns:
         ``hidden`` first (if selected), then per layer ``ffn``, ``heads``, ``qk``, ``vo``.
     """
-    return dims_of_shape(bert_shape(encoder), kinds)
+    return dims_of_shape(model_shape(encoder), kinds, family_of(encoder).permutable)
 
 
-def parse_dim_name(name: str, shape: BertShape) -> Dim:
-    """The :class:`Dim` named ``name`` for a model of ``shape``; ValueError naming it if there is none."""
+def parse_dim_name(name: str, shape: ModelShape, family: Family | None = None) -> Dim:
+    """The :class:`Dim` named ``name`` for a model of ``shape`` (and ``family``, when given: a kind it does not
+    admit is unknown); ValueError naming it if there is none."""
     if name == HIDDEN:
         return Dim(HIDDEN, shape.hidden, DimKind.HIDDEN)
     match = _LAYER_DIM.match(name)
     if match is None or int(match.group(1)) >= shape.layers:
         raise ValueError(f"unknown permutable dim {name!r} (model has {shape.layers} layers)")
     layer, kind = int(match.group(1)), DimKind(match.group(2))
-    sizes = {
-        DimKind.FFN: (shape.intermediate, None),
-        DimKind.HEADS: (shape.heads, None),
-        DimKind.QK: (shape.hidden, shape.head_dim),
-        DimKind.VO: (shape.hidden, shape.head_dim),
-    }
-    size, block = sizes[kind]
+    if family is not None and kind not in family.permutable:
+        raise ValueError(f"unknown permutable dim {name!r}: {family.model_type} models admit no {kind.value} dims "
+                         f"({'; '.join(family.notes[:1])})")
+    size, block = _sizes(shape)[kind]
     return Dim(name, size, kind, layer, block)
 
 
-def layer_linears(layer: int) -> dict[str, str]:
-    """Names (relative to the BertModel) of the six Linears of one layer, by role."""
-    prefix = f"encoder.layer.{layer}"
-    return {
-        "query": f"{prefix}.attention.self.query",
-        "key": f"{prefix}.attention.self.key",
-        "value": f"{prefix}.attention.self.value",
-        "attn_out": f"{prefix}.attention.output.dense",
-        "ffn_in": f"{prefix}.intermediate.dense",
-        "ffn_out": f"{prefix}.output.dense",
+def layer_linears(layer: int, family: nn.Module | Family | None = None) -> dict[str, str]:
+    """Names (relative to the base model) of the six Linears of one layer, by role.
+
+    Args:
+        layer: the layer index.
+        family: the model (or its :class:`Family`) the names are for; ``None`` means BERT's names.
+    """
+    return _family(family).linears(layer)
+
+
+def dim_users(encoder: nn.Module, dim_name: str) -> list[LinearUse]:
+    """Every Linear of the base model that ``dim_name``'s channels index, with the weight axis they index.
+
+    Writers first (axis 0: rows and bias), then readers (axis 1: columns). ``hidden``: writers are every
+    layer's attention output and FFN output; readers every layer's query, key, value and FFN input, and the
+    pooler when the model has one (the embeddings and LayerNorms also carry it but are not Linears; a
+    classification head's readers are in :attr:`Family.head_hidden_readers`). ``layer{i}.ffn``: FFN input
+    writes, FFN output reads. ``layer{i}.heads``: query, key, value write (in blocks of d rows, see
+    :func:`head_channels`), the attention output reads. ``qk``: query and key write. ``vo``: value writes, the
+    attention output reads.
+    """
+    family = family_of(encoder)
+    shape = model_shape(encoder)
+    dim = parse_dim_name(dim_name, shape, family)
+    if dim.kind == DimKind.HIDDEN:
+        writers, readers = [], []
+        for layer in range(shape.layers):
+            roles = family.linears(layer)
+            writers += [LinearUse(roles[r], 0, r, layer) for r in ("attn_out", "ffn_out")]
+            readers += [LinearUse(roles[r], 1, r, layer) for r in ("query", "key", "value", "ffn_in")]
+        if getattr(base_model_of(encoder), "pooler", None) is not None:
+            readers.append(LinearUse("pooler.dense", 1, "pooler", None))
+        return writers + readers
+    layer = dim.layer or 0
+    roles = family.linears(layer)
+    by_kind = {
+        DimKind.FFN: (("ffn_in",), ("ffn_out",)),
+        DimKind.HEADS: (("query", "key", "value"), ("attn_out",)),
+        DimKind.QK: (("query", "key"), ()),
+        DimKind.VO: (("value",), ("attn_out",)),
     }
-
-
-def _has_pooler(encoder: nn.Module) -> bool:
-    return getattr(bert_of(encoder), "pooler", None) is not None
+    write, read = by_kind[dim.kind]
+    return [LinearUse(roles[r], 0, r, layer) for r in write] + [LinearUse(roles[r], 1, r, layer) for r in read]
 
 
 def input_readers(encoder: nn.Module, dim_name: str) -> list[str]:
-    """Linears whose *input* (weight columns) is indexed by ``dim_name``.
+    """Linears whose *input* (weight columns) is indexed by ``dim_name`` (see :func:`dim_users`).
 
     These are the matrices whose columns move together under that dim's permutation (what an N:M search
-    along the input dimension must consider jointly). ``hidden``: query/key/value/intermediate dense of every
-    layer, and ``pooler.dense`` when the model has a pooler. ``layer{i}.ffn``: that layer's output dense.
-    ``layer{i}.heads`` and ``layer{i}.vo``: that layer's attention output dense (for ``heads`` in blocks of d
-    columns). ``layer{i}.qk``: none (Q and K meet in the attention scores, not in a Linear's input).
-
-    Names are relative to ``encoder.bert`` (``encoder.bert.named_modules()``).
+    along the input dimension must consider jointly). ``layer{i}.qk``: none (Q and K meet in the attention
+    scores, not in a Linear's input). Names are relative to ``encoder.base``.
     """
-    shape = bert_shape(encoder)
-    dim = parse_dim_name(dim_name, shape)
-    if dim.kind == DimKind.HIDDEN:
-        names = []
-        for layer in range(shape.layers):
-            roles = layer_linears(layer)
-            names += [roles["query"], roles["key"], roles["value"], roles["ffn_in"]]
-        if _has_pooler(encoder):
-            names.append("pooler.dense")
-        return names
-    roles = layer_linears(dim.layer or 0)
-    if dim.kind == DimKind.FFN:
-        return [roles["ffn_out"]]
-    if dim.kind in (DimKind.HEADS, DimKind.VO):
-        return [roles["attn_out"]]
-    return []
+    return [use.name for use in dim_users(encoder, dim_name) if use.axis == 1]
 
 
 def output_writers(encoder: nn.Module, dim_name: str) -> list[str]:
-    """Linears whose *output* (weight rows and bias) is indexed by ``dim_name`` (same naming as
-    :func:`input_readers`). ``hidden``: attention output dense and FFN output dense of every layer (the
-    embeddings and LayerNorms also write it but are not Linears). ``ffn``: the intermediate dense. ``heads``:
-    query, key and value. ``qk``: query and key. ``vo``: value."""
-    shape = bert_shape(encoder)
-    dim = parse_dim_name(dim_name, shape)
-    if dim.kind == DimKind.HIDDEN:
-        names = []
-        for layer in range(shape.layers):
-            roles = layer_linears(layer)
-            names += [roles["attn_out"], roles["ffn_out"]]
-        return names
-    roles = layer_linears(dim.layer or 0)
-    by_kind = {
-        DimKind.FFN: ["ffn_in"],
-        DimKind.HEADS: ["query", "key", "value"],
-        DimKind.QK: ["query", "key"],
-        DimKind.VO: ["value"],
-    }
-    return [roles[role] for role in by_kind[dim.kind]]
+    """Linears whose *output* (weight rows and bias) is indexed by ``dim_name`` (see :func:`dim_users`)."""
+    return [use.name for use in dim_users(encoder, dim_name) if use.axis == 0]
+
+
+def head_channels(encoder: nn.Module, head: int) -> slice:
+    """The rows of query / key / value (and columns of the attention output) that hold attention head
+    ``head``: ``slice(head * d, (head + 1) * d)``, the same in every layer and every family."""
+    shape = model_shape(encoder)
+    if not 0 <= head < shape.heads:
+        raise ValueError(f"head {head} out of range: the model has {shape.heads} heads")
+    return slice(head * shape.head_dim, (head + 1) * shape.head_dim)
 
 
 def permutation_problem(perm: np.ndarray, size: int, block: int | None) -> str | None:

@@ -1,4 +1,9 @@
-"""A small client of Prometheus' HTTP API (``/api/v1/query``, ``query_range``, ``alerts``, ``rules``)."""
+"""The one client of Prometheus' HTTP API in icd (``/api/v1/query``, ``query_range``, ``alerts``, ``rules``).
+
+Used by ``icd status`` / the monitoring tests and by the rollout analysis (:mod:`icd.rollout.providers`). Failures
+are typed: :class:`PrometheusUnavailable` (not reachable, or the answer is not Prometheus' JSON — e.g. a URL that
+points at another server) and :class:`PrometheusQueryError` (Prometheus rejected the query).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,10 @@ from icd.errors import UserError
 
 class PrometheusQueryError(ValueError):
     """Prometheus rejected a query (bad PromQL, ...): carries its ``errorType`` and ``error``."""
+
+
+class PrometheusUnavailable(UserError):
+    """Prometheus did not answer, or answered with something that is not its API's JSON."""
 
 
 class AlertState(str, Enum):
@@ -80,13 +89,21 @@ class PrometheusClient:
         try:
             response = self._http.get(path, params=params)
         except httpx.HTTPError as exc:
-            raise UserError(f"Prometheus not reachable at {self.url}: {exc}") from exc
+            raise PrometheusUnavailable(f"Prometheus not reachable at {self.url}: {type(exc).__name__}: {exc}") from exc
         try:
             body = response.json()
-        except ValueError as exc:
-            raise UserError(f"{self.url}{path}: not a Prometheus API answer (HTTP {response.status_code})") from exc
+        except ValueError:
+            kind = response.headers.get("content-type", "no content type").split(";")[0]
+            raise PrometheusUnavailable(
+                f"{self.url}{path}: not a Prometheus API answer (HTTP {response.status_code}, {kind}, "
+                f"{response.text[:60]!r}); is this URL the Prometheus server?") from None
+        if not isinstance(body, dict) or "status" not in body:
+            raise PrometheusUnavailable(f"{self.url}{path}: JSON without Prometheus' status field "
+                                        f"(HTTP {response.status_code}); is this URL the Prometheus server?")
         if body.get("status") != "success":
             raise PrometheusQueryError(f"{body.get('errorType', 'error')}: {body.get('error', body)}")
+        if "data" not in body:
+            raise PrometheusUnavailable(f"{self.url}{path}: success without data (HTTP {response.status_code})")
         return body["data"]
 
     def ready(self) -> bool:

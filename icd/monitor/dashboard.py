@@ -34,6 +34,9 @@ ICD_BACKEND_METRICS = (
 )
 """Custom metrics of icd's python backend — present only while an icd-exported model is served."""
 
+SHADOW_METRIC_PREFIX = "icd_shadow_"
+"""Series of the shadow comparator (``icd router mirror``) — present only while a candidate is shadowed."""
+
 
 class ExprKind(str, Enum):
     """Where in the dashboard an expression lives."""
@@ -62,10 +65,14 @@ class DashboardExpr:
     def needs_icd_backend(self) -> bool:
         return bool(self.metrics & set(ICD_BACKEND_METRICS))
 
+    @property
+    def needs_shadow(self) -> bool:
+        return any(m.startswith(SHADOW_METRIC_PREFIX) for m in self.metrics)
+
 
 def _metrics_of(expr: str, rules: RuleSet) -> frozenset[str]:
     expanded = rules.expand(expr)
-    names = set(re.findall(r"\b(nv_[a-z_]+|triton_icd_[a-z_]+)\b", expanded))
+    names = set(re.findall(r"\b(nv_[a-z_]+|triton_icd_[a-z_]+|icd_shadow_[a-z_]+)\b", expanded))
     return frozenset(names)
 
 

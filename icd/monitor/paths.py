@@ -37,7 +37,32 @@ def monitoring_dir() -> Path:
 
 
 def state_dir(explicit: Path | None = None) -> Path:
-    """The icd state folder (``--state-dir``, else ``$ICD_STATE_DIR``, else ``.icd``) — pids, logs, data."""
+    """The icd state folder — pids, logs, data of what icd started.
+
+    ``--state-dir``, else ``$ICD_STATE_DIR``, else the nearest ``.icd`` folder in the current folder or above it
+    up to the project root (the first folder with ``.git`` or ``pyproject.toml``), else ``.icd`` at that project
+    root, else ``./.icd``. So ``cd deploy/triton && icd stack up`` and a later ``icd switch`` from the repository
+    root share one state folder, as the guide's commands expect.
+    """
     if explicit is not None:
         return Path(explicit)
-    return Path(os.environ.get(STATE_DIR_ENV, DEFAULT_STATE_DIR))
+    if os.environ.get(STATE_DIR_ENV):
+        return Path(os.environ[STATE_DIR_ENV])
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        if (folder / DEFAULT_STATE_DIR).is_dir():
+            return _relative_if_below(folder / DEFAULT_STATE_DIR, here)
+        if any((folder / marker).exists() for marker in _PROJECT_MARKERS):
+            return _relative_if_below(folder / DEFAULT_STATE_DIR, here)
+    return Path(DEFAULT_STATE_DIR)
+
+
+_PROJECT_MARKERS = (".git", "pyproject.toml")
+
+
+def _relative_if_below(path: Path, here: Path) -> Path:
+    """``path`` relative to ``here`` when it lies below it (``.icd``), else absolute."""
+    try:
+        return path.relative_to(here)
+    except ValueError:
+        return path

@@ -44,14 +44,14 @@ def pid_alive(pid: int) -> bool:
 
 
 def pid_runs(pid: int, executable: str) -> bool:
-    """Whether ``pid`` is alive and its command line starts with a program named ``executable``."""
+    """Whether ``pid`` is alive and runs ``executable``: a program of that name, or ``python -m <executable>``."""
     if not pid_alive(pid):
         return False
     try:
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return False
-    return Path(argv0).name == executable
+    return Path(argv[0]).name == executable or argv[1:3] == ["-m", executable]
 
 
 def stop_pid(pid: int, executable: str, timeout_s: float = 15.0) -> bool:

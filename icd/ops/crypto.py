@@ -46,6 +46,19 @@ class EncryptResult:
     output: Path
     plaintext_removed: bool
     manifest_updated: bool
+    served_model: str | None = None
+    """``<model> v<version>`` when the file belongs to an exported model version: it now needs the key to load."""
+
+    def key_requirement(self, key_file: Path | None) -> str | None:
+        """What serving the model needs from now on (None when the file is not part of a served model)."""
+        if self.served_model is None:
+            return None
+        where = (f"{KEY_FILE_ENV}={Path(key_file).resolve()}" if key_file is not None
+                 else f"{KEY_ENV}=<hex key> (or {KEY_FILE_ENV}=<key file>)")
+        return (f"{self.served_model} now loads only with the key in Triton's environment: "
+                f"`{where} icd stack restart triton` (icd serve: the same variable; compose: set {KEY_ENV} in "
+                "deploy/triton/.env). Without it Triton reports the model UNAVAILABLE: "
+                f"'{self.output.name} is encrypted: set ${KEY_ENV} or ${KEY_FILE_ENV}'")
 
 
 def generate_key(path: Path, force: bool = False) -> Path:
@@ -89,9 +102,13 @@ def read_key(key_file: Path | None = None, env: Mapping[str, str] | None = None)
     if key_file is None and env.get(KEY_FILE_ENV):
         key_file = Path(env[KEY_FILE_ENV])
     if key_file is None:
-        raise UserError(f"no key: pass --key-file or set ${KEY_ENV} / ${KEY_FILE_ENV}")
+        raise UserError(f"no key: pass --key-file or set ${KEY_ENV} / ${KEY_FILE_ENV} "
+                        "(create a key with `icd keygen production.key`)")
     try:
         text = Path(key_file).read_text()
+    except FileNotFoundError:
+        raise UserError(f"{key_file}: key file not found; create one with `icd keygen {key_file}` "
+                        "(keep it outside the repository, mode 0600)") from None
     except OSError as exc:
         raise UserError(f"{key_file}: cannot read key file ({exc.strerror})") from None
     return _parse_key(text, str(key_file))
@@ -191,7 +208,17 @@ def encrypt_file(source: Path, key: bytes, output: Path | None = None, keep_plai
     if not keep_plaintext:
         source.unlink()
     updated = update_manifest and output.parent == source.parent and _refresh_manifest(source.parent)
-    return EncryptResult(source, output, not keep_plaintext, updated)
+    return EncryptResult(source, output, not keep_plaintext, updated, _served_model(output))
+
+
+def _served_model(path: Path) -> str | None:
+    """``<model> v<version>`` when ``path`` is the permutation file of an exported model version folder."""
+    from icd.serve.backend.icd_runtime import LAYOUT_FILE
+
+    folder = path.parent
+    if path.name != "permutation.json" + ENC_SUFFIX or not (folder / LAYOUT_FILE).is_file():
+        return None
+    return f"{folder.parent.name} v{folder.name}" if (folder.parent / "config.pbtxt").is_file() else None
 
 
 def decrypt_to_file(source: Path, key: bytes, output: Path | None = None) -> Path:

@@ -1,24 +1,21 @@
 """nginx in front of one or more local Triton servers: TLS termination and/or round-robin scale-out.
 
 The embedded counterpart of ``docker-compose.secure.yml`` (TLS on one port, Triton only on loopback) and
-``docker-compose.scale.yml`` (N Tritons behind one nginx). nginx runs in the foreground (``daemon off``) as a
-child process with its own prefix folder; :meth:`NginxProxy.stop` sends SIGTERM to the master by PID and waits.
+``docker-compose.scale.yml`` (N Tritons behind one nginx). The process is run by icd's one nginx process manager
+(:class:`icd.rollout.nginx_process.NginxProcess`): ``nginx -t`` before start, the port checked free first, a
+graceful stop by PID that waits for the master.
 """
 
 from __future__ import annotations
 
-import shutil
-import signal
 import socket
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from icd.defaults import LOOPBACK
 from icd.errors import UserError
-from icd.io.atomic import write_text_atomic
+from icd.rollout.nginx_process import NginxProcess
 
 NGINX_BIN = "nginx"
 READY_TIMEOUT_S = 15.0
@@ -104,17 +101,16 @@ class NginxProxy:
 
     def __init__(self, workdir: Path, nginx_bin: str = NGINX_BIN) -> None:
         self.workdir = Path(workdir)
-        self.nginx_bin = nginx_bin
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._process = NginxProcess(workdir, nginx_bin)
         self.spec: ProxySpec | None = None
 
     @property
     def conf_path(self) -> Path:
-        return self.workdir / "nginx.conf"
+        return self._process.conf_path
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
+        return self._process.master_pid()
 
     @property
     def url(self) -> str:
@@ -123,53 +119,25 @@ class NginxProxy:
         scheme = "https" if self.spec.tls else "http"
         return f"{scheme}://{self.spec.listen_host}:{self.spec.listen_port}"
 
-    def error_tail(self, chars: int = 400) -> str:
-        path = self.workdir / "error.log"
-        return path.read_text(errors="replace")[-chars:].strip() if path.is_file() else ""
+    def error_tail(self) -> str:
+        return self._process.error_tail()
 
     def start(self, spec: ProxySpec) -> NginxProxy:
         """Write, test (``nginx -t``) and start the configuration; wait until the port accepts connections.
 
         Raises:
-            UserError: nginx missing, the config is refused, or nginx did not come up.
+            UserError: nginx missing, the port in use, the config refused, or nginx did not come up.
         """
         spec.validate()
-        binary = shutil.which(self.nginx_bin)
-        if binary is None:
-            raise UserError(f"{self.nginx_bin}: not found on PATH (apt-get install nginx)")
-        (self.workdir / "tmp").mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.conf_path, render_conf(spec, self.workdir.resolve()))
-        base = [binary, "-p", str(self.workdir.resolve()), "-e", str(self.workdir.resolve() / "error.log"),
-                "-c", str(self.conf_path.resolve())]
-        check = subprocess.run([*base, "-t"], capture_output=True, text=True, check=False)  # noqa: S603
-        if check.returncode != 0:
-            raise UserError(f"nginx refused {self.conf_path}: {check.stderr.strip()[-400:]}")
-        self._proc = subprocess.Popen(base, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # noqa: S603
-                                      stderr=subprocess.DEVNULL)
+        text = render_conf(spec, self._process.workdir)
+        self._process.start(text, [(spec.listen_host, spec.listen_port)],
+                            ready=lambda: _port_open(spec.listen_host, spec.listen_port), timeout_s=READY_TIMEOUT_S)
         self.spec = spec
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise UserError(f"nginx exited with {self._proc.returncode}: {self.error_tail()}")
-            if _port_open(spec.listen_host, spec.listen_port):
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise UserError(f"nginx not listening on {spec.listen_port} after {READY_TIMEOUT_S:.0f} s")
+        return self
 
     def stop(self) -> None:
-        """SIGTERM the master by PID and wait (SIGKILL after the timeout). Idempotent."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        self._proc = None
+        """Graceful stop of the master by PID, waited for (SIGKILL after the timeout). Idempotent."""
+        self._process.stop(STOP_TIMEOUT_S)
 
     def __enter__(self) -> NginxProxy:
         return self

@@ -3,12 +3,15 @@
 Layout (documented in docs/artefacts.md):
 
 * ``model.safetensors`` + ``config.json`` — the fp32 weights with every permutation, scaling and sparsity mask
-  folded in (Hugging Face format, loadable by ``transformers`` alone);
+  folded in (Hugging Face format, loadable by ``transformers`` alone unless compaction gave the layers their own
+  sizes: then ``layer_sizes`` below rebuilds them);
 * tokenizer files;
 * ``icd_model.json`` — ``{"task", "model": <model section>, "runtime_transforms": [{"type","version","data"}],
-  "output_index": [...] | null}``: transforms that cannot live in fp32 weights (dynamic int8 quantization) and
-  are re-applied, deterministically, by :func:`load_run_encoder`; and the output gather of an embedding model
-  whose hidden dim was permuted (see :meth:`icd.model.encoder.Encoder.set_output_index`).
+  "output_index": [...] | null, "layer_sizes": [{"heads", "intermediate"}, ...] | null}``: transforms that cannot
+  live in fp32 weights (dynamic int8 quantization) and are re-applied, deterministically, by
+  :func:`load_run_encoder`; and the output gather of an embedding model whose hidden dim was permuted (see
+  :meth:`icd.model.encoder.Encoder.set_output_index`); and the per-layer sizes of a compacted model
+  (``CompactConfig``), rebuilt before its weights are loaded.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from icd.config.schema import ModelSection
 from icd.io.atomic import write_json_atomic
 from icd.io.json_artefact import read_json_artefact
 from icd.model.encoder import Encoder
+from icd.transforms.compact_slice import load_compacted, saved_sizes
 
 MODEL_DIR = "model"
 ICD_MODEL_FILE = "icd_model.json"
@@ -43,6 +47,7 @@ def save_run_encoder(
                 "model": section.model_dump(mode="json"),
                 "runtime_transforms": runtime_transforms,
                 "output_index": None if encoder.output_index is None else encoder.output_index.tolist(),
+                "layer_sizes": saved_sizes(encoder),
             },
         )
         if target.exists():
@@ -61,23 +66,24 @@ def read_icd_model(model_dir: Path) -> dict[str, Any]:
 
 def load_run_encoder(model_dir: Path, runtime_transforms: bool = True) -> Encoder:
     """Load ``RUN/model/`` (weights + runtime transforms unless ``runtime_transforms`` is False) as an eval-mode
-    :class:`Encoder`."""
-    from transformers import BertForSequenceClassification, BertModel
-    from transformers.utils import logging as hf_logging
+    :class:`Encoder`.
 
-    from icd.model.loader import _offline
+    The family comes from the saved ``config.json`` (``model_type``); the folder must load whole (a run saves its
+    classification head, so nothing may be missing).
+
+    Raises:
+        ArtefactError: not an icd model folder, an unsupported family, or weights that do not load whole.
+    """
+    from icd.errors import ArtefactError
+    from icd.model.loader import load_hf_model
     from icd.transforms.runtime import apply_runtime_transforms_
 
-    _offline()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     meta = read_icd_model(model_dir)
-    folder = str(model_dir)
-    if meta["task"] == "sequence_classification":
-        hf = BertForSequenceClassification.from_pretrained(folder)
+    if meta.get("layer_sizes"):  # compacted: per-layer head counts / FFN sizes the config cannot hold
+        hf = load_compacted(Path(model_dir), meta["task"], meta["layer_sizes"], error=ArtefactError)
     else:
-        hf = BertModel.from_pretrained(folder, add_pooling_layer=False)
-    encoder = Encoder(hf.eval(), meta["task"]).eval()
+        hf = load_hf_model(Path(model_dir), meta["task"], new_head=False, error=ArtefactError)
+    encoder = Encoder(hf, meta["task"]).eval()
     if meta.get("output_index") is not None:
         import torch
 

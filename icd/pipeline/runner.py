@@ -3,7 +3,8 @@
 dense:     load → measure
 linear:    load → calibrate → graph → solve → apply → transform → measure
 iterative: linear, then per iteration: calibrate the transformed model → graph → constrained re-solve → apply
-           → measure → accept or roll back
+           → measure → accept or roll back; with a ``compact`` transform, each iteration instead compacts one
+           step more towards the same target (stages/compact.py) → measure → accept or roll back
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from icd.pipeline.run_dir import StagedRun
 from icd.pipeline.stages.accept import Decision, decide
 from icd.pipeline.stages.apply import fold_
 from icd.pipeline.stages.calibrate import run_calibrate
+from icd.pipeline.stages.compact import CompactionPlan, check_compaction, compact_step, decide_step
 from icd.pipeline.stages.graph import run_graph
 from icd.pipeline.stages.measure import VariantMetrics, measure_variant, reference_outputs
 from icd.pipeline.stages.solve import DimSolution, run_solve
 from icd.pipeline.stages.transform import RuntimeModel, build_runtime_model, run_weight_transforms
+from icd.transforms.compact_slice import layer_sizes
 from icd.transforms.configs import NMSparsityConfig
 from icd.transforms.permute import compose_permutations
 
@@ -82,9 +85,14 @@ class Runner:
     def _context(self, staged: StagedRun) -> RunContext:
         events = EventLog(staged.path("events.jsonl"), self.console)
         with events.stage("load") as event:
+            data = self.cfg.data
+            split = load_split(data.calibration_texts, data.heldout_texts, data.seed, data.sources)
+            # the lock records the sources at the versions read (a re-run elsewhere refuses other versions)
+            self.cfg = self.cfg.model_copy(update={"data": data.model_copy(update={"sources": split.sources})})
+            check_compaction(self.cfg)  # bad compaction input: one line before any model is loaded
             tokenizer = load_tokenizer(self.cfg.model)
-            split = load_split(self.cfg.data.calibration_texts, self.cfg.data.heldout_texts, self.cfg.data.seed)
-            event.numbers.update(calibration_texts=len(split.calibration), heldout_texts=len(split.heldout))
+            event.numbers.update(calibration_texts=len(split.calibration), heldout_texts=len(split.heldout),
+                                 corpus_pool=split.pool_sizes, corpus_sha256=split.pool_sha256)
         return RunContext(self.cfg, tokenizer, split, [], events, self.console, self.progress)
 
     def _run_into(self, staged: StagedRun) -> RunResult:
@@ -119,8 +127,10 @@ class Runner:
         with ctx.events.stage("apply") as event:
             fold_(working, perms)
             event.numbers.update(permuted_dims=sum(not np.array_equal(p, np.arange(p.size)) for p in perms.values()))
+        plan = CompactionPlan.of(ctx, working)
         with ctx.events.stage("transform") as event:
-            weight_records = run_weight_transforms(ctx, working, event)
+            weight_records = run_weight_transforms(plan.context_for_step(ctx, working, 1) if plan else ctx, working,
+                                                   event)
         with ctx.events.stage("measure") as event:
             runtime = build_runtime_model(ctx, working)
             linear = measure_variant(ctx, "linear", runtime.encoder, reference)
@@ -131,8 +141,36 @@ class Runner:
                            graphs=graphs, stats=stats)
         if ctx.cfg.pipeline.mode is PipelineMode.ITERATIVE:
             for iteration in range(1, ctx.cfg.pipeline.iterations + 1):
+                if plan is not None:  # compaction: each iteration compacts one step more (stages/compact.py)
+                    working, accepted = self._compact_more(ctx, plan, iteration, working, reference, result)
+                    if not accepted:
+                        break
+                    continue
                 working = self._iterate(ctx, iteration, working, reference, result)
         return result
+
+    def _compact_more(self, ctx: RunContext, plan: CompactionPlan, iteration: int, working: Encoder, reference,
+                      result: RunResult) -> tuple[Encoder, bool]:
+        prefix = f"iter{iteration}."
+        with ctx.events.stage(prefix + "compact") as event:
+            candidate, record = compact_step(ctx, plan, working, iteration + 1, event)
+        with ctx.events.stage(prefix + "measure") as event:
+            runtime = build_runtime_model(ctx, candidate)
+            metrics = measure_variant(ctx, f"iterative{iteration}", runtime.encoder, reference)
+            event.numbers.update(cos_mean=metrics.fidelity.cos_mean, latency_median_ms=metrics.latency.median_ms)
+        before, after = (plan.targets.unit_costs.model(layer_sizes(m)) for m in (working, candidate))
+        with ctx.events.stage(prefix + "accept") as event:
+            decision = decide_step(result.final, metrics, ctx.cfg.pipeline.accept, before, after)
+            event.numbers.update(accepted=decision.accepted, reason=decision.reason)
+        result.decisions.append(decision)
+        result.resolutions.append({"iteration": iteration, "accepted": decision.accepted, "compaction_step": record})
+        result.variants.append(metrics)
+        if not decision.accepted:
+            ctx.console.log(f"[yellow]compaction step {iteration + 1} rolled back[/yellow]: {decision.reason}")
+            return working, False
+        result.final, result.runtime = metrics, runtime
+        result.weight_records.append(record)
+        return candidate, True
 
     def _iterate(self, ctx: RunContext, iteration: int, working: Encoder, reference, result: RunResult) -> Encoder:
         prefix = f"iter{iteration}."

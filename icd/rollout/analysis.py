@@ -1,18 +1,25 @@
-"""Canary analysis: run every metric check, judge each against its threshold range, return evidence.
+"""The one analysis of the rollout loop: run every metric check and rollout webhook, judge, return evidence.
+
+Every strategy is judged here: the canary and A/B strategies on the router's requests split by variant
+(relative to the primary), blue-green on the canary colour's requests (absolute SLOs), mirroring on the shadow
+comparator's judgements (output agreement, latency, errors). A check that has no data says so ("no data"),
+which is not a failure; a provider that cannot be asked fails the check with its reason.
 
 Example:
-    result = analyse(spec, AccessLogProvider("runs/router/access.jsonl"))
+    result = analyse(spec, LogProvider(router.access_log, router.workdir / "shadow.jsonl"))
     if result.verdict is CheckVerdict.FAIL: ...
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from icd.rollout.canary_spec import CanarySpec, MetricCheck, ThresholdRange
+from icd.rollout.canary_spec import CanarySpec, MetricCheck, Strategy, ThresholdRange
 from icd.rollout.phase import CheckVerdict
 from icd.rollout.providers import MetricProvider, NoValuesFound, ProviderError, QueryContext
+from icd.rollout.webhooks import HookResult
 
 
 def check_threshold(value: float, rng: ThresholdRange) -> bool:
@@ -47,6 +54,20 @@ class AnalysisResult:
     def to_dict(self) -> dict[str, Any]:
         return {"verdict": self.verdict.value, "checks": [c.to_dict() for c in self.checks]}
 
+    def summary(self) -> str:
+        """One line: each check's value and verdict."""
+        parts = []
+        for c in self.checks:
+            value = "n/a" if c.value is None else f"{c.value:+.3g}"
+            parts.append(f"{c.name} {value} ({c.verdict.value})")
+        return "; ".join(parts)
+
+
+def context_for(spec: CanarySpec) -> QueryContext:
+    """What the checks of ``spec`` look at (blue-green: requests by colour; else by variant)."""
+    by = "colour" if spec.strategy is Strategy.BLUEGREEN else "variant"
+    return QueryContext(spec.primary, spec.canary, spec.interval_s, spec.min_samples, by)
+
 
 def run_check(check: MetricCheck, provider: MetricProvider, ctx: QueryContext) -> CheckResult:
     """Evaluate one check; a provider error counts as a failed check (the rollout must not proceed blind)."""
@@ -61,10 +82,13 @@ def run_check(check: MetricCheck, provider: MetricProvider, ctx: QueryContext) -
     return CheckResult(check.name, CheckVerdict.PASS if ok else CheckVerdict.FAIL, value, lo, hi, how)
 
 
-def analyse(spec: CanarySpec, provider: MetricProvider) -> AnalysisResult:
-    """Run all of ``spec.metrics`` for the last ``spec.interval_s`` seconds."""
-    ctx = QueryContext(spec.primary, spec.canary, spec.interval_s, spec.min_samples)
-    checks = tuple(run_check(c, provider, ctx) for c in spec.metrics)
+def hook_check(result: HookResult) -> CheckResult:
+    """A rollout webhook's result as a check of the analysis."""
+    verdict = CheckVerdict.PASS if result.ok else CheckVerdict.FAIL
+    return CheckResult(f"webhook {result.name}", verdict, None, None, None, result.detail)
+
+
+def combine(checks: Sequence[CheckResult]) -> AnalysisResult:
     verdicts = {c.verdict for c in checks}
     if CheckVerdict.FAIL in verdicts:
         verdict = CheckVerdict.FAIL
@@ -72,4 +96,10 @@ def analyse(spec: CanarySpec, provider: MetricProvider) -> AnalysisResult:
         verdict = CheckVerdict.NO_DATA
     else:
         verdict = CheckVerdict.PASS
-    return AnalysisResult(verdict, checks)
+    return AnalysisResult(verdict, tuple(checks))
+
+
+def analyse(spec: CanarySpec, provider: MetricProvider, hooks: Sequence[HookResult] = ()) -> AnalysisResult:
+    """Run all of ``spec.metrics`` for the last ``spec.interval_s`` seconds, plus the rollout hooks' results."""
+    ctx = context_for(spec)
+    return combine([*(hook_check(h) for h in hooks), *(run_check(c, provider, ctx) for c in spec.metrics)])

@@ -1,7 +1,8 @@
-"""The canary controller loop: tick every interval until the rollout ends (or a deadline), resumable.
+"""The rollout controller loop: tick every interval until the rollout ends (or a deadline), resumable.
 
 Only one controller may drive a state directory (an ``flock`` on ``controller.lock``). A restarted controller
-waits out the rest of the interval that was running when it died, then ticks on.
+waits out the rest of the interval that was running when it died, then ticks on. Traffic a ``load-test`` webhook
+started is stopped when the loop ends.
 
 Example:
     final = run_controller(scheduler, deadline_s=3600)
@@ -15,14 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from icd.errors import UserError
-from icd.rollout.scheduler import CanaryScheduler
+from icd.rollout.scheduler import RolloutScheduler
 from icd.rollout.status_store import CanaryStatus
 
 LOCK_FILE = "controller.lock"
 
 
 def run_controller(
-    scheduler: CanaryScheduler,
+    scheduler: RolloutScheduler,
     deadline_s: float | None = None,
     on_tick: Callable[[CanaryStatus], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
@@ -37,14 +38,18 @@ def run_controller(
             raise UserError(f"{lock_path}: another controller drives this canary") from None
         start = time.monotonic()
         spec, status = scheduler.status()
-        while not status.phase.is_terminal:
-            if status.tick > 0:
-                wait = status.updated + spec.interval_s - scheduler.clock()
-                if deadline_s is not None and time.monotonic() - start + max(wait, 0) > deadline_s:
-                    break
-                if wait > 0:
-                    sleep(wait)
-            status = scheduler.tick()
-            if on_tick is not None:
-                on_tick(status)
+        try:
+            while not status.phase.is_terminal:
+                if status.tick > 0:
+                    wait = status.updated + spec.interval_s - scheduler.clock()
+                    if deadline_s is not None and time.monotonic() - start + max(wait, 0) > deadline_s:
+                        break
+                    if wait > 0:
+                        sleep(wait)
+                status = scheduler.tick()
+                if on_tick is not None:
+                    on_tick(status)
+        finally:
+            if scheduler.hooks is not None:
+                scheduler.hooks.stop()
         return status

@@ -39,15 +39,24 @@ def text_payloads(n: int, seq_len: int = 64, seed: int = 0) -> list[dict[str, An
     from icd.data.corpus import load_split
     from icd.model.loader import load_tokenizer
 
-    held_out = load_split(0, n, seed=seed).heldout
+    held_out = load_split(0, n, seed=seed, sources=["stdlib"]).heldout
     tokenizer = load_tokenizer(ModelSection())
     enc = tokenizer(list(held_out), padding="max_length", truncation=True, max_length=seq_len, return_tensors="np")
     return [token_payload(enc["input_ids"][i:i + 1], enc["attention_mask"][i:i + 1]) for i in range(len(held_out))]
 
 
-def output_vector(body: dict[str, Any], name: str | None = None) -> np.ndarray:
-    """The named (default: the first) output of a KServe v2 response as a flat float array."""
+def payloads_for(inputs: str, n: int, seq_len: int) -> list[dict[str, Any]]:
+    """``n`` bodies of ``inputs`` (``text``: held-out docstrings, ``synthetic``: random ids)."""
+    if inputs == "text":
+        return text_payloads(n, seq_len)
+    if inputs == "synthetic":
+        return synthetic_payloads(n, seq_len)
+    raise UserError(f"--inputs {inputs!r}: expected 'text' or 'synthetic'")
+
+
+def named_output(body: dict[str, Any], name: str | None = None) -> tuple[str, np.ndarray]:
+    """``(name, flat float array)`` of the named (default: the first) output of a KServe v2 response."""
     for out in body.get("outputs", []):
         if name is None or out.get("name") == name:
-            return np.asarray(out["data"], dtype=float)
+            return str(out.get("name", "")), np.asarray(out["data"], dtype=float).ravel()
     raise UserError(f"response has no output {name!r} (outputs: {[o.get('name') for o in body.get('outputs', [])]})")

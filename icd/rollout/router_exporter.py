@@ -1,8 +1,9 @@
 """Prometheus metrics of the router, derived from its access log (nginx has no native histogram).
 
 Exposes, per variant: ``icd_router_requests_total{variant,code,colour}`` and
-``icd_router_request_duration_seconds{variant}`` (a histogram of nginx's ``$request_time``), which the canary's
-PromQL templates query. Run it next to the router: ``python -m icd.rollout.router_exporter --log L --port P``.
+``icd_router_request_duration_seconds{variant,colour}`` (a histogram of nginx's ``$request_time``), which the
+rollout analysis' PromQL templates query (by variant; blue-green by colour). Run it next to the router:
+``python -m icd.rollout.router_exporter --log L --port P``.
 
 Example:
     with RouterExporter(Path("runs/router/access.jsonl"), port=9180):
@@ -39,7 +40,7 @@ class RouterExporter:
         self.requests = Counter("icd_router_requests", "Requests proxied by the icd router.",
                                 ["variant", "code", "colour"], registry=self.registry)
         self.duration = Histogram("icd_router_request_duration_seconds", "Router request time (nginx).",
-                                  ["variant"], buckets=BUCKETS_S, registry=self.registry)
+                                  ["variant", "colour"], buckets=BUCKETS_S, registry=self.registry)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="icd-router-exporter", daemon=True)
         self._server = None
@@ -49,7 +50,7 @@ class RouterExporter:
         new = self.reader.poll()
         for r in new:
             self.requests.labels(r.variant, str(r.status), r.colour).inc()
-            self.duration.labels(r.variant).observe(r.request_time_s)
+            self.duration.labels(r.variant, r.colour).observe(r.request_time_s)
         return len(new)
 
     def _loop(self) -> None:

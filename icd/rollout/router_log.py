@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class RouterRecord:
     """Active upstream colour."""
     generation: int
     """Router config generation."""
+    request_id: str = ""
+    """nginx ``$request_id`` (also sent to the client as ``X-ICD-Request-Id`` and to the shadow comparator)."""
 
     @property
     def is_error(self) -> bool:
@@ -42,22 +46,34 @@ def parse_line(line: str) -> RouterRecord | None:
     try:
         d = json.loads(line)
         return RouterRecord(float(d["t"]), str(d["variant"]), int(d["status"]), float(d["request_time"]),
-                            str(d.get("upstream", "")), str(d.get("colour", "")), int(d.get("generation", -1)))
+                            str(d.get("upstream", "")), str(d.get("colour", "")), int(d.get("generation", -1)),
+                            str(d.get("rid", "")))
     except (ValueError, KeyError, TypeError):
         return None
 
 
-class AccessLogReader:
-    """Incremental reader: remembers its offset, keeps records of the last ``keep_s`` seconds."""
+class _Timed(Protocol):
+    t: float
 
-    def __init__(self, path: str | Path, keep_s: float = 3600.0) -> None:
+
+R = TypeVar("R", bound=_Timed)
+
+
+class JsonlTail(Generic[R]):
+    """Incremental reader of a JSON-lines log: remembers its offset, keeps records of the last ``keep_s`` seconds.
+
+    ``parse`` turns one line into a record (``None`` for a partial or foreign line).
+    """
+
+    def __init__(self, path: str | Path, parse: Callable[[str], R | None], keep_s: float = 3600.0) -> None:
         self.path = Path(path)
+        self.parse = parse
         self.keep_s = keep_s
         self._offset = 0
         self._partial = b""
-        self._records: deque[RouterRecord] = deque()
+        self._records: deque[R] = deque()
 
-    def poll(self) -> list[RouterRecord]:
+    def poll(self) -> list[R]:
         """Read lines appended since the last call; returns the new records."""
         if not self.path.exists():
             return []
@@ -71,7 +87,7 @@ class AccessLogReader:
         data = self._partial + chunk
         lines = data.split(b"\n")
         self._partial = lines.pop()
-        new = [r for r in (parse_line(x.decode("utf-8", "replace")) for x in lines if x) if r is not None]
+        new = [r for r in (self.parse(x.decode("utf-8", "replace")) for x in lines if x) if r is not None]
         self._records.extend(new)
         if self._records:
             horizon = self._records[-1].t - self.keep_s
@@ -79,7 +95,14 @@ class AccessLogReader:
                 self._records.popleft()
         return new
 
-    def since(self, t0: float) -> list[RouterRecord]:
+    def since(self, t0: float) -> list[R]:
         """All kept records completed at or after ``t0`` (polls first)."""
         self.poll()
         return [r for r in self._records if r.t >= t0]
+
+
+class AccessLogReader(JsonlTail[RouterRecord]):
+    """Incremental reader of the router's access log."""
+
+    def __init__(self, path: str | Path, keep_s: float = 3600.0) -> None:
+        super().__init__(path, parse_line, keep_s)

@@ -1,8 +1,10 @@
-"""The nginx traffic router process: start, apply a new :class:`RouterSpec` with a graceful reload, stop.
+"""The nginx traffic router: start, apply a new :class:`RouterSpec` with a graceful reload, stop.
 
-A reload writes and tests the new configuration (``nginx -t``) before it replaces the live one, then sends
-SIGHUP to the master: new workers take new connections while old workers finish their in-flight requests, so no
-request is dropped. :meth:`NginxRouter.apply` returns once the router answers with the new generation.
+A change writes and tests the new configuration (``nginx -t``) before it replaces the live one, then sends SIGHUP to
+the master (:class:`icd.rollout.nginx_process.NginxProcess`): new workers take new connections while old workers
+finish their in-flight requests, so no request is dropped. :meth:`NginxRouter.apply` returns once the router
+answers with the new generation. Weights, match rules, mirror and active colour change together in one reload
+(:meth:`NginxRouter.set_routes`): a rollout is never half-switched.
 
 Example:
     router = NginxRouter(Path("runs/router"))
@@ -13,57 +15,55 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import shutil
-import signal
-import subprocess
-import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from icd.errors import UserError
-from icd.io.atomic import write_json_atomic, write_text_atomic
-from icd.rollout.router_config import ACCESS_LOG, CONF_FILE, SPEC_FILE, RouterSpec, render_nginx_conf
+from icd.io.atomic import write_json_atomic
+from icd.rollout.nginx_process import NGINX_BIN, READY_TIMEOUT_S, STOP_TIMEOUT_S, NginxError, NginxProcess
+from icd.rollout.router_config import ACCESS_LOG, SPEC_FILE, MatchRule, MirrorSpec, RouterSpec, render_nginx_conf
 
-NGINX_BIN = "nginx"
-READY_TIMEOUT_S = 15.0
-STOP_TIMEOUT_S = 15.0
-
-
-class RouterError(UserError):
-    """nginx refused a configuration or did not come up / apply it in time."""
+RouterError = NginxError
+"""nginx refused a configuration or did not come up / apply it in time."""
 
 
-def pid_runs(pid: int, needle: str) -> bool:
-    """True when process ``pid`` exists and its command line contains ``needle`` (guards against reused pids)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return _pid_alive(pid)  # no /proc: trust the pid
-    return needle.encode() in cmdline
+@dataclass(frozen=True)
+class Routes:
+    """Everything a rollout tells the router at once (Flagger's ``SetRoutes``)."""
 
+    weights: dict[str, float] | None = None
+    """Variant → % of the traffic that no match rule takes; ``None`` keeps weights, rules and mirror as they are
+    (a blue-green switch changes only the colour)."""
+    match: tuple[MatchRule, ...] = ()
+    """Header / cookie rules (A/B strategy)."""
+    mirror: tuple[str, float] | None = None
+    """``(candidate, share)`` to shadow, or ``None``."""
+    active: str | None = None
+    """Upstream colour to serve from (blue-green); ``None`` keeps the current one."""
+    pinnable: tuple[str, ...] = field(default_factory=tuple)
+    """0 %-weight variants a client may still pin by header."""
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    def describe(self) -> str:
+        parts = [", ".join(f"{k} {v:g}%" for k, v in self.weights.items())] if self.weights is not None else []
+        parts += [f"{m.header or 'cookie ' + m.cookie}={m.value} -> {m.variant}" for m in self.match]
+        if self.mirror:
+            parts.append(f"mirror {self.mirror[1]:.0%} to {self.mirror[0]}")
+        if self.active:
+            parts.append(f"active {self.active}")
+        return "; ".join(parts)
 
 
 class NginxRouter:
-    """One nginx instance under ``workdir`` (config, pid, logs, ``router.json``)."""
+    """One nginx router under ``workdir`` (config, pid, logs, ``router.json``)."""
 
     def __init__(self, workdir: str | Path, nginx_bin: str = NGINX_BIN) -> None:
-        self.workdir = Path(workdir).resolve()
-        self.nginx_bin = shutil.which(nginx_bin) or nginx_bin
-        self._proc: subprocess.Popen[bytes] | None = None
+        self.process = NginxProcess(workdir, nginx_bin)
+        self.workdir = self.process.workdir
 
     # -- paths ---------------------------------------------------------------------------------------------
     @property
@@ -72,11 +72,11 @@ class NginxRouter:
 
     @property
     def conf_path(self) -> Path:
-        return self.workdir / CONF_FILE
+        return self.process.conf_path
 
     @property
     def pid_path(self) -> Path:
-        return self.workdir / "nginx.pid"
+        return self.process.pid_path
 
     @property
     def access_log(self) -> Path:
@@ -96,72 +96,54 @@ class NginxRouter:
 
     def master_pid(self) -> int | None:
         """The nginx master's pid, or ``None`` when it is not running."""
-        if self._proc is not None:
-            return self._proc.pid if self._proc.poll() is None else None
-        try:
-            pid = int(self.pid_path.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        return pid if pid_runs(pid, "nginx") else None
+        return self.process.master_pid()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
-    def _write_checked(self, spec: RouterSpec) -> None:
-        """Render ``spec``, test it with ``nginx -t`` in a scratch file, then install conf and spec atomically."""
-        for sub in ("tmp", "logs"):
-            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
-        self.workdir.chmod(0o755)  # the workers (user nobody when run as root) traverse it for temp paths
-        text = render_nginx_conf(spec, self.workdir, run_as_root=os.geteuid() == 0)
-        scratch = self.workdir / f".{CONF_FILE}.check"
-        write_text_atomic(scratch, text)
-        check = subprocess.run(
-            [self.nginx_bin, "-t", "-q", "-p", str(self.workdir), "-c", str(scratch)],
-            capture_output=True, text=True, check=False,
-        )
-        scratch.unlink(missing_ok=True)
-        if check.returncode != 0:
-            raise RouterError(f"nginx -t rejected generation {spec.generation}: {check.stderr.strip()}")
-        write_text_atomic(self.conf_path, text)
-        write_json_atomic(self.spec_path, spec.to_dict())
+    def _render(self, spec: RouterSpec) -> str:
+        try:
+            return render_nginx_conf(spec, self.workdir, run_as_root=os.geteuid() == 0)
+        except ValueError as exc:
+            raise UserError(f"router: {exc}") from None
 
     def start(self, spec: RouterSpec, detach: bool = False) -> RouterSpec:
         """Write the config and start nginx; returns once it serves ``spec``'s generation.
+
+        A port in use, a refused config or an nginx that does not come up leaves nothing behind (no stale state).
 
         Args:
             spec: the initial routing.
             detach: leave nginx running after this Python process exits (CLI use); stop it with :meth:`stop`
                 from any process via the pid file.
         """
-        if self.master_pid() is not None:
-            raise UserError(f"{self.workdir}: a router is already running (pid {self.master_pid()})")
-        spec.validate()
-        self._write_checked(spec)
-        out = open(self.workdir / "logs" / "nginx.out", "ab")  # noqa: SIM115 - handed to the child
-        self._proc = subprocess.Popen(
-            [self.nginx_bin, "-p", str(self.workdir), "-c", str(self.conf_path)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        out.close()
-        try:
-            self.wait_generation(spec.generation)
-        except RouterError:
-            self.stop()
-            raise
+        text = self._render(spec)
+        url = f"http://{spec.listen_host}:{spec.listen_port}"
+        self.process.start(text, [(spec.listen_host, spec.listen_port)],
+                           ready=lambda: _live_generation(url) == spec.generation,
+                           on_written=lambda: write_json_atomic(self.spec_path, spec.to_dict()))
         if detach:
-            self._proc = None  # later calls find the master through the pid file
+            self.process.detach()
         return spec
 
     def apply(self, change: Callable[[RouterSpec], RouterSpec] | RouterSpec) -> RouterSpec:
         """Apply a new spec (or a function of the current one) with a graceful reload; returns the live spec."""
         current = self.spec
         new = change(current) if callable(change) else change
+        if dataclasses.replace(new, generation=current.generation) == current:
+            return current  # nothing changes: no reload, no new generation
         new = dataclasses.replace(new, generation=current.generation + 1)
-        new.validate()
-        pid = self.master_pid()
-        if pid is None:
+        text = self._render(new)
+        if self.master_pid() is None:
             raise RouterError(f"{self.workdir}: nginx is not running")
-        self._write_checked(new)
-        os.kill(pid, signal.SIGHUP)
-        self.wait_generation(new.generation)
+        url = self.url
+        old_text = self.conf_path.read_text()
+        self.process.check(text)
+        write_json_atomic(self.spec_path, new.to_dict())
+        try:
+            self.process.reload(text, ready=lambda: _live_generation(url) == new.generation)
+        except NginxError:  # put the previous routing back: never leave a half-applied change
+            write_json_atomic(self.spec_path, current.to_dict())
+            self.process.reload(old_text, ready=lambda: _live_generation(url) == current.generation)
+            raise
         return new
 
     def set_weights(self, weights: dict[str, float]) -> RouterSpec:
@@ -172,57 +154,52 @@ class NginxRouter:
         """Send all traffic to the upstream colour ``colour`` (blue/green switch)."""
         return self.apply(lambda s: dataclasses.replace(s, active=colour))
 
+    def set_routes(self, routes: Routes, comparator: str | None = None) -> RouterSpec:
+        """Weights, match rules, mirror and colour in one reload (``comparator``: ``host:port`` when mirroring)."""
+        def change(spec: RouterSpec) -> RouterSpec:
+            if routes.weights is None:
+                return dataclasses.replace(spec, active=routes.active or spec.active)
+            mirror = None
+            if routes.mirror is not None:
+                if comparator is None:
+                    raise UserError("router: mirroring needs a running shadow comparator (icd router mirror)")
+                mirror = MirrorSpec(routes.mirror[0], routes.mirror[1], comparator)
+            return dataclasses.replace(spec, weights=dict(routes.weights), match=list(routes.match), mirror=mirror,
+                                       active=routes.active or spec.active, pinnable=list(routes.pinnable))
+
+        return self.apply(change)
+
     def live_generation(self, timeout: float = 2.0) -> int | None:
         """The generation a *new* connection is served by, or ``None`` when the router does not answer."""
-        try:
-            resp = httpx.get(f"{self.url}/icd/router", timeout=timeout)
-        except httpx.HTTPError:
-            return None
-        return int(resp.json()["generation"]) if resp.status_code == 200 else None
+        return _live_generation(self.url, timeout)
 
     def wait_generation(self, generation: int, timeout: float = READY_TIMEOUT_S) -> None:
         """Block until new connections are served with ``generation`` (raise :class:`RouterError` on timeout)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise RouterError(f"nginx exited with {self._proc.returncode}: {self.error_tail()}")
-            if self.live_generation() == generation:
-                return
-            time.sleep(0.05)
-        raise RouterError(f"router did not serve generation {generation} within {timeout}s: {self.error_tail()}")
+        url = self.url
+        self.process.wait(lambda: _live_generation(url) == generation, timeout, f"serve generation {generation}")
 
     def error_tail(self, lines: int = 5) -> str:
-        log = self.workdir / "error.log"
-        if not log.exists():
-            return "(no error.log)"
-        tail = [line.split("] ", 1)[-1] for line in log.read_text(errors="replace").splitlines()[-lines:]]
-        return " | ".join(dict.fromkeys(tail))
+        return self.process.error_tail(lines)
 
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
         """Graceful stop (SIGQUIT: finish in-flight requests), SIGKILL after ``timeout``; waits for the master."""
-        pid = self.master_pid()
-        if pid is None:
-            self._proc = None
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGQUIT)
-        if self._proc is not None:
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
-            return
-        deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        return self.process.stop(timeout)
 
     def __enter__(self) -> NginxRouter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _live_generation(url: str, timeout: float = 2.0) -> int | None:
+    try:
+        resp = httpx.get(f"{url}/icd/router", timeout=timeout, trust_env=False)
+    except httpx.HTTPError:
+        return None
+    if resp.status_code != 200:
+        return None
+    try:
+        return int(resp.json()["generation"])
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -1,7 +1,14 @@
-"""Router lifecycle helpers shared by the CLI commands: parse flags, find or start a router, its exporter.
+"""Router lifecycle helpers shared by the CLI commands: parse flags, find or start a router, its side processes.
+
+Two side processes live next to a router, in its folder, started detached and stopped by PID:
+
+* the metrics exporter (:mod:`icd.rollout.router_exporter`, ``exporter.pid``): ``icd_router_*`` series;
+* the shadow comparator (:mod:`icd.rollout.shadow`, ``comparator.pid`` / ``comparator.port``): judges mirrored
+  requests, ``icd_shadow_*`` series on the same port's ``/metrics``.
 
 Example:
-    router = ensure_router(state_dir / "router", RouterSpec(...))   # reuse a running one, else start detached
+    router, started = ensure_router(state_dir / "router", RouterSpec(...))   # reuse a running one, else start
+    addr = ensure_comparator(router)                                          # for mirroring
 """
 
 from __future__ import annotations
@@ -16,12 +23,22 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+
+from icd.defaults import LOOPBACK
 from icd.errors import UserError
+from icd.io.ports import free_port, port_in_use
+from icd.monitor.process import pid_alive
+from icd.rollout.nginx_process import pid_runs
 from icd.rollout.router_config import RouterSpec
-from icd.rollout.router_nginx import NginxRouter, pid_runs
+from icd.rollout.router_nginx import NginxRouter, Routes
+from icd.rollout.shadow import SHADOW_LOG
 
 EXPORTER_PID = "exporter.pid"
+COMPARATOR_PID = "comparator.pid"
+COMPARATOR_PORT = "comparator.port"
 ROUTER_SUBDIR = "router"
+SIDECAR_READY_S = 20.0
 
 
 def parse_weights(items: list[str]) -> dict[str, float]:
@@ -83,43 +100,110 @@ def ephemeral_router(spec: RouterSpec) -> Iterator[NginxRouter]:
         try:
             yield router
         finally:
+            stop_comparator(router)
             router.stop()
 
 
-def start_exporter(router: NginxRouter, port: int) -> int:
-    """Start the router's Prometheus exporter as a detached process; returns its pid (recorded in the router dir)."""
-    log = open(router.workdir / "logs" / "exporter.out", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen([sys.executable, "-m", "icd.rollout.router_exporter", "--log", str(router.access_log),
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+# --- side processes -----------------------------------------------------------------------------------------------
+def _start_sidecar(router: NginxRouter, module: str, args: list[str], pid_name: str, log_name: str) -> int:
+    (router.workdir / "logs").mkdir(parents=True, exist_ok=True)
+    log = open(router.workdir / "logs" / log_name, "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=log,  # noqa: S603
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     log.close()
-    (router.workdir / EXPORTER_PID).write_text(str(proc.pid))
+    (router.workdir / pid_name).write_text(str(proc.pid))
     return proc.pid
 
 
-def stop_exporter(router: NginxRouter, timeout_s: float = 10.0) -> bool:
-    """Stop the exporter recorded in the router dir (SIGTERM, wait, SIGKILL); True when one was running."""
-    pid_file = router.workdir / EXPORTER_PID
+def _stop_sidecar(router: NginxRouter, pid_name: str, needle: str, timeout_s: float = 10.0) -> bool:
+    pid_file = router.workdir / pid_name
     try:
         pid = int(pid_file.read_text())
     except (FileNotFoundError, ValueError):
         return False
     pid_file.unlink(missing_ok=True)
-    if not pid_runs(pid, "router_exporter"):
+    if not pid_runs(pid, needle):
         return False
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
+        if not pid_alive(pid):
+            return True
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     return True
+
+
+def start_exporter(router: NginxRouter, port: int) -> int:
+    """Start the router's Prometheus exporter as a detached process; returns its pid (recorded in the router dir)."""
+    if port_in_use(port):
+        raise UserError(f"--exporter-port {port}: port in use (choose another, or 0 for none)")
+    return _start_sidecar(router, "icd.rollout.router_exporter", ["--log", str(router.access_log), "--port", str(port)],
+                          EXPORTER_PID, "exporter.out")
+
+
+def stop_exporter(router: NginxRouter, timeout_s: float = 10.0) -> bool:
+    """Stop the exporter recorded in the router dir (SIGTERM, wait, SIGKILL); True when one was running."""
+    return _stop_sidecar(router, EXPORTER_PID, "router_exporter", timeout_s)
+
+
+def comparator_addr(router: NginxRouter) -> str | None:
+    """``host:port`` of the router's running shadow comparator, or ``None``."""
+    try:
+        pid = int((router.workdir / COMPARATOR_PID).read_text())
+        port = int((router.workdir / COMPARATOR_PORT).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return f"{LOOPBACK}:{port}" if pid_runs(pid, "icd.rollout.shadow") else None
+
+
+def ensure_comparator(router: NginxRouter, port: int = 0) -> str:
+    """The router's shadow comparator (started detached if none runs); returns its ``host:port``."""
+    running = comparator_addr(router)
+    if running is not None:
+        return running
+    port = port or free_port()
+    if port_in_use(port):
+        raise UserError(f"--comparator-port {port}: port in use")
+    _start_sidecar(router, "icd.rollout.shadow", ["--port", str(port), "--log", str(router.workdir / SHADOW_LOG)],
+                   COMPARATOR_PID, "comparator.out")
+    (router.workdir / COMPARATOR_PORT).write_text(str(port))
+    deadline = time.monotonic() + SIDECAR_READY_S
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://{LOOPBACK}:{port}/healthz", timeout=1, trust_env=False).status_code == 200:
+                return f"{LOOPBACK}:{port}"
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    stop_comparator(router)
+    raise UserError(f"shadow comparator did not start on port {port} (see {router.workdir / 'logs/comparator.out'})")
+
+
+def stop_comparator(router: NginxRouter, timeout_s: float = 10.0) -> bool:
+    """Stop the router's shadow comparator; True when one was running."""
+    (router.workdir / COMPARATOR_PORT).unlink(missing_ok=True)
+    return _stop_sidecar(router, COMPARATOR_PID, "icd.rollout.shadow", timeout_s)
+
+
+class ManagedRouter:
+    """The rollout loop's router (:class:`icd.rollout.scheduler.TrafficRouter`): an nginx router that starts its
+    shadow comparator when a route asks for mirroring."""
+
+    def __init__(self, router: NginxRouter) -> None:
+        self.router = router
+
+    @property
+    def url(self) -> str:
+        return self.router.url
+
+    @property
+    def spec(self) -> RouterSpec:
+        return self.router.spec
+
+    def set_routes(self, routes: Routes) -> RouterSpec:
+        comparator = ensure_comparator(self.router) if routes.mirror is not None else None
+        return self.router.set_routes(routes, comparator)

@@ -1,4 +1,4 @@
-"""The canary's persisted status (Flagger's ``CanaryStatus``), written atomically after every tick.
+"""The rollout's persisted status (Flagger's ``CanaryStatus``), written atomically after every tick.
 
 The state file holds the spec and the status, so a restarted controller needs nothing else to resume.
 """
@@ -39,6 +39,12 @@ class CanaryStatus:
     """Epoch seconds of the last completed tick."""
     history: list[str] = field(default_factory=list)
     """Phases entered, in order."""
+    outcome: str = ""
+    """Set with the terminal phase: a :class:`icd.rollout.phase.RolloutOutcome` value."""
+    reason: str = ""
+    """The last decision's reason."""
+    post_rollout: list[dict[str, Any]] = field(default_factory=list)
+    """Results of the post-rollout webhooks (run once the final routing is applied)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "phase": self.phase.value}

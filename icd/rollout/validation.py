@@ -1,9 +1,13 @@
 """Validate a deployment (e.g. the green Triton) before it takes traffic: health, readiness, metadata, golden
 outputs against a reference, and the latency SLO under a short load. Every check is reported with evidence.
 
-The golden reference is either a golden file (``{"inputs": [body...], "outputs": [[float...]]}``, e.g. recorded
-from the blue deployment with :func:`record_golden`) or the exported TorchScript ``model.pt`` in a model
-repository, run here on real tokenized text.
+The golden reference is either a golden file (``{"inputs": [body...], "outputs": [[float...]], "output": name}``,
+e.g. recorded from the blue deployment with :func:`record_golden`) or the exported TorchScript ``model.pt`` in a
+model repository, run here on real tokenized text. The golden check passes on min cosine and max |diff| and
+reports the agreement that fits the model's task (embeddings: cosine mean / min and nearest-neighbour agreement;
+classifiers: argmax agreement and logit cosine).
+
+These checks are also the ``validate`` webhook of the rollout loop (:mod:`icd.rollout.webhooks`).
 
 Example:
     report = validate_deployment(ValidationSpec("http://127.0.0.1:8001", "bert_icd", test_duration_s=30,
@@ -23,9 +27,9 @@ import numpy as np
 
 from icd.errors import ArtefactError, UserError
 from icd.io.atomic import write_json_atomic
-from icd.rollout.payloads import output_vector, text_payloads
-from icd.rollout.stats import cosine_rows
-from icd.rollout.traffic import TrafficSpec, run_traffic
+from icd.load.routed import RoutedSpec, run_routed
+from icd.rollout.agreement import agreement, cosine_rows, task_for_output
+from icd.rollout.payloads import named_output, text_payloads
 
 DEFAULT_SLO_P95_MS = 250.0
 DEFAULT_MIN_COSINE = 0.999
@@ -90,12 +94,19 @@ def check_health(client: httpx.Client, spec: ValidationSpec) -> CheckOutcome:
 
 
 def check_ready(client: httpx.Client, spec: ValidationSpec) -> CheckOutcome:
+    from icd.rollout.preflight import repository_index
+
     details = []
     ok = True
     for path in ("/v2/health/ready", f"/v2/models/{spec.model}/ready"):
         resp = _get(client, spec.endpoint + path)
         ok = ok and not isinstance(resp, str) and resp.status_code == 200
         details.append(f"GET {path} -> {resp if isinstance(resp, str) else resp.status_code}")
+    if not ok:
+        index = repository_index(spec.endpoint.removeprefix("http://").removeprefix("https://"))
+        if index:
+            details.append(f"{spec.model}: {index.get(spec.model, 'not in the model repository')}; served: "
+                           + ", ".join(f"{k} {v}" for k, v in sorted(index.items())))
     return CheckOutcome("readiness", ok, "; ".join(details))
 
 
@@ -114,7 +125,10 @@ def check_metadata(client: httpx.Client, spec: ValidationSpec) -> tuple[CheckOut
 def load_golden(path: Path) -> tuple[list[dict[str, Any]], np.ndarray]:
     try:
         data = json.loads(Path(path).read_text())
-        return list(data["inputs"]), np.asarray(data["outputs"], dtype=float)
+        outputs = np.asarray(data["outputs"], dtype=float)
+        if outputs.ndim != 2 or len(data["inputs"]) != outputs.shape[0]:
+            raise ValueError(f"{len(data['inputs'])} inputs but outputs of shape {outputs.shape}")
+        return list(data["inputs"]), outputs
     except FileNotFoundError:
         raise UserError(f"--golden {path}: no such file") from None
     except (ValueError, KeyError, TypeError) as exc:
@@ -145,15 +159,16 @@ def reference_from_repository(repo: Path, model: str, bodies: list[dict[str, Any
     return np.stack(outs)
 
 
-def infer_all(client: httpx.Client, endpoint: str, model: str, bodies: list[dict[str, Any]]) -> np.ndarray:
-    """Server outputs for each body (raises ``httpx.HTTPError`` / ``ValueError`` on a failed request)."""
-    outs = []
+def infer_all(client: httpx.Client, endpoint: str, model: str, bodies: list[dict[str, Any]]) -> tuple[str, np.ndarray]:
+    """The output name and the server's outputs for each body (raises ``httpx.HTTPError`` / ``ValueError``)."""
+    outs, name = [], ""
     for body in bodies:
         resp = client.post(f"{endpoint}/v2/models/{model}/infer", json=body)
         if resp.status_code != 200:
             raise ValueError(f"infer -> {resp.status_code}: {resp.text[:200]}")
-        outs.append(output_vector(resp.json()))
-    return np.stack(outs)
+        name, vector = named_output(resp.json())
+        outs.append(vector)
+    return name, np.stack(outs)
 
 
 def check_golden(client: httpx.Client, spec: ValidationSpec) -> CheckOutcome:
@@ -170,7 +185,7 @@ def check_golden(client: httpx.Client, spec: ValidationSpec) -> CheckOutcome:
     else:
         return CheckOutcome("golden outputs", False, "not measured: no --golden file and no --model-repository given")
     try:
-        served = infer_all(client, spec.endpoint, spec.model, bodies)
+        name, served = infer_all(client, spec.endpoint, spec.model, bodies)
     except (httpx.HTTPError, ValueError) as exc:
         return CheckOutcome("golden outputs", False, f"inference failed: {exc}")
     if served.shape != reference.shape:
@@ -178,15 +193,17 @@ def check_golden(client: httpx.Client, spec: ValidationSpec) -> CheckOutcome:
     cos = cosine_rows(served, reference)
     max_abs = float(np.max(np.abs(served - reference)))
     ok = float(cos.min()) >= spec.min_cosine and max_abs <= spec.atol
+    fits = agreement(task_for_output(name), reference, served)
     return CheckOutcome("golden outputs", ok, f"{len(bodies)} inputs vs {source}: min cosine {cos.min():.6f} "
-                        f"(>= {spec.min_cosine}), max |diff| {max_abs:.2e} (<= {spec.atol})",
-                        {"min_cosine": float(cos.min()), "max_abs_diff": max_abs, "n": len(bodies)})
+                        f"(>= {spec.min_cosine}), max |diff| {max_abs:.2e} (<= {spec.atol}); {fits.text()}",
+                        {"min_cosine": float(cos.min()), "max_abs_diff": max_abs, "n": len(bodies),
+                         "agreement": fits.to_dict()})
 
 
 def check_latency_slo(spec: ValidationSpec, bodies: list[dict[str, Any]]) -> CheckOutcome:
-    records = run_traffic(TrafficSpec(f"{spec.endpoint}/v2/models/{spec.model}/infer",
-                                      lambda i: bodies[i % len(bodies)], concurrency=spec.concurrency,
-                                      duration_s=spec.test_duration_s, timeout_s=spec.timeout_s))
+    records = run_routed(RoutedSpec(f"{spec.endpoint}/v2/models/{spec.model}/infer",
+                                    lambda i: bodies[i % len(bodies)], concurrency=spec.concurrency,
+                                    duration_s=spec.test_duration_s, timeout_s=spec.timeout_s))
     if not records:
         return CheckOutcome("latency SLO", False, "not measured: no request completed")
     ok_lat = [r.latency_ms for r in records if r.ok]
@@ -226,6 +243,7 @@ def _load_bodies(spec: ValidationSpec) -> list[dict[str, Any]]:
 def record_golden(endpoint: str, model: str, bodies: list[dict[str, Any]], path: Path) -> np.ndarray:
     """Record the outputs ``endpoint`` gives for ``bodies`` as a golden file (e.g. from blue, before a switch)."""
     with httpx.Client(timeout=30) as client:
-        outputs = infer_all(client, endpoint, model, bodies)
-    write_json_atomic(path, {"endpoint": endpoint, "model": model, "inputs": bodies, "outputs": outputs.tolist()})
+        name, outputs = infer_all(client, endpoint, model, bodies)
+    write_json_atomic(path, {"endpoint": endpoint, "model": model, "output": name, "inputs": bodies,
+                             "outputs": outputs.tolist()})
     return outputs

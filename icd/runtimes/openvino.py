@@ -71,6 +71,7 @@ class OpenVinoRuntime(Runtime):
         work = Path(tempfile.mkdtemp(prefix=".openvino-", dir=folder))
         described: dict = {}
         hint = None
+        extra: dict[str, str] = {}
         try:
             onnx_path = work / "model.onnx"
             if precision == Precision.INT8:
@@ -82,6 +83,7 @@ class OpenVinoRuntime(Runtime):
                 model = quantize_with_recipe(convert_onnx(onnx_path), onnx_path, source, plan)
                 described = plan.describe(source)
                 hint = plan.inference_precision
+                extra = plan.compile_properties()
             else:
                 export_onnx(source.torch_encoder(Precision.FP32, output_gather), onnx_path)
                 model = convert_onnx(onnx_path)
@@ -91,7 +93,7 @@ class OpenVinoRuntime(Runtime):
         from icd.runtimes.sidecar import write_sidecar
 
         return write_sidecar(folder, ExportedArtefact(Variant(self.name, precision), MODEL_FILES,
-                                                      compile_properties(precision, threads, hint), described))
+                                                      {**compile_properties(precision, threads, hint), **extra}, described))
 
     def load(self, folder: Path, threads: int) -> Session:
         from icd.runtimes.sidecar import read_sidecar

@@ -13,7 +13,12 @@ A recipe says which of icd's decisions reach ``nncf.quantize``:
 * ``calibration_texts``: the run's calibration texts (never held-out ones), one text per calibration sample
   (no padding tokens in the activation statistics);
 * ``inference_precision``: the CPU plugin's precision for what stays unquantized (``f32``, or ``bf16`` on CPUs
-  with AVX512-BF16 / AMX).
+  with AVX512-BF16 / AMX);
+* ``ignored_weight_only``: the Linears left out of static int8 (``ignore_per_token``) get int8 *weights*
+  (``nncf.compress_weights``, INT8_ASYM, per output channel) instead of staying fp32;
+* ``dynamic_quantization_group_size``: the CPU plugin quantizes the activations of those weight-only MatMuls at
+  run time per group of this many channels of each token — OpenVINO's counterpart of icd's per-token activation
+  scales on the same Linears (``DYNAMIC_QUANTIZATION_GROUP_SIZE``; None = off).
 
 :data:`DEFAULT_RECIPE` is the one ``openvino:int8`` exports; bench/runtimes.py measures the others.
 """
@@ -40,6 +45,14 @@ class OpenVinoInt8Recipe:
     preset: str = "mixed"
     calibration_texts: int = 512
     inference_precision: str = "f32"
+    ignored_weight_only: bool = False
+    dynamic_quantization_group_size: int | None = None
+
+    def compile_properties(self) -> dict[str, str]:
+        """CPU plugin properties this recipe needs at compile time (besides threads and precision)."""
+        if self.dynamic_quantization_group_size is None:
+            return {"DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
+        return {"DYNAMIC_QUANTIZATION_GROUP_SIZE": str(self.dynamic_quantization_group_size)}
 
     def ignored_linears(self, source: ModelSource) -> list[str]:
         _, kept = source.int8_linears()
@@ -67,8 +80,21 @@ RECIPES: dict[str, OpenVinoInt8Recipe] = {
     "icd_smoothing_bf16": OpenVinoInt8Recipe("icd_smoothing_bf16", inference_precision="bf16"),
     "icd_smoothing_ffn_out_bf16": OpenVinoInt8Recipe("icd_smoothing_ffn_out_bf16", ignore_per_token=True,
                                                      inference_precision="bf16"),
+    "icd_smoothing_ffn_out_weight_int8": OpenVinoInt8Recipe("icd_smoothing_ffn_out_weight_int8", ignore_per_token=True,
+                                                            ignored_weight_only=True),
+    "icd_smoothing_ffn_out_per_token": OpenVinoInt8Recipe("icd_smoothing_ffn_out_per_token", ignore_per_token=True,
+                                                          ignored_weight_only=True,
+                                                          dynamic_quantization_group_size=32),
+    "nncf_ffn_out_bf16": OpenVinoInt8Recipe("nncf_ffn_out_bf16", icd_smoothing=False, nncf_smooth_quant=True,
+                                            ignore_per_token=True, inference_precision="bf16"),
+    "nncf_ffn_out_per_token": OpenVinoInt8Recipe("nncf_ffn_out_per_token", icd_smoothing=False,
+                                                 nncf_smooth_quant=True, ignore_per_token=True,
+                                                 ignored_weight_only=True, dynamic_quantization_group_size=32),
 }
-DEFAULT_RECIPE = "icd_smoothing"
+DEFAULT_RECIPE = "nncf_ffn_out_fp32"
+"""Decided by bench/results/runtimes.json (docs/int8.md, "Runtimes"): the most faithful int8 recipe measured —
+NNCF's own SmoothQuant, with the Linears icd quantizes per token (FFN-out) and the ones icd keeps fp32 left out of
+static int8."""
 
 
 def default_recipe(source: ModelSource) -> OpenVinoInt8Recipe:
@@ -88,8 +114,14 @@ def quantize_with_recipe(model, onnx_path: Path, source: ModelSource, recipe: Op
     advanced = AdvancedQuantizationParameters(
         smooth_quant_alphas=AdvancedSmoothQuantParameters() if recipe.nncf_smooth_quant
         else AdvancedSmoothQuantParameters(matmul=-1))
-    return nncf.quantize(
+    quantized = nncf.quantize(
         model, nncf.Dataset(samples), preset=nncf.QuantizationPreset(recipe.preset),
         model_type=nncf.ModelType.TRANSFORMER, subset_size=len(samples),
         ignored_scope=nncf.IgnoredScope(names=names) if names else None, advanced_parameters=advanced,
     )
+    if not (recipe.ignored_weight_only and names):
+        return quantized
+    others = [op.get_friendly_name() for op in quantized.get_ops()
+              if op.get_type_name() in ("MatMul", "Gather") and op.get_friendly_name() not in names]
+    return nncf.compress_weights(quantized, mode=nncf.CompressWeightsMode.INT8_ASYM,
+                                 ignored_scope=nncf.IgnoredScope(names=others, validate=False))

@@ -69,7 +69,8 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
     cfg = IcdConfig.model_validate(inputs.config_lock)
     source = ModelSource.from_run(run_dir)
     reference = load_encoder(cfg.model).eval()
-    heldout = load_split(cfg.data.calibration_texts, cfg.data.heldout_texts, cfg.data.seed).heldout[:texts]
+    heldout = load_split(cfg.data.calibration_texts, cfg.data.heldout_texts, cfg.data.seed,
+                         cfg.data.sources).heldout[:texts]
     wanted = [v for v in default_variants(source.int8_record is not None)
               if (not runtimes or v.runtime in runtimes) and (not precisions or v.precision.value in precisions)]
     if not wanted:

@@ -24,6 +24,11 @@ def register_runtime(runtime: Runtime) -> Runtime:
     return runtime
 
 
+def unregister_runtime(name: str) -> None:
+    """Remove the runtime called ``name`` (no error if absent)."""
+    _RUNTIMES.pop(name, None)
+
+
 def runtime_names() -> list[str]:
     """Every registered runtime name (built-ins first)."""
     return list(dict.fromkeys([*_BUILTIN, *_RUNTIMES]))

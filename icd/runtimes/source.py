@@ -50,7 +50,7 @@ class ModelSource:
 
         run_dir = Path(run_dir)
         cfg = IcdConfig.model_validate(read_json_artefact(run_dir / "config.lock.json"))
-        split = load_split(cfg.data.calibration_texts, cfg.data.heldout_texts, cfg.data.seed)
+        split = load_split(cfg.data.calibration_texts, cfg.data.heldout_texts, cfg.data.seed, cfg.data.sources)
         if baseline:
             fp32, records = load_encoder(cfg.model), []
         else:

@@ -32,11 +32,20 @@ class TorchScriptRuntime(Runtime):
         self.check_precision(precision)
         model = source.torch_encoder(precision, output_gather=output_gather)
         save_torchscript(trace_encoder(model, self.trace_seq_len), Path(folder) / MODEL_FILE)
-        recipe = {"int8": "the run's int8 record replayed (icd.transforms.runtime)"} if precision == Precision.INT8 else {}
+        recipe = {}
+        if precision == Precision.INT8:
+            # model.pt's int8 weights are repacked for the quantized engine current at load: loaders set this one.
+            engine = (source.int8_record or {}).get("data", {}).get("engine") or torch.backends.quantized.engine
+            recipe = {"int8": "the run's int8 record replayed (icd.transforms.runtime)", "quantized_engine": engine}
         return write_sidecar(folder, ExportedArtefact(Variant(self.name, precision), (MODEL_FILE,), {}, recipe))
 
     def load(self, folder: Path, threads: int) -> Session:
-        module = torch.jit.load(str(Path(folder) / MODEL_FILE), map_location="cpu").eval()
+        from icd.runtimes.sidecar import read_sidecar
+        from icd.transforms.int8_kernels import quantized_engine
+
+        engine = read_sidecar(folder, self.name).recipe.get("quantized_engine")
+        with quantized_engine(engine):  # int8 weights repack for the engine current at load (None: unchanged)
+            module = torch.jit.load(str(Path(folder) / MODEL_FILE), map_location="cpu").eval()
 
         def run(ids, mask):
             previous = torch.get_num_threads()

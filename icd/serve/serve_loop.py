@@ -8,6 +8,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from icd.errors import UserError
+from icd.serve.model_states import ModelState, model_states
 from icd.serve.triton_local import TritonServer
 
 
@@ -20,15 +21,36 @@ def describe(server: TritonServer) -> list[str]:
         f"  metrics {server.metrics_url}",
         f"  log     {server.log_file}",
     ]
-    for row in server.repository_index():
-        state = row.get("state", "?")
-        reason = f"  ({row['reason'].splitlines()[0]})" if row.get("reason") and state != "READY" else ""
-        lines.append(f"  model {row['name']} v{row.get('version', '?')}: {state}{reason}")
-    return lines
+    return lines + [f"  {state.line()}" for state in server_model_states(server)]
 
 
-def serve_until_signal(server: TritonServer, say: Callable[[str], None], poll_s: float = 1.0) -> int:
+def server_model_states(server: TritonServer) -> list[ModelState]:
+    """Every model of the server's repository and index, with Triton's reason when not READY."""
+    return model_states(server.http_url, server.model_repository, server.log_text())
+
+
+def readiness_line(states: list[ModelState]) -> str:
+    """``ready`` only when every model is READY; otherwise say which are not.
+
+    Raises:
+        UserError: the repository has models and none of them is READY (each model's reason in the message).
+    """
+    not_ready = [s for s in states if not s.ready]
+    if not not_ready:
+        return "ready; Ctrl-C or SIGTERM stops it"
+    if len(not_ready) == len(states):
+        reasons = "; ".join(f"{s.name}: {s.state} ({s.reason or 'no reason given'})" for s in not_ready)
+        raise UserError(f"no model is READY — {reasons}")
+    names = ", ".join(s.name for s in not_ready)
+    return (f"partly ready: {len(states) - len(not_ready)} of {len(states)} models READY, not ready: {names} "
+            "(reasons above); Ctrl-C or SIGTERM stops it")
+
+
+def serve_until_signal(server: TritonServer, say: Callable[[str], None], poll_s: float = 1.0,
+                       ready_line: str = "") -> int:
     """Block until SIGINT/SIGTERM (or the server dies), then stop the server; returns its exit code.
+
+    ``ready_line`` is said once the signal handlers are in place, so a client that acts on it can stop us cleanly.
 
     Raises:
         UserError: the server exited on its own (the message has its log tail).
@@ -41,6 +63,8 @@ def serve_until_signal(server: TritonServer, say: Callable[[str], None], poll_s:
         stop.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if ready_line:
+        say(ready_line)
     try:
         while not stop.wait(poll_s):
             if not server.running:

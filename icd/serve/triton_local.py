@@ -71,7 +71,9 @@ class TritonServer:
         exit_on_error: Triton's ``--exit-on-error``; False (default) keeps serving the models that loaded when
             another fails (a tampered model must not take the others down).
         die_with_parent: the server gets SIGTERM if the thread that started it dies (no orphans when a test
-            runner is killed). Start it from a long-lived thread.
+            runner is killed). Start it from a long-lived thread. False for a server that outlives its starter
+            (``icd stack up``): stop it later with :func:`stop_tritonserver_pid`.
+        workdir: folder for the backend directory (and the default log); default: a new temporary folder.
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class TritonServer:
         exit_on_error: bool = False,
         die_with_parent: bool = True,
         exit_timeout_s: int = 5,
+        workdir: Path | None = None,
     ) -> None:
         self.model_repository = Path(model_repository)
         self.http_port = int(http_port)
@@ -102,7 +105,7 @@ class TritonServer:
         self.exit_on_error = exit_on_error
         self.die_with_parent = die_with_parent
         self.exit_timeout_s = int(exit_timeout_s)
-        self._workdir: Path | None = None
+        self._workdir: Path | None = Path(workdir) if workdir is not None else None
         self._log_file = Path(log_file) if log_file else None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -181,7 +184,8 @@ class TritonServer:
         if self.running:
             return self
         self._check_can_start()
-        self._workdir = Path(tempfile.mkdtemp(prefix="icd-triton-"))
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="icd-triton-"))
         backend_dir = prepare_backend_dir(self._workdir / "backends")
         if self._log_file is None:
             self._log_file = self._workdir / "triton.log"
@@ -247,22 +251,8 @@ class TritonServer:
 
     def _cleanup_group(self) -> None:
         """SIGKILL whatever is left in the server's own process group (its python backend stubs)."""
-        if self._proc is None:
-            return
-        pgid = self._proc.pid  # start_new_session: the group id is the server's pid
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            return
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
+        if self._proc is not None:
+            kill_process_group(self._proc.pid)
 
     def __enter__(self) -> TritonServer:
         return self.start()
@@ -305,9 +295,7 @@ class TritonServer:
         Raises:
             UserError: Triton refused to load it (the message carries Triton's reason).
         """
-        resp = httpx.post(f"{self.http_url}/v2/repository/models/{name}/load", timeout=timeout_s, trust_env=False)
-        if resp.status_code != 200:
-            raise UserError(f"Triton could not load model {name!r}: {_error_text(resp)}")
+        load_model_at(self.http_url, name, timeout_s)
 
     def unload_model(self, name: str, timeout_s: float = 60.0) -> None:
         """Unload ``name`` through the repository API (explicit mode)."""
@@ -316,8 +304,55 @@ class TritonServer:
             raise UserError(f"Triton could not unload model {name!r}: {_error_text(resp)}")
 
 
+def load_model_at(http_url: str, name: str, timeout_s: float = 600.0) -> None:
+    """Load (or reload) ``name`` on the Triton at ``http_url`` through the repository API; waits for it.
+
+    Raises:
+        UserError: Triton refused or is unreachable (the message carries Triton's answer).
+    """
+    try:
+        resp = httpx.post(f"{http_url}/v2/repository/models/{name}/load", timeout=timeout_s, trust_env=False)
+    except httpx.HTTPError as exc:
+        raise UserError(f"Triton at {http_url} did not answer the load of {name!r} ({exc})") from None
+    if resp.status_code != 200:
+        raise UserError(f"Triton could not load model {name!r}: {_error_text(resp)}")
+
+
 def _error_text(resp: httpx.Response) -> str:
     try:
         return str(resp.json().get("error", resp.text))
     except ValueError:
         return resp.text
+
+
+def kill_process_group(pgid: int, wait_s: float = 5.0) -> None:
+    """SIGKILL the process group ``pgid`` (a server started in its own session: group id = its pid), wait for it."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def stop_tritonserver_pid(pid: int, timeout_s: float = 15.0) -> bool:
+    """Stop a ``tritonserver`` started by another process (``icd stack up``): SIGTERM, wait, SIGKILL, reap its
+    process group (python backend stubs). Returns whether it was running (a reused PID is left alone)."""
+    from icd.monitor.process import pid_alive, pid_runs
+
+    if not pid_runs(pid, "tritonserver"):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.1)
+    kill_process_group(pid)
+    return True

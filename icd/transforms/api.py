@@ -51,7 +51,7 @@ _KINDS: dict[type[BaseModel], TransformKind] = {}
 _PREPARE: dict[type[BaseModel], Prepare] = {}
 
 # Modules whose import registers a handler; imported lazily by optimize_ (no work at import time).
-_BUILTIN_HANDLER_MODULES = ("icd.transforms.nm_sparsity", "icd.transforms.int8")
+_BUILTIN_HANDLER_MODULES = ("icd.transforms.nm_sparsity", "icd.transforms.int8", "icd.transforms.compact")
 
 
 @dataclass(frozen=True)

@@ -150,3 +150,67 @@ class Int8Config(_TransformConfig):
             if not 0.0 <= alpha <= 1.0:
                 raise ValueError(f"int8.alpha_grid: {alpha} is outside [0, 1]")
         return grid
+
+
+class CompactConfig(_TransformConfig):
+    """Structured compaction: cut whole attention heads and FFN channels, re-fit what reads them (docs/transforms.md).
+
+    Either keep-ratios (the same fraction of heads / FFN channels in every layer) or a ``budget`` (the fraction of
+    the encoder layers' cost to keep, allocated across layers and unit kinds by calibration importance). Ratios
+    and budgets are relative to the model the transform is given.
+    """
+
+    type: Literal["compact"] = "compact"
+    heads_keep: float | None = Field(None, gt=0.0, le=1.0, description="fraction of attention heads kept in every layer")
+    ffn_keep: float | None = Field(None, gt=0.0, le=1.0, description="fraction of FFN channels kept in every layer")
+    budget: float | None = Field(
+        None, gt=0.0, le=1.0, description="fraction of the encoder layers' cost kept (instead of keep-ratios), "
+                                          "allocated across layers and unit kinds by importance per unit of cost",
+    )
+    units: Literal["both", "ffn", "heads"] = Field("both", description="budget: which units may be cut")
+    cost: Literal["flops", "latency"] = Field(
+        "flops", description="budget: cost model — FLOPs per token at seq_len, or latency per head / FFN channel "
+                             "measured on this machine (one layer timed at three sizes)",
+    )
+    seq_len: int = Field(128, gt=0, description="sequence length the cost model assumes (attention's L² terms)")
+    importance: Literal["act_weight", "obs", "fisher"] = Field(
+        "obs", description="unit importance from calibration: act_weight (energy of the unit's contribution to the "
+                           "Linear that reads it), obs (output error left after the least-squares re-fit without it), "
+                           "fisher (diagonal Fisher of a mask on the unit, from the loss against the fp32 outputs)",
+    )
+    reconstruct: bool = Field(
+        True, description="least-squares re-fit of the Linear that reads the cut dim (attention output, FFN output) "
+                          "on the compacted model's inputs, towards the dense model's outputs",
+    )
+    reselect: bool = Field(
+        True, description="reconstruct with act_weight / obs: choose each layer's kept units anew in the sequential "
+                          "pass, scored on the compacted model's inputs against the dense outputs (the allocation "
+                          "fixes only how many)",
+    )
+    refit_inputs: bool = Field(
+        False, description="reconstruct: also re-fit the kept rows of query / key / value and of the FFN input "
+                           "towards the dense model's outputs on the compacted model's inputs",
+    )
+    bias_correction: bool = Field(True, description="reconstruct: fit each re-fitted Linear's bias jointly")
+    residual_feedback: bool = Field(
+        True, description="reconstruct: the Linear before each residual add also cancels the residual stream's error",
+    )
+    layernorm_correction: bool = Field(
+        False, description="reconstruct: per-channel least-squares re-fit of the LayerNorm after each re-fitted "
+                           "output projection to the dense model's outputs",
+    )
+    damp: float = Field(0.01, ge=0.0, description="least-squares damping, fraction of the Gram's mean diagonal")
+    min_heads: int = Field(1, ge=1, description="heads every layer keeps at least")
+    min_ffn: int = Field(16, ge=1, description="FFN channels every layer keeps at least")
+    ffn_multiple: int = Field(1, ge=1, description="kept FFN channels per layer rounded to a multiple of this")
+    fisher_probes: int = Field(2, ge=1, description="fisher: random output projections per calibration batch")
+    seed: int = Field(0, description="fisher: seed of the random output projections")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> CompactConfig:
+        ratios = self.heads_keep is not None or self.ffn_keep is not None
+        if self.budget is not None and ratios:
+            raise ValueError("compact: give either budget or heads_keep / ffn_keep, not both")
+        if self.budget is None and not ratios:
+            raise ValueError("compact: give heads_keep and/or ffn_keep (fractions in (0, 1]), or a budget")
+        return self

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -33,14 +33,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from icd.model.families import family_of
+from icd.model.layout import model_shape
 from icd.transforms.api import TransformContext, TransformKind, register_transform
 from icd.transforms.configs import Int8Config
 from icd.transforms.int8_kernels import DynamicInt8Linear, default_reduce_range, vnni_supported
 from icd.transforms.smoothing import InputScaled, fold_value_output_scale_, scale_of, smoothing_exponents
 
-SCOPE_FFN = ("intermediate.dense", "output.dense")
-ATTENTION_OUTPUT = "attention.output.dense"
-VALUE = "attention.self.value"
 SMOOTH_MIN_GAIN = 0.10
 """Smooth a Linear only when its measured int8 output error drops by at least this fraction."""
 DEFAULT_ENGINE = "onednn"
@@ -71,39 +70,36 @@ def linear_names(encoder: nn.Module) -> list[str]:
     return names
 
 
-def _is_ffn_in(name: str) -> bool:
-    return name.endswith("intermediate.dense")
-
-
-def _is_ffn_out(name: str) -> bool:
-    return name.endswith("output.dense") and ".attention." not in name
-
-
-def _is_ffn(name: str) -> bool:
-    return _is_ffn_in(name) or _is_ffn_out(name)
-
-
-_NAMED_SCOPES: dict[str, Callable[[str], bool]] = {
-    "all": lambda name: True,
-    "ffn": _is_ffn,
-    "attention": lambda name: not _is_ffn(name),
-    "ffn_in": _is_ffn_in,
-    "ffn_out": _is_ffn_out,
+_NAMED_SCOPES: dict[str, tuple[str, ...]] = {
+    "all": ("query", "key", "value", "attn_out", "ffn_in", "ffn_out"),
+    "ffn": ("ffn_in", "ffn_out"),
+    "attention": ("query", "key", "value", "attn_out"),
+    "ffn_in": ("ffn_in",),
+    "ffn_out": ("ffn_out",),
 }
+"""Named scope → the Linear roles it selects (where each role lives is the model family's:
+:mod:`icd.model.families`)."""
+
+
+def layer_roles(encoder: nn.Module) -> dict[str, str]:
+    """Name → role of every per-layer Linear of the encoder (the ones int8 may quantize)."""
+    return {name: role for name, (_, role) in family_of(encoder).roles_by_name(model_shape(encoder).layers).items()}
 
 
 def resolve_scope(encoder: nn.Module, scope: str, keep_fp32: Sequence[str] = ()) -> list[str]:
     """The Linear names ``scope`` selects, minus ``keep_fp32`` (regexes).
 
-    ``scope``: ``all`` / ``ffn`` / ``attention`` / ``ffn_in`` (intermediate.dense) / ``ffn_out`` (the FFN's
-    output.dense) or a regex over the names.
+    ``scope``: ``all`` / ``ffn`` / ``attention`` / ``ffn_in`` (the FFN's input Linear: BERT's
+    intermediate.dense) / ``ffn_out`` (the FFN's output Linear: BERT's output.dense) or a regex over the names.
+    Only per-layer Linears are selected (never the pooler or a classification head).
 
     Raises:
         ValueError: an invalid regex, or a scope that selects nothing.
     """
-    names = [n for n in linear_names(encoder) if n.startswith("encoder.")]
+    roles = layer_roles(encoder)
+    names = [n for n in linear_names(encoder) if n in roles]
     if scope in _NAMED_SCOPES:
-        chosen = [n for n in names if _NAMED_SCOPES[scope](n)]
+        chosen = [n for n in names if roles[n] in _NAMED_SCOPES[scope]]
     else:
         try:
             pattern = re.compile(scope)
@@ -321,11 +317,12 @@ class SmoothingChoice:
 
 
 def _choose(
-    name: str, acc: _ErrorAccumulator, absmax: torch.Tensor, weight: torch.Tensor, min_error: float
+    name: str, acc: _ErrorAccumulator, absmax: torch.Tensor, weight: torch.Tensor, min_error: float, folded: bool
 ) -> SmoothingChoice:
-    """The alpha with the lowest measured error; none when the gain is small or not worth a runtime multiply."""
+    """The alpha with the lowest measured error; none when the gain is small or not worth a runtime multiply.
+
+    ``folded``: the Linear is an attention output, whose input scale folds into the value rows (V->O)."""
     plain = acc.relative(None)
-    folded = name.endswith(ATTENTION_OUTPUT)
     best = min((a for a in acc.candidates if a is not None), key=acc.relative, default=None)
     worth_it = folded or plain >= min_error
     if best is None or not worth_it or acc.relative(best) > (1.0 - SMOOTH_MIN_GAIN) * plain:
@@ -356,6 +353,13 @@ def _search_batches(context: TransformContext | None, texts: int) -> list[Any]:
     return batches
 
 
+def _value_of_attention_output(encoder: nn.Module) -> dict[str, str]:
+    """Attention output Linear name → the value Linear of the same layer (the V->O fold pairs them)."""
+    family = family_of(encoder)
+    return {roles["attn_out"]: roles["value"]
+            for roles in (family.linears(layer) for layer in range(model_shape(encoder).layers))}
+
+
 def _smooth_and_fold(
     fp32: nn.Module, names: list[str], context: TransformContext, batches: list[Any], config: Int8Config,
     kernel: _Kernel,
@@ -367,10 +371,12 @@ def _smooth_and_fold(
     absmax = _input_absmax(fp32, names, context.calibration_batches())
     errors = _measure_errors(fp32, names, batches, absmax, _alphas(config), kernel)
     modules = dict(fp32.bert.named_modules())
-    choices = [_choose(n, errors[n], absmax[n], modules[n].weight, config.smooth_min_error) for n in names]
+    value_of = _value_of_attention_output(fp32)
+    choices = [_choose(n, errors[n], absmax[n], modules[n].weight, config.smooth_min_error, n in value_of)
+               for n in names]
     for choice in choices:
         if choice.folded and choice.exponents is not None:
-            value = modules[choice.name.replace(ATTENTION_OUTPUT, VALUE)]
+            value = modules[value_of[choice.name]]
             fold_value_output_scale_(value, modules[choice.name], choice.exponents)
     return choices
 

@@ -1,20 +1,24 @@
-"""Fold channel permutations into a BERT encoder's weights, so it computes the same function.
+"""Fold channel permutations into an encoder's weights (any supported family), so it computes the same function.
 
 Every permutation is ``new = old[perm]`` in the layout of the model *as passed in* (the layout the statistics
-were computed in). What each dim moves:
+were computed in). Where each Linear lives is the family's business (:mod:`icd.model.families`); by role, what
+each dim moves:
 
-* ``layer{i}.ffn``: rows of the intermediate dense (weight and bias), columns of the output dense.
+* ``layer{i}.ffn``: rows of the FFN input Linear (weight and bias), columns of the FFN output Linear.
 * ``layer{i}.heads``: whole blocks of d rows of query, key and value (weights and biases) and the matching
-  blocks of d columns of the attention output dense.
+  blocks of d columns of the attention output Linear (not for MPNet: its relative-attention bias is shared by
+  every layer, :mod:`icd.model.families.mpnet`).
 * ``layer{i}.qk``: rows (and bias) of query and key, by the same within-head permutation — scores unchanged.
-* ``layer{i}.vo``: rows (and bias) of value and the attention output dense's columns.
+* ``layer{i}.vo``: rows (and bias) of value and the attention output Linear's columns.
   Within a layer ``qk`` / ``vo`` are applied before ``heads``, so block ``h`` of a ``qk`` permutation refers
   to the head that was at position ``h`` in the incoming model.
-* ``hidden``: columns of the word, position and token-type embeddings; weight and bias of every LayerNorm;
-  columns of every Linear reading the residual stream (query, key, value, intermediate dense, pooler dense);
-  rows and bias of every Linear writing it (attention output dense, FFN output dense). Nothing else: the
-  pooler's output is not the residual stream, so the pooler's rows and the classifier are untouched and a
-  ``sequence_classification`` model's logits are unchanged.
+* ``hidden``: columns of every embedding table (word, position, and token-type where the family has one);
+  weight and bias of every residual LayerNorm; columns of every Linear reading the residual stream (query, key,
+  value, FFN input, pooler) and of the classification head's Linears that read it (RoBERTa's and MPNet's
+  ``classifier.dense``, DistilBERT's ``pre_classifier``); rows and bias of every Linear writing it (attention
+  output, FFN output). Nothing else: BERT's pooler output is not the residual stream, so the pooler's rows and
+  BERT's classifier are untouched, and a ``sequence_classification`` model's logits are unchanged in every
+  family.
 
 The output basis: an ``embedding`` model outputs the (mean-pooled) residual stream itself, so a folded
 ``hidden`` permutation would reorder its output vector (``out_new = out_old[perm]``); no weight can absorb that.
@@ -36,17 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from icd.model.layout import (
-    HIDDEN,
-    BertShape,
-    Dim,
-    DimKind,
-    bert_of,
-    bert_shape,
-    layer_linears,
-    parse_dim_name,
-    permutation_problem,
-)
+from icd.model.families import Family, base_model_of, family_of
+from icd.model.layout import HIDDEN, Dim, DimKind, ModelShape, model_shape, parse_dim_name, permutation_problem
 
 
 def check_permutation(perm: np.ndarray, dim: Dim) -> np.ndarray:
@@ -82,8 +77,8 @@ def head_rows(head_perm: np.ndarray, head_dim: int) -> np.ndarray:
     return (head_perm[:, None] * head_dim + np.arange(head_dim)[None, :]).reshape(-1)
 
 
-def _linear(bert: nn.Module, name: str) -> nn.Linear:
-    module = bert.get_submodule(name)
+def _linear(owner: nn.Module, name: str) -> nn.Linear:
+    module = owner.get_submodule(name)
     if not isinstance(module, nn.Linear):
         raise TypeError(f"{name}: expected nn.Linear to permute, found {type(module).__name__} (permute before "
                         "transforms that replace Linears)")
@@ -110,45 +105,47 @@ def _permute_vector(param: torch.Tensor, perm: np.ndarray) -> None:
     param.data = param.data.index_select(0, _index(perm, param.device)).contiguous()
 
 
-def _apply_hidden(bert: nn.Module, shape: BertShape, perm: np.ndarray) -> None:
-    embeddings = bert.embeddings
-    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
-        table = getattr(embeddings, name, None)
-        if table is not None:
-            table.weight.data = table.weight.data.index_select(1, _index(perm, table.weight.device)).contiguous()
-    layer_norms = [embeddings.LayerNorm]
+def _apply_hidden(encoder: nn.Module, family: Family, shape: ModelShape, perm: np.ndarray) -> None:
+    base = base_model_of(encoder)
+    for name in family.embedding_tables:
+        table = base.get_submodule(name)
+        table.weight.data = table.weight.data.index_select(1, _index(perm, table.weight.device)).contiguous()
     for layer in range(shape.layers):
-        roles = layer_linears(layer)
+        roles = family.linears(layer)
         for role in ("query", "key", "value", "ffn_in"):
-            _permute_columns(_linear(bert, roles[role]), perm)
+            _permute_columns(_linear(base, roles[role]), perm)
         for role in ("attn_out", "ffn_out"):
-            _permute_rows(_linear(bert, roles[role]), perm)
-        block = bert.encoder.layer[layer]
-        layer_norms += [block.attention.output.LayerNorm, block.output.LayerNorm]
-    for norm in layer_norms:
+            _permute_rows(_linear(base, roles[role]), perm)
+    for name in family.residual_norms(shape.layers):
+        norm = base.get_submodule(name)
         _permute_vector(norm.weight, perm)
         if norm.bias is not None:
             _permute_vector(norm.bias, perm)
-    if getattr(bert, "pooler", None) is not None:
-        _permute_columns(_linear(bert, "pooler.dense"), perm)
+    if getattr(base, "pooler", None) is not None:
+        _permute_columns(_linear(base, "pooler.dense"), perm)
+    hf = getattr(encoder, "hf", encoder)
+    if hf is not base:
+        for name in family.head_hidden_readers:
+            _permute_columns(_linear(hf, name), perm)
 
 
-def _apply_layer(bert: nn.Module, shape: BertShape, layer: int, kind: DimKind, perm: np.ndarray) -> None:
-    roles = layer_linears(layer)
+def _apply_layer(base: nn.Module, family: Family, shape: ModelShape, layer: int, kind: DimKind,
+                 perm: np.ndarray) -> None:
+    roles = family.linears(layer)
     if kind == DimKind.FFN:
-        _permute_rows(_linear(bert, roles["ffn_in"]), perm)
-        _permute_columns(_linear(bert, roles["ffn_out"]), perm)
+        _permute_rows(_linear(base, roles["ffn_in"]), perm)
+        _permute_columns(_linear(base, roles["ffn_out"]), perm)
     elif kind == DimKind.QK:
-        _permute_rows(_linear(bert, roles["query"]), perm)
-        _permute_rows(_linear(bert, roles["key"]), perm)
+        _permute_rows(_linear(base, roles["query"]), perm)
+        _permute_rows(_linear(base, roles["key"]), perm)
     elif kind == DimKind.VO:
-        _permute_rows(_linear(bert, roles["value"]), perm)
-        _permute_columns(_linear(bert, roles["attn_out"]), perm)
+        _permute_rows(_linear(base, roles["value"]), perm)
+        _permute_columns(_linear(base, roles["attn_out"]), perm)
     elif kind == DimKind.HEADS:
         rows = head_rows(perm, shape.head_dim)
         for role in ("query", "key", "value"):
-            _permute_rows(_linear(bert, roles[role]), rows)
-        _permute_columns(_linear(bert, roles["attn_out"]), rows)
+            _permute_rows(_linear(base, roles[role]), rows)
+        _permute_columns(_linear(base, roles["attn_out"]), rows)
     else:  # pragma: no cover - hidden is handled separately
         raise ValueError(f"layer dim of unexpected kind {kind}")
 
@@ -163,8 +160,8 @@ def validate_permutations(encoder: nn.Module, perms: Mapping[str, np.ndarray]) -
     Raises:
         ValueError: unknown dim name, wrong size, not a permutation, or a block violation (naming the dim).
     """
-    shape = bert_shape(encoder)
-    return {name: check_permutation(perm, parse_dim_name(name, shape)) for name, perm in perms.items()}
+    shape, family = model_shape(encoder), family_of(encoder)
+    return {name: check_permutation(perm, parse_dim_name(name, shape, family)) for name, perm in perms.items()}
 
 
 @torch.no_grad()
@@ -176,30 +173,29 @@ def apply_permutations_(encoder: nn.Module, perms: Mapping[str, np.ndarray], *, 
     permutations are in the permuted layout; :func:`compose_permutations` gives the total).
 
     Args:
-        encoder: an ``Encoder`` (or a module with a BertModel inside), not yet int8-converted.
+        encoder: an ``Encoder`` (or a Hugging Face model of a supported family), not yet int8-converted.
         perms: dim name (see :mod:`icd.model.layout`) → permutation.
         keep_output: for an ``embedding`` Encoder with a permuted ``hidden`` dim, compose the inverse into the
             Encoder's output gather so its output is unchanged (see the module docstring). ``False`` leaves the
             output in the permuted basis.
 
     Raises:
-        ValueError: a dim name unknown to this model, wrong size, not a permutation, or a ``qk`` / ``vo``
-            permutation that crosses head blocks.
+        ValueError: a dim name unknown to this model (MPNet: any ``heads`` dim), wrong size, not a permutation,
+            or a ``qk`` / ``vo`` permutation that crosses head blocks.
         TypeError: a weight to permute is no longer an ``nn.Linear`` (permute before int8 conversion).
     """
     checked = validate_permutations(encoder, perms)
-    bert = bert_of(encoder)
-    shape = bert_shape(encoder)
+    base, family, shape = base_model_of(encoder), family_of(encoder), model_shape(encoder)
     active = {name: p for name, p in checked.items() if not np.array_equal(p, np.arange(p.size))}
     if HIDDEN in active:
-        _apply_hidden(bert, shape, active[HIDDEN])
+        _apply_hidden(encoder, family, shape, active[HIDDEN])
         if keep_output and getattr(encoder, "task", None) == "embedding" and hasattr(encoder, "set_output_index"):
             _compose_output_index(encoder, active[HIDDEN])
     for layer in range(shape.layers):
         for kind in _LAYER_ORDER:
             name = f"layer{layer}.{kind.value}"
             if name in active:
-                _apply_layer(bert, shape, layer, kind, active[name])
+                _apply_layer(base, family, shape, layer, kind, active[name])
 
 
 def _compose_output_index(encoder: nn.Module, hidden_perm: np.ndarray) -> None:

@@ -10,7 +10,8 @@ Schema (``icd.tune.checkpoint/1``)::
 
     {"schema", "status": "running"|"complete"|"stopped"|"interrupted", "stop_reason", "started", "updated",
      "fingerprint": {...}, "base_config": {...Triton JSON...}, "kind", "notes": [...], "host": {...},
-     "launch": {"mode", "endpoint"}, "points": [LoadPoint JSON, ...]}
+     "launch": {"mode", "endpoint"}, "variants": {"<version>": {"version", "runtime", "precision"}},
+     "points": [LoadPoint JSON, ...]}
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class Checkpoint:
     notes: list[str] = field(default_factory=list)
     host: dict[str, Any] = field(default_factory=dict)
     launch: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     resumed: int = 0
 
     # --------------------------------------------------------------------------------------------- lookup
@@ -101,6 +103,7 @@ class Checkpoint:
         return {"schema": SCHEMA, "status": self.status.value, "stop_reason": self.stop_reason, "started": self.started,
                 "updated": self.updated, "fingerprint": self.fingerprint, "base_config": self.base_config,
                 "kind": self.kind, "notes": self.notes, "host": self.host, "launch": self.launch,
+                "variants": self.variants,
                 "points": [p.to_json() for p in self.points]}
 
     def save(self) -> None:
@@ -139,7 +142,8 @@ class Checkpoint:
                    status=RunStatus(doc.get("status", RunStatus.RUNNING.value)),
                    stop_reason=doc.get("stop_reason", ""), started=doc.get("started", ""),
                    updated=doc.get("updated", ""), base_config=doc.get("base_config"), kind=doc.get("kind", ""),
-                   notes=list(doc.get("notes", [])), host=doc.get("host", {}), launch=doc.get("launch", {}))
+                   notes=list(doc.get("notes", [])), host=doc.get("host", {}), launch=doc.get("launch", {}),
+                   variants=dict(doc.get("variants", {})))
 
     @classmethod
     def open(cls, path: Path, fingerprint: dict[str, Any], fresh: bool) -> Checkpoint:

@@ -3,8 +3,9 @@
 As perf_analyzer's concurrency range in Model Analyzer, a configuration's capacity under the SLO is found by
 raising the number of closed-loop clients: it stops at the first level that breaks the SLO (more clients only
 queue longer) or that adds less than :data:`PLATEAU_GAIN` throughput over the best level so far (the server is
-saturated). Started above the lowest level (quick mode seeds it from the best neighbour), it walks *down* until
-a level meets the SLO when the first one does not.
+saturated). Started above the lowest level, it walks *down* until a level meets the SLO when the first one does
+not. Quick mode *probes* a neighbour at the level where the current configuration peaked and stops after that
+one measurement unless the neighbour meets the SLO and beats the current configuration there.
 
 Example:
     >>> sweep = concurrency_sweep([1, 2, 4], Slo(100.0))
@@ -14,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 from icd.tune.measurement import LoadPoint, PointStatus, Slo
 
@@ -24,13 +25,25 @@ PLATEAU_GAIN = 0.05
 Sweep = Generator[int, LoadPoint, None]
 
 
-def concurrency_sweep(levels: Sequence[int], slo: Slo, start: int = 0) -> Sweep:
-    """Yield concurrency levels to measure, from ``levels[start]``; each ``send`` gives the point measured."""
+def concurrency_sweep(levels: Sequence[int], slo: Slo, start: int = 0,
+                      beats: Callable[[LoadPoint], bool] | None = None) -> Sweep:
+    """Yield concurrency levels to measure, from ``levels[start]``; each ``send`` gives the point measured.
+
+    Args:
+        levels: concurrency levels, ascending.
+        slo: the latency objective.
+        start: index of the first level.
+        beats: a *probe* (quick mode): whether a point beats the incumbent configuration's best. The first point,
+            measured at the level where the incumbent peaked, must meet the SLO and beat it, else the sweep ends
+            there (one measurement); if it does, the sweep goes on upward as usual.
+    """
     if not levels:
         raise ValueError("concurrency levels: empty")
     index = min(max(start, 0), len(levels) - 1)
     point = yield levels[index]
     if point.status != PointStatus.OK:
+        return
+    if beats is not None and (not point.meets(slo) or not beats(point)):
         return
     if not point.meets(slo):
         while index > 0:  # seeded too high: walk down to the first level that meets the SLO

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from icd.tune.measurement import ERROR_RATE, SLO_PERCENTILES, THROUGHPUT, LoadPo
 from icd.tune.reload import ConfigRejected, ReloadNotAllowed, ServerGone
 from icd.tune.server import TuneServer
 from icd.tune.space import Candidate
+from icd.tune.variants import Variant
 
 DEFAULT_DURATION_S = 5.0
 DEFAULT_WARMUP_S = 1.0
@@ -30,6 +32,10 @@ DEFAULT_INPUT_SHAPE = 128
 
 class SearchInterrupted(Exception):
     """Ctrl-C during a measurement: the partial measurement is dropped, the checkpoint keeps the rest."""
+
+
+class SearchStopped(Exception):
+    """Nothing more can be measured: the remote server died, or the private one cannot be restarted."""
 
 
 @dataclass(frozen=True)
@@ -77,8 +83,10 @@ def _load_average() -> float | None:
 class Measurer:
     """Reload + load + records, for one model on one server."""
 
-    def __init__(self, server: TuneServer, model: str, base: Any, kind: str, load: LoadSpec) -> None:
+    def __init__(self, server: TuneServer, model: str, base: Any, kind: str, load: LoadSpec,
+                 variants: Mapping[int, Variant] | None = None) -> None:
         self.server = server
+        self.variants = dict(variants or {})
         self.model = model
         self.base = base
         self.kind = kind
@@ -87,7 +95,7 @@ class Measurer:
 
     def config_for(self, candidate: Candidate) -> Any:
         """The ``ModelConfig`` message of ``candidate`` on this model."""
-        return model_config.apply_candidate(self.base, candidate, self.kind)
+        return model_config.apply_candidate(self.base, candidate, self.kind, self.variants)
 
     def _failure(self, candidate: Candidate, status: PointStatus, detail: str,
                  concurrency: int | None = None) -> LoadPoint:
@@ -98,7 +106,10 @@ class Measurer:
     def _died(self, candidate: Candidate, detail: str, concurrency: int | None = None) -> LoadPoint:
         point = self._failure(candidate, PointStatus.SERVER_DIED, detail, concurrency)
         if self.server.restartable:
-            self.server.restart()
+            try:
+                self.server.restart()
+            except UserError as exc:
+                raise SearchStopped(f"{detail}; the private server could not be restarted ({exc})") from None
             point.detail += "; the private server was restarted"
         return point
 
@@ -109,7 +120,7 @@ class Measurer:
         try:
             self.server.apply(model_config.to_json(self.config_for(candidate)))
         except ReloadNotAllowed as exc:
-            raise UserError(f"Triton at {self.server.endpoint} stopped allowing model reloads mid-search ({exc})") from None
+            raise SearchStopped(f"Triton at {self.server.endpoint} stopped allowing model reloads ({exc})") from None
         except ConfigRejected as exc:
             if not self.server.alive():
                 return self._died(candidate, f"the server died while loading the configuration ({exc})")

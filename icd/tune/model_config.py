@@ -4,7 +4,8 @@ The base configuration is what the server runs (``GET /v2/models/<m>/config``, J
 starts its own server, the repository's ``config.pbtxt``. Both become a ``ModelConfig`` message
 (``tritonclient.grpc.model_config_pb2``); a candidate replaces the instance group, ``max_batch_size``, the dynamic
 batching fields and the threads parameter, and the result goes to Triton as JSON (reload) or to disk as
-``config.pbtxt`` (``text_format``, parsed back before it is written).
+``config.pbtxt`` through icd's one config writer (:func:`icd.export.config_pbtxt.write_config`: ``text_format``,
+parsed back before it is written).
 
 Instance kind: ``KIND_GPU`` is kept only where the server ran the model on a GPU or this host has one; on a
 CPU-only host a ``KIND_GPU`` base becomes ``KIND_CPU`` (Triton Model Analyzer wrote ``KIND_GPU`` configs there that
@@ -14,16 +15,18 @@ did not load: triton-inference-server/model_analyzer#927).
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from icd.errors import ArtefactError
-from icd.io.atomic import write_text_atomic
 from icd.tune.space import Candidate
+from icd.tune.variants import Variant, apply_variant
 
-THREADS_PARAMETERS = ("icd_threads", "icd_torch_threads")
-"""``parameters`` keys icd's python backend reads as threads per instance (0 = default), newest first; a candidate
-sets both, so exports of either generation run with its threads."""
+THREADS_PARAMETER = "icd_threads"
+"""``parameters`` key icd's python backend reads as threads per instance (0 = the server's thread budget)."""
+LEGACY_THREADS_PARAMETER = "icd_torch_threads"
+"""What older exports called it (read when ``icd_threads`` is absent; a candidate removes it)."""
 KIND_CPU = "KIND_CPU"
 KIND_GPU = "KIND_GPU"
 _NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
@@ -69,19 +72,17 @@ def to_json(config) -> dict[str, Any]:
 
 
 def to_pbtxt(config) -> str:
-    """``config.pbtxt`` text of the message (checked by parsing it back)."""
-    from google.protobuf import text_format
+    """``config.pbtxt`` text of the message (icd's one writer, :mod:`icd.export.config_pbtxt`)."""
+    from icd.export.config_pbtxt import config_text
 
-    from icd.export.config_pbtxt import parse_config
-
-    text = text_format.MessageToString(config)
-    parse_config(text, source=f"{config.name}/config.pbtxt")
-    return text
+    return config_text(config)
 
 
 def write_pbtxt(config, path: Path) -> Path:
-    """Write the message as ``config.pbtxt`` at ``path`` (atomically: a complete file or none)."""
-    write_text_atomic(path, to_pbtxt(config))
+    """Write the message as ``config.pbtxt`` at ``path`` (parsed back first; atomically: a complete file or none)."""
+    from icd.export.config_pbtxt import write_config
+
+    write_config(Path(path), config)
     return Path(path)
 
 
@@ -110,8 +111,12 @@ def resolve_kind(config, server_ran_it: bool) -> tuple[str, str]:
     return kind, ""
 
 
-def apply_candidate(base, candidate: Candidate, kind: str):
-    """A copy of ``base`` with ``candidate``'s instance group, batching and threads (other fields kept)."""
+def apply_candidate(base, candidate: Candidate, kind: str, variants: Mapping[int, Variant] | None = None):
+    """A copy of ``base`` with ``candidate``'s instance group, batching, threads and version (other fields kept).
+
+    Raises:
+        KeyError: ``candidate.version`` is not in ``variants``.
+    """
     pb2 = _pb2()
     config = copy.deepcopy(base)
     gpus = list(base.instance_group[0].gpus) if base.instance_group and kind == KIND_GPU else []
@@ -125,15 +130,19 @@ def apply_candidate(base, candidate: Candidate, kind: str):
     del batching.preferred_batch_size[:]
     batching.preferred_batch_size.extend(candidate.preferred_batch_sizes)
     batching.max_queue_delay_microseconds = candidate.queue_delay_us
-    for key in THREADS_PARAMETERS:
-        config.parameters[key].string_value = str(candidate.threads)
+    config.parameters[THREADS_PARAMETER].string_value = str(candidate.threads)
+    if LEGACY_THREADS_PARAMETER in config.parameters:
+        del config.parameters[LEGACY_THREADS_PARAMETER]
+    if candidate.version is not None:
+        apply_variant(config, (variants or {})[candidate.version])
     return config
 
 
 def candidate_of(config) -> Candidate:
     """The candidate a configuration corresponds to (the default configuration's place in a comparison)."""
     count = sum(g.count or 1 for g in config.instance_group) or 1
-    threads = next((config.parameters[k].string_value for k in THREADS_PARAMETERS if k in config.parameters), "0")
+    threads = next((config.parameters[k].string_value for k in (THREADS_PARAMETER, LEGACY_THREADS_PARAMETER)
+                    if k in config.parameters), "0")
     batching = config.dynamic_batching
     max_batch = max(config.max_batch_size, 1)
     if max_batch == 1:

@@ -15,6 +15,7 @@ instance with known ``vcpus``, ``cores occupied / vcpus`` where a configuration 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -106,6 +107,11 @@ class Objective:
             assert self.cost is not None
             return Measurement(COST, self.cost.per_million(point.candidate, point.throughput))
         return Measurement(THROUGHPUT, point.throughput)
+
+    def beats(self, incumbent: LoadPoint) -> Callable[[LoadPoint], bool]:
+        """A predicate: does a point score better than ``incumbent`` (quick mode's probe)?"""
+        to_beat = self.point_score(incumbent)
+        return lambda point: self.point_score(point).is_better_than(to_beat)
 
     def score(self, result: ConfigResult | None) -> Measurement:
         """The configuration's figure: that of its best point under the SLO."""

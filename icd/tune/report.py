@@ -23,6 +23,7 @@ from icd.tune.checkpoint import Checkpoint
 from icd.tune.measurement import ConfigResult, LoadPoint, PointStatus, Slo
 from icd.tune.objective import COST, Objective
 from icd.tune.settings import RunPaths, TuneSettings
+from icd.tune.variants import Variant
 
 REPORT_SCHEMA = "icd.tune.report/1"
 
@@ -99,6 +100,8 @@ def summarize(checkpoint: Checkpoint, settings: TuneSettings, paths: RunPaths) -
     objective = settings.build_objective()
     results = results_of(checkpoint)
     rows = [_row(r, objective, settings.demand_rps) for r in results]
+    for row in rows:  # a version searched: say what it runs
+        row.update({k: v for k, v in checkpoint.variants.get(str(row["version"]), {}).items() if k != "version"})
     ranked = objective.rank(results)
     winner = next((row for row in rows if ranked and row["config_id"] == ranked[0].config_id), None)
     closest = None if winner is not None else _closest(results, objective.slo)
@@ -195,7 +198,9 @@ def write_reports(checkpoint: Checkpoint, settings: TuneSettings, paths: RunPath
         from icd.tune.space import Candidate
 
         base = model_config.from_json(checkpoint.base_config, str(paths.checkpoint))
-        best = model_config.apply_candidate(base, Candidate.from_dict(winner), checkpoint.kind or model_config.KIND_CPU)
+        variants = {int(v): Variant(**d) for v, d in checkpoint.variants.items()}
+        best = model_config.apply_candidate(base, Candidate.from_dict(winner), checkpoint.kind or model_config.KIND_CPU,
+                                            variants)
         model_config.write_pbtxt(best, paths.config)
     elif paths.config.exists():  # never leave an earlier run's winner next to a report that has none
         paths.config.unlink()

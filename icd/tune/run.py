@@ -25,8 +25,9 @@ from icd.load.report import check_writable
 from icd.tune import model_config
 from icd.tune.checkpoint import Checkpoint, RunStatus
 from icd.tune.concurrency import concurrency_sweep
-from icd.tune.measure import Measurer, SearchInterrupted
+from icd.tune.measure import Measurer, SearchInterrupted, SearchStopped
 from icd.tune.measurement import ConfigResult, LoadPoint, PointStatus
+from icd.tune.objective import Objective
 from icd.tune.progress import TuneProgress
 from icd.tune.report import write_reports
 from icd.tune.reload import ConfigRejected, ServerGone
@@ -34,6 +35,7 @@ from icd.tune.server import LaunchMode, TuneServer, open_server
 from icd.tune.settings import TuneSettings
 from icd.tune.space import Candidate
 from icd.tune.strategy import SearchMode, Strategy, Trial, brute_force, hill_climb
+from icd.tune.variants import Variant, read_variants
 
 PointHook = Callable[[LoadPoint], None]
 
@@ -43,10 +45,6 @@ class PointMeasurer(Protocol):
 
     def measure(self, candidate: Candidate, concurrency: int) -> LoadPoint:
         """The point measured (failures recorded in it); raises SearchInterrupted on Ctrl-C."""
-
-
-class SearchStopped(Exception):
-    """The remote server died: nothing more can be measured on it."""
 
 
 def host_info() -> dict[str, Any]:
@@ -74,6 +72,7 @@ class _Search:
     server: TuneServer
     progress: TuneProgress
     on_point: PointHook | None
+    objective: Objective
 
     def point(self, trial: Trial, level: int) -> LoadPoint:
         stored = self.checkpoint.lookup(trial.candidate.config_id, level)
@@ -86,13 +85,14 @@ class _Search:
         if self.on_point is not None:
             self.on_point(point)
         if point.status == PointStatus.SERVER_DIED and not self.server.restartable:
-            raise SearchStopped(point.detail)
+            raise SearchStopped(f"the server died: {point.detail}")
         return point
 
     def evaluate(self, trial: Trial) -> ConfigResult:
         self.progress.config(trial.candidate.config_id)
         result = ConfigResult(trial.candidate)
-        sweep = concurrency_sweep(self.settings.space.concurrency, self.settings.slo, trial.start_level)
+        beats = self.objective.beats(trial.incumbent) if trial.incumbent is not None else None
+        sweep = concurrency_sweep(self.settings.space.concurrency, self.settings.slo, trial.start_level, beats)
         level = next(sweep)
         while True:
             point = self.point(trial, level)
@@ -121,6 +121,16 @@ def _strategy(settings: TuneSettings, base: Any) -> tuple[Strategy, int | None]:
     return hill_climb(settings.space, settings.build_objective(), model_config.candidate_of(base)), None
 
 
+def _variants(settings: TuneSettings) -> dict[int, Variant]:
+    """The runtime / precision of every searched version, read before any server starts (ConfigError if not)."""
+    if not settings.space.versions:
+        return {}
+    config_path = Path(settings.model_repository or ".") / settings.model / "config.pbtxt"
+    config = model_config.from_pbtxt(config_path) if config_path.is_file() else None
+    backend = (config.backend or config.platform) if config is not None else ""
+    return read_variants(settings.model_repository, settings.model, settings.space.versions, backend)
+
+
 def run_tune(settings: TuneSettings, on_point: PointHook | None = None, *, server: TuneServer | None = None,
              measurer: PointMeasurer | None = None) -> dict[str, Any]:
     """Run (or resume) a search and write its reports; returns the report document.
@@ -141,6 +151,7 @@ def run_tune(settings: TuneSettings, on_point: PointHook | None = None, *, serve
     paths = settings.paths
     for path in (paths.report, paths.checkpoint, paths.config):
         check_writable(path)
+    variants = _variants(settings)
     checkpoint = Checkpoint.open(paths.checkpoint, settings.fingerprint(), settings.fresh)
     if server is None:
         server, note = open_server(settings.launch_mode, settings.endpoint, settings.model_repository,
@@ -157,18 +168,19 @@ def run_tune(settings: TuneSettings, on_point: PointHook | None = None, *, serve
         checkpoint.notes = [n for n in (note, kind_note) if n]
         checkpoint.host = host_info()
         checkpoint.launch = {"mode": server.launch_mode.value, "endpoint": server.endpoint}
+        checkpoint.variants = {str(v): variant.to_dict() for v, variant in variants.items()}
         checkpoint.save()
         strategy, total = _strategy(settings, base)
         with TuneProgress(settings.slo, total, settings.progress) as progress:
             progress.say(note)
             if checkpoint.resumed:
                 progress.say(f"resuming {paths.checkpoint}: {checkpoint.resumed} measurement(s) already held")
-            measurer = measurer or Measurer(server, settings.model, base, kind, settings.load)
-            search = _Search(settings, checkpoint, measurer, server, progress, on_point)
+            measurer = measurer or Measurer(server, settings.model, base, kind, settings.load, variants)
+            search = _Search(settings, checkpoint, measurer, server, progress, on_point, settings.build_objective())
             search.drive(strategy)
         checkpoint.finish(RunStatus.COMPLETE)
     except SearchStopped as exc:
-        checkpoint.finish(RunStatus.STOPPED, f"the server died: {exc}; rerun the same command to resume")
+        checkpoint.finish(RunStatus.STOPPED, f"{exc}; rerun the same command to resume")
     except (SearchInterrupted, KeyboardInterrupt) as exc:
         interrupted = True
         checkpoint.finish(RunStatus.INTERRUPTED, f"{exc or 'interrupted'}; rerun the same command to resume")

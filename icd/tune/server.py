@@ -19,7 +19,7 @@ import httpx
 
 from icd.errors import UserError
 from icd.tune import model_config
-from icd.tune.reload import ServerGone, get_config, load_with_config
+from icd.tune.reload import ConfigRejected, ServerGone, get_config, load_with_config
 
 PROBE_MODEL = "__icd_tune_probe__"
 """A name no repository holds: unloading it is a no-op in explicit mode and refused in the others."""
@@ -85,8 +85,11 @@ class RemoteServer:
     def base_config(self) -> Any:
         with _client() as client:
             doc = get_config(client, self.endpoint, self.model)
-            if doc is None:
-                load_with_config(client, self.endpoint, self.model, None)
+            if doc is None:  # in the repository but not loaded: load it as its files say
+                try:
+                    load_with_config(client, self.endpoint, self.model, None)
+                except (ConfigRejected, ServerGone) as exc:
+                    raise UserError(f"--model {self.model}: Triton at {self.endpoint} cannot load it ({exc})") from None
                 doc = get_config(client, self.endpoint, self.model)
         if doc is None:
             raise UserError(f"--model {self.model}: not loaded on Triton at {self.endpoint}")

@@ -21,7 +21,7 @@ import itertools
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -42,10 +42,12 @@ class Candidate:
 
     Attributes:
         instance_count: ``instance_group.count`` (model instances; each runs requests in parallel).
-        threads: threads per instance (the ``icd_threads`` parameter; 0 = the runtime's default).
+        threads: threads per instance (the ``icd_threads`` parameter; 0 = the server's thread budget).
         max_batch_size: ``max_batch_size`` (largest batch the dynamic batcher forms).
         preferred_batch_sizes: ``dynamic_batching.preferred_batch_size`` (empty: none).
         queue_delay_us: ``dynamic_batching.max_queue_delay_microseconds``.
+        version: the model version served (a runtime / precision variant, :mod:`icd.tune.variants`); None = the
+            version the base configuration serves.
     """
 
     instance_count: int
@@ -53,11 +55,13 @@ class Candidate:
     max_batch_size: int
     preferred_batch_sizes: tuple[int, ...] = ()
     queue_delay_us: int = 0
+    version: int | None = None
 
     @property
     def config_id(self) -> str:
-        """Short stable name, e.g. ``i2_t1_b32_p4-8_d2000`` (batching fields only when batches form)."""
-        text = f"i{self.instance_count}_t{self.threads}_b{self.max_batch_size}"
+        """Short stable name, e.g. ``v2_i2_t1_b32_p4-8_d2000`` (batching fields only when batches form)."""
+        text = "" if self.version is None else f"v{self.version}_"
+        text += f"i{self.instance_count}_t{self.threads}_b{self.max_batch_size}"
         if self.max_batch_size > 1:
             if self.preferred_batch_sizes:
                 text += "_p" + "-".join(str(s) for s in self.preferred_batch_sizes)
@@ -71,8 +75,10 @@ class Candidate:
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> Candidate:
+        version = obj.get("version")
         return cls(int(obj["instance_count"]), int(obj["threads"]), int(obj["max_batch_size"]),
-                   tuple(int(s) for s in obj.get("preferred_batch_sizes", ())), int(obj.get("queue_delay_us", 0)))
+                   tuple(int(s) for s in obj.get("preferred_batch_sizes", ())), int(obj.get("queue_delay_us", 0)),
+                   None if version is None else int(version))
 
 
 @dataclass
@@ -96,6 +102,8 @@ class SearchSpace(BaseModel):
         max_batch_sizes: ``max_batch_size`` values, each >= 1.
         preferred_batch_sizes: options for ``preferred_batch_size``: a list of sizes (``[]`` = none) or ``"max"``.
         queue_delays_us: ``max_queue_delay_microseconds`` values, each >= 0.
+        versions: model versions to try, each a runtime / precision export of the model (empty: the version the
+            configuration serves).
         concurrency: closed-loop client counts tried per configuration, ascending.
     """
 
@@ -106,6 +114,7 @@ class SearchSpace(BaseModel):
     max_batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32])
     preferred_batch_sizes: list[PreferredOption] = Field(default_factory=lambda: [[]])
     queue_delays_us: list[int] = Field(default_factory=lambda: [0, 2000])
+    versions: list[int] = Field(default_factory=list)
     concurrency: list[int] = Field(default_factory=lambda: list(DEFAULT_CONCURRENCY_LEVELS))
 
     @field_validator("instance_counts", "max_batch_sizes", "concurrency")
@@ -117,6 +126,11 @@ class SearchSpace(BaseModel):
     @classmethod
     def _non_negative(cls, values: list[int]) -> list[int]:
         return _sorted_unique(values, minimum=0)
+
+    @field_validator("versions")
+    @classmethod
+    def _versions(cls, values: list[int]) -> list[int]:
+        return _sorted_unique(values, minimum=1) if values else []
 
     @field_validator("preferred_batch_sizes")
     @classmethod
@@ -134,21 +148,24 @@ class SearchSpace(BaseModel):
         return out
 
     # --------------------------------------------------------------------------------------------- candidates
+    CATEGORICAL: ClassVar[tuple[int, ...]] = (3, 5)
+    """Dimensions without an order (preferred sizes, versions): every other value is a neighbour."""
+
     def dimensions(self) -> list[list[Any]]:
         """The value lists in coordinate order (what hill climbing steps along)."""
         return [self.instance_counts, self.threads, self.max_batch_sizes, self.preferred_batch_sizes,
-                self.queue_delays_us]
+                self.queue_delays_us, self.versions or [None]]
 
     def make(self, point: tuple[Any, ...]) -> tuple[Candidate | None, str]:
         """The candidate at ``point`` (one value per dimension), normalised; or None and why it is impossible."""
-        instances, threads, max_batch, preferred, delay = point
+        instances, threads, max_batch, preferred, delay, version = point
         if max_batch == 1:  # the batcher forms no batch: delay and preferred sizes change nothing
-            return Candidate(instances, threads, 1), ""
+            return Candidate(instances, threads, 1, version=version), ""
         sizes = (max_batch,) if preferred == PREFERRED_MAX else tuple(preferred)
         too_big = [s for s in sizes if s > max_batch]
         if too_big:
             return None, f"preferred_batch_size {list(too_big)} > max_batch_size {max_batch}"
-        return Candidate(instances, threads, max_batch, sizes, delay), ""
+        return Candidate(instances, threads, max_batch, sizes, delay, version), ""
 
     def at(self, index: tuple[int, ...]) -> tuple[Candidate | None, str]:
         """The candidate at coordinate ``index`` (one index per dimension)."""

@@ -3,8 +3,8 @@
 * :func:`brute_force` — every possible candidate of the space, in grid order (Model Analyzer's brute search).
 * :func:`hill_climb` — *quick* mode: from a start point, measure every neighbour (one step up or down along
   one dimension), move to the best if it beats the current configuration under the objective, stop when none
-  does. Each neighbour's concurrency sweep starts one level below the level where the current configuration
-  peaked, so few levels are measured per configuration.
+  does. Each neighbour is first *probed* at the concurrency where the current configuration peaked: one
+  measurement, unless it meets the SLO and beats the current configuration there (then its sweep goes on upward).
 
 A strategy never measures: the coordinator does, and may answer from a checkpoint, so a strategy replays
 identically when a run resumes.
@@ -17,7 +17,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from icd.tune.measurement import ConfigResult
+from icd.tune.measurement import ConfigResult, LoadPoint
 from icd.tune.objective import Objective
 from icd.tune.space import Candidate, Enumeration, SearchSpace
 
@@ -33,10 +33,12 @@ class SearchMode(str, Enum):
 
 @dataclass(frozen=True)
 class Trial:
-    """A configuration to measure, and the concurrency level index its sweep starts at."""
+    """A configuration to measure, the concurrency level index its sweep starts at, and (quick mode) the
+    incumbent's best point it must beat there to be swept further (:func:`icd.tune.concurrency.concurrency_sweep`)."""
 
     candidate: Candidate
     start_level: int = 0
+    incumbent: LoadPoint | None = None
 
 
 Strategy = Generator[Trial, ConfigResult, None]
@@ -51,10 +53,10 @@ def brute_force(enumeration: Enumeration) -> Strategy:
 def nearest_index(space: SearchSpace, candidate: Candidate) -> tuple[int, ...]:
     """Per dimension, the index of the space value nearest to ``candidate``'s (the hill climb's start)."""
     wanted = (candidate.instance_count, candidate.threads, candidate.max_batch_size,
-              list(candidate.preferred_batch_sizes), candidate.queue_delay_us)
+              list(candidate.preferred_batch_sizes), candidate.queue_delay_us, candidate.version)
     index = []
-    for values, want in zip(space.dimensions(), wanted, strict=True):
-        if isinstance(want, list):
+    for dim, (values, want) in enumerate(zip(space.dimensions(), wanted, strict=True)):
+        if dim in SearchSpace.CATEGORICAL:
             index.append(next((i for i, v in enumerate(values) if v == want), 0))
         else:
             index.append(min(range(len(values)), key=lambda i: (abs(values[i] - want), values[i])))
@@ -62,20 +64,22 @@ def nearest_index(space: SearchSpace, candidate: Candidate) -> tuple[int, ...]:
 
 
 def _neighbours(index: tuple[int, ...], sizes: Sequence[int]) -> list[tuple[int, ...]]:
+    """One step up or down along an ordered dimension; any other value of a categorical one."""
     out = []
     for dim, size in enumerate(sizes):
-        for step in (1, -1):
-            moved = index[dim] + step
-            if 0 <= moved < size:
+        moves = range(size) if dim in SearchSpace.CATEGORICAL else (index[dim] + 1, index[dim] - 1)
+        for moved in moves:
+            if 0 <= moved < size and moved != index[dim]:
                 out.append(index[:dim] + (moved,) + index[dim + 1:])
     return out
 
 
-def _level_of(result: ConfigResult, objective: Objective, levels: Sequence[int]) -> int:
+def _probe(result: ConfigResult, objective: Objective, levels: Sequence[int]) -> tuple[int, LoadPoint | None]:
+    """Where a neighbour's sweep starts (the incumbent's peak level) and the point it must beat there."""
     best = result.best(objective.slo)
     if best is None or best.concurrency not in levels:
-        return 0
-    return max(levels.index(best.concurrency) - 1, 0)
+        return 0, None
+    return levels.index(best.concurrency), best
 
 
 def hill_climb(space: SearchSpace, objective: Objective, start: Candidate) -> Strategy:
@@ -91,13 +95,13 @@ def hill_climb(space: SearchSpace, objective: Objective, start: Candidate) -> St
     current = yield Trial(candidate)
     while True:
         best_index, best_result = None, current
-        seed = _level_of(current, objective, levels)
+        seed, incumbent = _probe(current, objective, levels)
         for neighbour in _neighbours(index, sizes):
             other, _reason = space.at(neighbour)
             if other is None or other in visited:
                 continue
             visited.add(other)
-            result = yield Trial(other, seed)
+            result = yield Trial(other, seed, incumbent)
             if objective.better(result, best_result):
                 best_index, best_result = neighbour, result
         if best_index is None:

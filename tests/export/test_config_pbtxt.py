@@ -81,3 +81,26 @@ def test_every_valid_option_set_renders_a_parseable_config(max_batch, count, del
     assert config.max_batch_size == max_batch and config.instance_group[0].count == count
     assert list(config.dynamic_batching.preferred_batch_size) == sorted(preferred)
     assert list(config.output[0].dims) == [384]
+
+
+@pytest.mark.parametrize("platform, runtime, field, value, filename", [
+    (Platform.PYTORCH_LIBTORCH, "torchscript", "platform", "pytorch_libtorch", "model.pt"),
+    (Platform.ONNXRUNTIME_ONNX, "onnx", "platform", "onnxruntime_onnx", "model.onnx"),
+    (Platform.OPENVINO, "openvino", "backend", "openvino", "model.xml"),
+])
+def test_native_backends_name_triton_standard_backend(platform, runtime, field, value, filename):
+    options = ExportOptions(platform=platform)
+    assert options.runtime == runtime, "the platform implies the runtime"
+    config = parse_config(render_config(options, "embedding", 384, {}))
+    assert getattr(config, field) == value and config.default_model_filename == filename
+
+
+def test_synthetic_model_config_is_a_model_config(tmp_path):
+    from icd.export.config_pbtxt import read_config
+    from icd.serve.synthetic_model import EchoDelaySpec, write_echo_delay_model
+
+    folder = write_echo_delay_model(tmp_path, EchoDelaySpec(delay_ms=2.5, error_rate=0.1, instance_count=3))
+    config = read_config(folder / "config.pbtxt")
+    assert config.backend == "python" and config.instance_group[0].count == 3
+    assert config.parameters["icd_delay_ms"].string_value == "2.5"
+    assert config.dynamic_batching.max_queue_delay_microseconds == 1000

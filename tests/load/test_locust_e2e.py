@@ -28,7 +28,7 @@ def test_master_and_two_workers_send_icd_payloads(tmp_path, triton_small_server,
     try:
         master = subprocess.run(
             [str(LOCUST), "-f", str(LOCUSTFILE), "--headless", "--master", "--master-bind-host", "127.0.0.1",
-             "--master-bind-port", str(port), "--expect-workers", "2", "-u", "4", "-r", "4", "-t", "3s",
+             "--master-bind-port", str(port), "--expect-workers", "2", "-u", "4", "-r", "4", "-t", "4s",
              "--host", triton_small_server.http_url, "--icd-model", "echo_delay", "--icd-input-shape", "16",
              "--csv", str(tmp_path / "run"), "--only-summary"],
             capture_output=True, text=True, timeout=180, check=False)

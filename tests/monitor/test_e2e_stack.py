@@ -115,7 +115,8 @@ def test_every_dashboard_expression_returns_data(live_stack: LiveStack) -> None:
     rules = load_rules(monitoring_dir() / RULES_FILE)
     exprs = [e for e in dashboard_exprs(load_dashboard(monitoring_dir() / DASHBOARD_FILE), rules)
              if e.kind is ExprKind.PANEL]
-    expected = [e for e in exprs if not e.needs_gpu and (live_stack.serves_icd_model or not e.needs_icd_backend)]
+    expected = [e for e in exprs if not e.needs_gpu and not e.needs_shadow  # shadow: tests/rollout/test_shadow_e2e.py
+                and (live_stack.serves_icd_model or not e.needs_icd_backend)]
     with live_stack.client() as client:
         missing = _wait_for_data(client, [e.expr for e in expected], DATA_TIMEOUT_S)
         assert not missing, f"no data after {DATA_TIMEOUT_S} s for: {missing}"
@@ -186,9 +187,11 @@ def test_embedded_dashboard_renders_with_data(live_stack: LiveStack, tmp_path: P
     rules = load_rules(monitoring_dir() / RULES_FILE)
     gpu_titles = {e.title for e in dashboard_exprs(dashboard, rules) if e.needs_gpu}
     icd_titles = {e.title for e in dashboard_exprs(dashboard, rules) if e.needs_icd_backend}
+    shadow_titles = {e.title for e in dashboard_exprs(dashboard, rules) if e.needs_shadow}  # no candidate shadowed
     for panel in dashboard["panels"]:
         section = dom.split(f'id="{panel_id(panel["title"])}"', 1)[1].split('class="icd-panel"', 1)[0]
-        if panel["title"] in gpu_titles or (panel["title"] in icd_titles and not live_stack.serves_icd_model):
+        if panel["title"] in gpu_titles | shadow_titles or (panel["title"] in icd_titles
+                                                            and not live_stack.serves_icd_model):
             assert "No timeseries returned" in section, panel["title"]
             continue
         assert "<svg" in section and "<path" in section, f"{panel['title']}: no plotted line"

@@ -70,7 +70,7 @@ def test_generated_config_passes_check_config(tmp_path: Path) -> None:
     (tmp_path / "prometheus.yml").write_text(config.to_yaml())
     result = promtool.check_config(tmp_path / "prometheus.yml")
     assert result.ok, result.output
-    assert "22 rules found" in result.output
+    assert "30 rules found" in result.output  # 16 + 6 shadow recording rules, 8 alerts
 
 
 @pytest.mark.binary

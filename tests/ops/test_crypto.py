@@ -83,3 +83,29 @@ def test_guide_command_and_cli_refusal(tmp_path, capsys):
     ok = run_icd(capsys, "decrypt", "--input", str(tmp_path / "permutation.json.enc"), "--key-file",
                  str(tmp_path / "production.key"))
     assert ok.returncode == 0 and json.loads(perm.read_text()) == {"hidden": [0]}
+
+
+def test_missing_key_file_names_icd_keygen(tmp_path, capsys):
+    perm = tmp_path / "permutation.json"
+    perm.write_text('{"hidden": [0]}')
+    done = run_icd(capsys, "encrypt", "--input", str(perm), "--key-file", str(tmp_path / "production.key"))
+    assert done.returncode == 2 and perm.is_file()
+    assert f"key file not found; create one with `icd keygen {tmp_path / 'production.key'}`" in done.stderr
+
+
+def test_encrypting_a_served_model_states_its_key_requirement(tmp_path, capsys):
+    folder = tmp_path / "models" / "bert_icd" / "1"
+    folder.mkdir(parents=True)
+    (folder.parent / "config.pbtxt").write_text('backend: "python"\n')
+    (folder / "icd_layout.json").write_text("{}")
+    (folder / "permutation.json").write_text('{"dims": []}')
+    key_file = generate_key(tmp_path / "production.key")
+    done = run_icd(capsys, "encrypt", "--input", str(folder / "permutation.json"), "--key-file", str(key_file))
+    assert done.returncode == 0
+    assert ("key required: bert_icd v1 now loads only with the key in Triton's environment: "
+            f"`ICD_PERMUTATION_KEY_FILE={key_file.resolve()} icd stack restart triton`") in done.stdout
+    assert read_key(key_file).hex() not in done.stdout
+    plain = tmp_path / "p.json"
+    plain.write_text("{}")
+    assert "key required" not in run_icd(capsys, "encrypt", "--input", str(plain), "--key-file",
+                                         str(key_file)).stdout

@@ -34,7 +34,7 @@ def _metric(doc, tag):
 def linear_run(tmp_path_factory):
     """A linear run of the classifier config with no transform: permutations only."""
     out = tmp_path_factory.mktemp("runs") / "linear"
-    cfg = load_config("configs/bert.json", [*SMALL, "pipeline.mode=linear", "transforms=[]"])
+    cfg = load_config("configs/minilm_classifier.json", [*SMALL, "pipeline.mode=linear", "transforms=[]"])
     result = run_config(cfg, out, progress=False)
     return cfg, out, result
 

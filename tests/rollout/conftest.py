@@ -13,6 +13,7 @@ import pytest
 
 from icd.rollout.router_config import RouterSpec
 from icd.rollout.router_nginx import NginxRouter
+from icd.rollout.router_ops import stop_comparator
 
 REPO = Path(__file__).resolve().parents[2]
 PAYLOAD = {"inputs": [{"name": "IN", "datatype": "FP32", "shape": [1, 4], "data": [1.0, 2.0, 3.0, 4.0]}]}
@@ -21,9 +22,9 @@ PAYLOAD = {"inputs": [{"name": "IN", "datatype": "FP32", "shape": [1, 4], "data"
 class StubUpstream:
     """A synthetic KServe-v2 server process (tests/rollout/kserve_stub.py)."""
 
-    def __init__(self, port: int, models: dict[str, tuple[float, float]]) -> None:
+    def __init__(self, port: int, models: dict[str, tuple[float, ...]]) -> None:
         self.port = port
-        args = [a for name, (d, e) in models.items() for a in ("--model", f"{name}:{d}:{e}")]
+        args = [a for name, spec in models.items() for a in ("--model", ":".join([name, *map(str, spec)]))]
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.rollout.kserve_stub", "--port", str(port), *args],
                                      cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
@@ -62,7 +63,7 @@ class StubUpstream:
 def stub_upstream(free_port) -> Iterator[Callable[..., StubUpstream]]:
     started: list[StubUpstream] = []
 
-    def make(models: dict[str, tuple[float, float]]) -> StubUpstream:
+    def make(models: dict[str, tuple[float, ...]]) -> StubUpstream:
         stub = StubUpstream(free_port(), models)
         started.append(stub)
         return stub
@@ -86,6 +87,7 @@ def nginx_router(tmp_path, free_port) -> Iterator[Callable[..., NginxRouter]]:
 
     yield make
     for router in started:
+        stop_comparator(router)
         router.stop()
 
 
@@ -95,12 +97,14 @@ ECHO_VARIANTS = {
     # name: (delay_ms, error_rate) — synthetic python-backend models, not neural networks
     "bert_baseline": (BASELINE_DELAY_MS, 0.0),
     "bert_icd": (BASELINE_DELAY_MS, 0.0),
-    "bert_icd_slow": (BASELINE_DELAY_MS + 95.0, 0.0),  # a configured +95 ms delay
+    "bert_icd_slow": (BASELINE_DELAY_MS + 295.0, 0.0),  # +295 ms: slower than any host noise seen here
     "bert_icd_slow20": (BASELINE_DELAY_MS * 1.2, 0.0),
     "bert_icd_flaky": (BASELINE_DELAY_MS, 0.05),
     "ab_a": (40.0, 0.0),
     "ab_a_twin": (40.0, 0.0),
     "ab_a_slow20": (48.0, 0.0),  # the configured +20 % delay
+    "ab_a_slow": (140.0, 0.0),  # +100 ms: detected even at load 30 on 2 cores (sensitivity: bench/ab_power.py)
+    "ab_b": (40.0, 0.0),  # a second reference, so two A/Bs can run at once on separate models
 }
 
 

@@ -1,7 +1,9 @@
 """A synthetic KServe-v2 HTTP upstream for router tests (NOT Triton): models with a configured delay and error rate.
 
-Run: ``python -m tests.rollout.kserve_stub --port P --model name:delay_ms:error_rate [--model ...]``.
-Each infer returns ``{"model_name": name, "outputs": [{"name": "OUT", "data": [...]}]}`` echoing the input data.
+Run: ``python -m tests.rollout.kserve_stub --port P --model name:delay_ms:error_rate[:perturb] [--model ...]``.
+Each infer returns ``{"model_name": name, "outputs": [{"name": "OUT", "data": [...]}]}`` echoing the input data;
+with ``perturb`` p > 0 the output is ``data + p · reversed(data)`` (a synthetic "candidate that answers
+differently", for shadow-traffic tests).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import random
 from aiohttp import web
 
 
-def build_app(models: dict[str, tuple[float, float]], seed: int = 0) -> web.Application:
+def build_app(models: dict[str, tuple[float, ...]], seed: int = 0, output_name: str = "OUT") -> web.Application:
     rng = random.Random(seed)
 
     async def ready(_: web.Request) -> web.Response:
@@ -31,13 +33,15 @@ def build_app(models: dict[str, tuple[float, float]], seed: int = 0) -> web.Appl
         name = request.match_info["name"]
         if name not in models:
             return web.json_response({"error": f"unknown model {name}"}, status=404)
-        delay_ms, error_rate = models[name]
+        delay_ms, error_rate, perturb = (*models[name], 0.0)[:3]
         body = await request.json()
         await asyncio.sleep(delay_ms / 1e3)
         if rng.random() < error_rate:
             return web.json_response({"error": "injected failure"}, status=500)
         data = body["inputs"][0]["data"]
-        return web.json_response({"model_name": name, "outputs": [{"name": "OUT", "datatype": "FP32",
+        if perturb:
+            data = [x + perturb * y for x, y in zip(data, reversed(data), strict=True)]
+        return web.json_response({"model_name": name, "outputs": [{"name": output_name, "datatype": "FP32",
                                                                    "shape": [1, len(data)], "data": data}]})
 
     app = web.Application()
@@ -52,12 +56,12 @@ def build_app(models: dict[str, tuple[float, float]], seed: int = 0) -> web.Appl
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--model", action="append", required=True, help="name:delay_ms:error_rate")
+    parser.add_argument("--model", action="append", required=True, help="name:delay_ms:error_rate[:perturb]")
     args = parser.parse_args()
     models = {}
     for item in args.model:
-        name, delay, err = item.split(":")
-        models[name] = (float(delay), float(err))
+        name, *numbers = item.split(":")
+        models[name] = tuple(float(x) for x in numbers)
     web.run_app(build_app(models), host="127.0.0.1", port=args.port, print=None, access_log=None)
 
 

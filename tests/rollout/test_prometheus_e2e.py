@@ -13,9 +13,10 @@ from icd.rollout.payloads import synthetic_payloads
 from icd.rollout.phase import RolloutPhase
 from icd.rollout.providers import NoValuesFound, PrometheusProvider
 from icd.rollout.router_exporter import RouterExporter
-from icd.rollout.scheduler import CanaryScheduler
+from icd.rollout.router_ops import ManagedRouter
+from icd.rollout.scheduler import RolloutScheduler
 from icd.rollout.status_store import DECISIONS_FILE
-from icd.rollout.traffic import BackgroundTraffic, TrafficSpec
+from icd.load.routed import BackgroundRouted, RoutedSpec
 from tests.fixtures.prometheus import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -34,11 +35,11 @@ def test_promql_canary_rolls_back_slow_canary_and_variants_are_visible(
                                       threshold=2, step_weight=30, max_weight=60)
         with pytest.raises(NoValuesFound):  # no traffic yet: "no data", not a failure
             provider.run_query(spec.metrics[0].render("bert_icd_slow", "bert_baseline", INTERVAL_S))
-        scheduler = CanaryScheduler(router, provider, tmp_path)
+        scheduler = RolloutScheduler(ManagedRouter(router), provider, tmp_path)
         scheduler.begin(spec)
-        traffic = TrafficSpec(f"{router.url}/v2/models/bert/infer", lambda i: PAYLOADS[i % 16], concurrency=4,
+        traffic = RoutedSpec(f"{router.url}/v2/models/bert/infer", lambda i: PAYLOADS[i % 16], concurrency=4,
                               duration_s=120)
-        with BackgroundTraffic(traffic) as load:
+        with BackgroundRouted(traffic) as load:
             status = scheduler.tick()
             for _ in range(8):
                 time.sleep(INTERVAL_S)

@@ -14,7 +14,8 @@ import yaml
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "triton"
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.green.yml", "docker-compose.scale.yml",
                  "docker-compose.secure.yml"]
-MODEL_REPOSITORIES = {DEPLOY / "models", DEPLOY / "models-green"}  # written by `icd export-triton`
+MODEL_REPOSITORIES = {DEPLOY / "models", DEPLOY / "models-green",  # written by `icd export-triton`
+                      DEPLOY / "triton-traces"}  # Triton's trace files (created when the stack starts)
 CREDENTIALS = {"GF_ADMIN_USER": "ops", "GF_ADMIN_PASSWORD": "from-the-environment"}
 
 pytestmark = pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")

@@ -14,21 +14,20 @@ from icd.measure.encode import Batch
 from icd.model.encoder import Encoder
 from icd.transforms.api import TransformContext, optimize_
 from icd.transforms.configs import NMSparsityConfig
+from icd.calibrate.gram import InputGram
+from icd.calibrate.replay import LinearStats
 from icd.transforms.nm_sparsity import (
-    InputGram,
-    _GroupStats,
     _sparsegpt,
     _sparsify,
     improve_mask,
     is_nm,
     magnitude_prune,
     nm_mask,
-    refit_masked,
-    row_errors,
     select_linears,
     sparsegpt_prune,
     wanda_prune,
 )
+from icd.transforms.refit import refit_masked, row_errors
 
 LAYERS = 2
 
@@ -300,7 +299,7 @@ def test_bias_refit_matches_mean_outputs():
     x, weight, _ = _problem(3, rows=4, cols=8, tokens=300)
     x = x + 2.0  # inputs with a non-zero mean
     bias = torch.randn(4, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
-    stats = _GroupStats(InputGram(x.T @ x, x.shape[0]), sum_hat=x.sum(0))
+    stats = LinearStats(InputGram(x.T @ x, x.shape[0]), sum_hat=x.sum(0))
     config = NMSparsityConfig(scope="all", method="sparsegpt", damp=0.0, bias_correction=True, blocksize=8)
     new_w, new_b = _sparsify(weight, bias, config, stats)
     assert new_b is not None and is_nm(new_w, 2, 4)

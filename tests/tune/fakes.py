@@ -9,7 +9,7 @@ from typing import Any
 from icd.export.config_pbtxt import parse_config
 from icd.measure.metrics import Measurement
 from icd.serve.synthetic_model import EchoDelaySpec, echo_delay_config
-from icd.tune.measure import SearchInterrupted
+from icd.tune.measure import SearchInterrupted, SearchStopped
 from icd.tune.measurement import THROUGHPUT, LoadPoint, PointStatus, latency_tag
 from icd.tune.server import LaunchMode
 from icd.tune.space import Candidate
@@ -64,12 +64,15 @@ class SurfaceMeasurer:
     """Answers from :func:`surface`; counts calls; can refuse configurations or be interrupted after N points."""
 
     interrupt_after: int | None = None
+    stop_after: int | None = None
     rejected: set[str] = field(default_factory=set)
     calls: list[tuple[str, int]] = field(default_factory=list)
 
     def measure(self, candidate: Candidate, concurrency: int) -> LoadPoint:
         if self.interrupt_after is not None and len(self.calls) >= self.interrupt_after:
             raise SearchInterrupted("interrupted by the test")
+        if self.stop_after is not None and len(self.calls) >= self.stop_after:
+            raise SearchStopped("the private server could not be restarted (fake)")
         self.calls.append((candidate.config_id, concurrency))
         if candidate.config_id in self.rejected:
             return LoadPoint(candidate, None, PointStatus.REJECTED, detail="Triton refused it (fake)")

@@ -62,6 +62,14 @@ def test_interrupted_run_resumes_without_measuring_twice(tmp_path):
     assert doc["status"] == "complete" and doc["recommendation"] == reference["recommendation"]
 
 
+def test_a_search_that_cannot_go_on_stops_cleanly_with_its_reports(tmp_path):
+    server = FakeServer()
+    doc = run_tune(_settings(tmp_path), server=server, measurer=SurfaceMeasurer(stop_after=3))
+    assert doc["status"] == "stopped" and "could not be restarted (fake); rerun the same command" in doc["stop_reason"]
+    assert doc["measurements"] == 3 and (tmp_path / "out" / "tune.html").is_file()
+    assert server.closed_with == [server.base]  # the server is still closed (restored)
+
+
 def test_checkpoint_of_other_settings_is_refused_unless_fresh(tmp_path):
     run_tune(_settings(tmp_path), server=FakeServer(), measurer=SurfaceMeasurer())
     with pytest.raises(UserError, match=r"slo.latency_ms: 100.0 -> 50.0.*--fresh"):

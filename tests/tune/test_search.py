@@ -45,6 +45,18 @@ def test_seeded_sweep_walks_down_when_the_start_breaks_the_slo():
     assert _drive(concurrency_sweep([1, 2, 4, 8], SLO, start=2), answers) == [4, 2, 1]
 
 
+def test_probe_stops_after_one_point_unless_it_beats_the_incumbent():
+    incumbent = _point(40, 60, 4)
+    beats = Objective(ObjectiveKind.THROUGHPUT, SLO).beats(incumbent)
+    levels = [1, 2, 4, 8, 16]
+    worse = {4: _point(30, 50)}
+    assert _drive(concurrency_sweep(levels, SLO, 2, beats), worse) == [4]
+    too_slow = {4: _point(60, 150)}  # more throughput but breaks the SLO: no walk down when probing
+    assert _drive(concurrency_sweep(levels, SLO, 2, beats), too_slow) == [4]
+    better = {4: _point(50, 50), 8: _point(70, 80), 16: _point(71, 90)}
+    assert _drive(concurrency_sweep(levels, SLO, 2, beats), better) == [4, 8, 16]
+
+
 def test_sweep_ends_on_a_failed_configuration():
     rejected = LoadPoint(CAND, None, PointStatus.REJECTED, detail="no")
     assert _drive(concurrency_sweep([1, 2], SLO), {1: rejected}) == [1]
@@ -88,12 +100,14 @@ def test_cost_objective_prefers_fewer_cores_at_equal_throughput():
 
 
 def _run_strategy(strategy, space: SearchSpace, slo: Slo) -> tuple[list[ConfigResult], int]:
+    objective = Objective(ObjectiveKind.THROUGHPUT, slo)
     measurer = SurfaceMeasurer()
     results = []
     trial = next(strategy)
     while True:
         result = ConfigResult(trial.candidate)
-        sweep = concurrency_sweep(space.concurrency, slo, trial.start_level)
+        beats = objective.beats(trial.incumbent) if trial.incumbent is not None else None
+        sweep = concurrency_sweep(space.concurrency, slo, trial.start_level, beats)
         level = next(sweep)
         try:
             while True:
@@ -124,6 +138,6 @@ def test_hill_climbing_reaches_brute_force_best_with_a_third_of_the_measurements
 
 def test_hill_climb_starts_near_the_current_configuration():
     space = SearchSpace(instance_counts=[1, 2], threads=[1, 2], max_batch_sizes=[1, 8, 32], queue_delays_us=[0, 2000])
-    assert nearest_index(space, Candidate(1, 0, 32, (4, 8), 1500)) == (0, 0, 2, 0, 1)
+    assert nearest_index(space, Candidate(1, 0, 32, (4, 8), 1500)) == (0, 0, 2, 0, 1, 0)
     first = next(hill_climb(space, Objective(ObjectiveKind.THROUGHPUT, SLO), Candidate(1, 0, 32, (), 2000)))
     assert first == Trial(Candidate(1, 1, 32, (), 2000))

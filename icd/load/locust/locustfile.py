@@ -10,23 +10,28 @@ Options (each also an environment variable and a Locust config-file key): ``--ic
 ``--icd-input-shape`` tokens per row, ``--icd-batch-size`` rows per request, ``--icd-inputs random|text``,
 ``--icd-pool-size`` distinct bodies, ``--icd-seed``. Locust sends them from the master to every worker.
 
-Every node checks the model before load (live server, model ready, declared inputs fit the request shape) and
-quits with exit code 2 and one line when it does not. Each user is closed-loop (no wait between requests), like
-``icd bench``'s closed loop. Bodies are built by :mod:`icd.load.inputs` (random ids or real tokenized text).
+The master (or the single node) checks the model before the run starts (live server, model ready, declared
+inputs fit the request shape) and exits with code 2 and one line when it does not; the workers receive the checked
+inputs with the run's options, so the run's clock does not count a check on each machine. Each user is
+closed-loop (no wait between requests), like ``icd bench``'s closed loop. Bodies are built by
+:mod:`icd.load.inputs` (random ids or real tokenized text).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import sys
 
 from locust import FastHttpUser, constant, events, task
 from locust.exception import StopUser
+from locust.runners import WorkerRunner
 
 from icd.errors import UserError
 from icd.load.inputs import check_shapes, infer_body, named_arrays, token_batches
 from icd.load.settings import InputSource, LoadSettings
-from icd.load.target import Target, check_target
+from icd.load.target import ModelInfo, Target, TensorSpec, check_target
 
 log = logging.getLogger("icd.locust")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per metadata request otherwise
@@ -48,28 +53,49 @@ def _options(parser) -> None:
     group.add_argument("--icd-seed", type=int, default=0, env_var="ICD_LOCUST_SEED", help="seed of the bodies")
 
 
-def _bodies(environment) -> list[bytes]:
-    """Check the target and build this node's request bodies (UserError when the target does not fit)."""
+def _settings(options) -> LoadSettings:
+    return LoadSettings(duration_s=1.0, input_shape=options.icd_input_shape, batch_size=options.icd_batch_size,
+                        inputs=options.icd_inputs, pool_size=options.icd_pool_size, seed=options.icd_seed, workers=0)
+
+
+def _check_target(environment) -> ModelInfo:
+    """The model's declared inputs; UserError / ValueError when the target does not fit the options."""
     options = environment.parsed_options
     if not environment.host:
         raise UserError("no --host: give the Triton HTTP endpoint, e.g. --host http://127.0.0.1:8000")
-    settings = LoadSettings(duration_s=1.0, input_shape=options.icd_input_shape, batch_size=options.icd_batch_size,
-                            inputs=options.icd_inputs, pool_size=options.icd_pool_size, seed=options.icd_seed, workers=0)
+    settings = _settings(options)
     info = check_target(Target(environment.host.rstrip("/"), (options.icd_model,)), settings.protocol)[options.icd_model]
     check_shapes(info, settings)
-    return [infer_body(named_arrays(info, batch)) for batch in token_batches(settings)]
+    return info
+
+
+@events.init.add_listener
+def _on_init(environment, runner=None, **_kwargs) -> None:
+    """Master / single node: check the target before the run starts; the workers get the model's inputs from it."""
+    if isinstance(runner, WorkerRunner) or environment.parsed_options is None:
+        return  # a worker gets the options (and the checked inputs) with the master's spawn message
+    try:
+        info = _check_target(environment)
+    except (UserError, ValueError) as exc:
+        log.error("icd: %s", exc)
+        sys.exit(EXIT_BAD_TARGET)
+    environment.parsed_options.icd_model_inputs = json.dumps(
+        {"name": info.name, "max_batch_size": info.max_batch_size,
+         "inputs": [[t.name, t.datatype, list(t.shape)] for t in info.inputs]})
+
+
+def _model_info(options) -> ModelInfo:
+    doc = json.loads(options.icd_model_inputs)
+    inputs = tuple(TensorSpec(name, datatype, tuple(shape)) for name, datatype, shape in doc["inputs"])
+    return ModelInfo(doc["name"], inputs, (), doc["max_batch_size"])
 
 
 @events.test_start.add_listener
 def _on_test_start(environment, **_kwargs) -> None:
-    try:
-        _STATE["bodies"] = _bodies(environment)
-    except (UserError, ValueError) as exc:
-        log.error("icd: %s", exc)
-        environment.process_exit_code = EXIT_BAD_TARGET
-        if environment.runner is not None:
-            environment.runner.quit()
-        return
+    """Every node: build this node's request bodies from the inputs the master checked (no request to Triton)."""
+    options = environment.parsed_options
+    info = _model_info(options)
+    _STATE["bodies"] = [infer_body(named_arrays(info, batch)) for batch in token_batches(_settings(options))]
     _STATE["ok"], _STATE["failed"] = 0, 0
 
 

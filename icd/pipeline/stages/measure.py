@@ -29,7 +29,7 @@ class VariantMetrics:
         return dense.latency.median_ms / self.latency.median_ms
 
     def measurements(self, dense: VariantMetrics | None = None) -> list[Measurement]:
-        out = self.fidelity.measurements("held-out stdlib docstrings vs the dense fp32 model")
+        out = self.fidelity.measurements("held-out docstrings (data.sources) vs the dense fp32 model")
         if self.latency is not None:
             out += self.latency.measurements()
             if dense is not None and dense.latency is not None:

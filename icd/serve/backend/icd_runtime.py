@@ -301,7 +301,9 @@ def _permutation_key(env: Mapping[str, str]) -> bytes:
         except OSError as exc:
             raise DecryptionError(f"{where}: cannot read key file ({exc.strerror})") from None
     else:
-        raise DecryptionError(f"{PERMUTATION_FILE}{ENCRYPTED_SUFFIX} is encrypted: set ${KEY_ENV} or ${KEY_FILE_ENV}")
+        raise DecryptionError(f"{PERMUTATION_FILE}{ENCRYPTED_SUFFIX} is encrypted: set ${KEY_ENV} or ${KEY_FILE_ENV} "
+                              "in Triton's environment (e.g. ICD_PERMUTATION_KEY_FILE=/abs/production.key "
+                              "icd stack restart triton)")
     try:
         key = bytes.fromhex(text.strip())
     except ValueError:

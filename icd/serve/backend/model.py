@@ -48,6 +48,12 @@ def _torchscript(folder, threads, device):
     import torch
 
     torch.set_num_threads(threads)
+    # int8 weights are repacked for the current quantized engine when model.pt loads: load them for the engine
+    # they were packed (and verified) for, or the served outputs differ from the exported model's.
+    sidecar = folder / RUNTIME_FILE
+    engine = json.loads(sidecar.read_text()).get("recipe", {}).get("quantized_engine") if sidecar.is_file() else None
+    if engine and engine in torch.backends.quantized.supported_engines:
+        torch.backends.quantized.engine = engine
     module = torch.jit.load(str(folder / "model.pt"), map_location=device).eval()
 
     def run(ids, mask):
@@ -118,9 +124,8 @@ class TritonPythonModel:
                 f"{self.model_name}: runtime {self.runtime} is not installed in this Python ({exc})") from None
         self.instance = args.get("model_instance_name", "")
         self._metrics()
-        print(rt.icd_log_line({"model": self.model_name, "version": self.version, "instance": self.instance,
-                               "event": "loaded", "runtime": self.runtime, "threads": self.threads,
-                               "threads_from": self.threads_from}), flush=True)
+        print(f"icd: loaded {self.model_name} v{self.version} ({self.instance}): runtime {self.runtime}, "
+              f"{self.threads} thread(s) per instance from {self.threads_from}", flush=True)
         if self.settings.preload:
             self._preload(layout)
 

@@ -1,0 +1,419 @@
+"""Structured compaction benchmark: fidelity and CPU speed of compacted models, alone and with int8.
+
+Every variant is built from the fp32 model with ``optimize_(copy, CompactConfig(...), ctx)`` on the same
+calibration texts and compared with the fp32 torch model on the same held-out texts (never calibration ones):
+mean / min cosine of the pooled embeddings and nearest-neighbour agreement (``icd.measure.fidelity``). Speed:
+every model of the run — torch fp32, the baselines, each compacted variant on each runtime — is timed in one
+interleaved run in this one process (``icd.measure.latency.measure_latency_interleaved``: batch × tokens of
+random ids, fixed threads, one forward of each per round), so machine load falls on all alike; the 1-minute load
+average is recorded at start and end.
+
+Groups of variants (``--groups``):
+
+* ``probe`` — the first probe's recipe (FFN only, importance ``act_weight``, least-squares re-fit of the FFN
+  output on the compacted model's inputs, no residual feedback): keep 80 / 60 / 50 %, and 80 % without re-fit;
+* ``criteria`` — the same FLOPs budget with each importance criterion (``act_weight``, ``obs``, ``fisher``);
+* ``reconstruct`` — that budget without the re-fit, and with the optional corrections (LayerNorm, inputs);
+* ``iterative`` — that budget in 3 steps (re-scored between steps) against one step;
+* ``pareto`` — a budget sweep with the default settings, each fp32 and int8 on every runtime measured.
+
+Baselines in the same run: torch fp32 (1.00×), icd torch int8 (``Int8Config()``), and where the runtimes
+exist (``icd.runtimes``) OpenVINO fp32 and OpenVINO + NNCF int8 of the full model.
+
+Writes ``bench/results/compaction.json`` (this model's entry under ``models``, other models' entries kept) and
+``bench/results/compaction_<model>.png`` (speed vs cos mean, speed vs NN agreement).
+
+Usage:
+    .venv/bin/python bench/compaction.py [--model minilm] [--groups probe,criteria,...] [--runs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from icd.config.schema import ModelSection
+from icd.data.corpus import load_split
+from icd.io.atomic import write_json_atomic
+from icd.measure.encode import encode
+from icd.measure.fidelity import Fidelity, fidelity
+from icd.measure.latency import measure_latency_interleaved
+from icd.model.loader import load_encoder, load_tokenizer
+from icd.transforms.api import TransformContext, optimize_
+from icd.transforms.compact import config_for_step, step_targets
+from icd.transforms.compact_cost import flops_costs
+from icd.transforms.compact_slice import layer_sizes
+from icd.transforms.configs import CompactConfig, Int8Config
+
+RESULTS = Path(__file__).parent / "results"
+DEFAULT_OUT = RESULTS / "compaction.json"
+GROUPS = ("probe", "criteria", "reconstruct", "iterative", "pareto")
+PROBE = {"importance": "act_weight", "residual_feedback": False, "min_ffn": 1}
+BUDGET = 0.6
+PARETO_BUDGETS = (0.85, 0.75, 0.65, 0.55, 0.45)
+ITERATIVE_STEPS = 3
+
+
+@dataclass
+class Built:
+    """One compacted fp32 model and how it was made."""
+
+    name: str
+    group: str
+    model: nn.Module
+    config: dict[str, Any] | None
+    build_s: float
+    steps: int = 1
+    notes: list[str] = field(default_factory=list)
+
+
+def _compact(fp32: nn.Module, calibration: TransformContext, config: CompactConfig,
+             steps: int = 1) -> tuple[nn.Module, float]:
+    """``config`` applied to a copy of ``fp32`` in ``steps`` steps (re-scored between them), and the seconds it took."""
+    model = copy.deepcopy(fp32)
+    start = time.perf_counter()
+    targets = step_targets(model, config, steps)
+    for step in range(1, steps + 1):
+        context = TransformContext(tokenizer=calibration.tokenizer, calibration_texts=calibration.calibration_texts,
+                                   batch_size=calibration.batch_size, max_length=calibration.max_length)
+        optimize_(model, config_for_step(model, config, targets, step), context)
+    return model, time.perf_counter() - start
+
+
+def _plans(groups: list[str], probe_budget: float) -> list[tuple[str, str, CompactConfig, int]]:
+    """(name, group, config, steps) of every compaction to build, in table order."""
+    plans: list[tuple[str, str, CompactConfig, int]] = []
+    if "probe" in groups:
+        for keep in (0.8, 0.6, 0.5):
+            plans.append((f"probe_ffn{int(keep * 100)}", "probe", CompactConfig(ffn_keep=keep, **PROBE), 1))
+        plans.append(("probe_ffn80_no_refit", "probe", CompactConfig(ffn_keep=0.8, reconstruct=False, **PROBE), 1))
+        plans.append(("default_at_probe60_flops", "probe", CompactConfig(budget=round(probe_budget, 4)), 1))
+    if "criteria" in groups:
+        for criterion in ("act_weight", "obs", "fisher"):
+            plans.append((f"budget{int(BUDGET * 100)}_{criterion}", "criteria",
+                          CompactConfig(budget=BUDGET, importance=criterion), 1))
+    if "reconstruct" in groups:
+        plans.append((f"budget{int(BUDGET * 100)}_no_refit", "reconstruct",
+                      CompactConfig(budget=BUDGET, reconstruct=False), 1))
+        plans.append((f"budget{int(BUDGET * 100)}_no_residual", "reconstruct",
+                      CompactConfig(budget=BUDGET, residual_feedback=False), 1))
+        plans.append((f"budget{int(BUDGET * 100)}_layernorm", "reconstruct",
+                      CompactConfig(budget=BUDGET, layernorm_correction=True), 1))
+        plans.append((f"budget{int(BUDGET * 100)}_refit_inputs", "reconstruct",
+                      CompactConfig(budget=BUDGET, refit_inputs=True), 1))
+    if "iterative" in groups:
+        plans.append((f"budget{int(BUDGET * 100)}_iterative{ITERATIVE_STEPS}", "iterative", CompactConfig(budget=BUDGET),
+                      ITERATIVE_STEPS))
+    if "pareto" in groups:
+        for budget in PARETO_BUDGETS:
+            plans.append((f"pareto{int(budget * 100)}", "pareto", CompactConfig(budget=budget), 1))
+    seen: dict[str, int] = {}
+    return [p for p in plans if seen.setdefault(p[0], 1)]
+
+
+def _probe_flops(fp32: nn.Module, seq_len: int) -> float:
+    """FLOPs fraction of the probe's keep-60 % FFN model (what 'equal FLOPs' compares against)."""
+    costs = flops_costs(fp32, seq_len)
+    sizes = layer_sizes(fp32)
+    kept = [type(s)(s.heads, round(0.6 * s.intermediate)) for s in sizes]
+    return costs.model(kept) / costs.model(sizes)
+
+
+def _icd_int8(model: nn.Module, tokenizer, texts, args) -> nn.Module:
+    out = copy.deepcopy(model)
+    optimize_(out, Int8Config(), TransformContext(tokenizer=tokenizer, calibration_texts=texts,
+                                                  batch_size=args.batch_size, max_length=args.max_length))
+    return out
+
+
+@dataclass
+class Runtimes:
+    """Exports a model through ``icd.runtimes`` (OpenVINO fp32, OpenVINO + NNCF int8) and loads it back."""
+
+    tokenizer: Any
+    calibration: list[str]
+    max_length: int
+    threads: int
+    work: Path
+    nncf_recipes: tuple[str, ...] = ("icd_smoothing",)
+    export_s: dict[str, float] = field(default_factory=dict)
+
+    @staticmethod
+    def available() -> bool:
+        import importlib.util
+
+        return all(importlib.util.find_spec(p) is not None for p in ("openvino", "nncf", "onnx"))
+
+    def int8_record(self, model: nn.Module) -> dict[str, Any]:
+        """icd's int8 decisions for ``model`` (what the default NNCF recipe passes on: smoothing, fp32 Linears)."""
+        from icd.transforms.api import prepare_runtime_transform
+
+        context = TransformContext(tokenizer=self.tokenizer, calibration_texts=self.calibration, batch_size=32,
+                                   max_length=self.max_length)
+        record, _ = prepare_runtime_transform(copy.deepcopy(model), Int8Config(), context)
+        return record
+
+    def sessions(self, model: nn.Module, name: str, record: dict[str, Any] | None) -> dict[str, Any]:
+        """``{"openvino_fp32": session, "openvino_int8[_recipe]": session, ...}`` of ``model``."""
+        import tempfile
+
+        from icd.runtimes.base import Precision
+        from icd.runtimes.openvino_int8 import RECIPES
+        from icd.runtimes.registry import get_runtime
+        from icd.runtimes.source import ModelSource
+
+        runtime = get_runtime("openvino")
+        out: dict[str, Any] = {}
+        plain = ModelSource(model, [], self.tokenizer, self.calibration, self.max_length)
+        decided = ModelSource(model, [record] if record else [], self.tokenizer, self.calibration, self.max_length)
+        plan: list[tuple[str, Any, Any, Any]] = [("openvino_fp32", plain, Precision.FP32, None)]
+        for recipe in self.nncf_recipes:
+            suffix = "openvino_int8" if recipe == self.nncf_recipes[0] else f"openvino_int8_{recipe}"
+            plan.append((suffix, decided if RECIPES[recipe].icd_smoothing else plain, Precision.INT8,
+                         RECIPES[recipe]))
+        for suffix, source, precision, recipe in plan:
+            folder = Path(tempfile.mkdtemp(prefix=f"{name}-{suffix}-", dir=self.work))
+            start = time.perf_counter()
+            runtime.export(source, folder, precision, output_gather=True, threads=self.threads, recipe=recipe)
+            self.export_s[f"{name}+{suffix}"] = time.perf_counter() - start
+            out[suffix] = runtime.load(folder, self.threads)
+        return out
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in ("openvino", "nncf", "onnx", "transformers"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, **versions}
+
+
+def _row(name: str, group: str, runtime: str, precision: str, fid: Fidelity, flops: float, built: Built | None,
+         sizes) -> dict[str, Any]:
+    return {"variant": name, "group": group, "runtime": runtime, "precision": precision,
+            "kept_flops": round(flops, 4), "cos_mean": round(fid.cos_mean, 5), "cos_min": round(fid.cos_min, 5),
+            "nn_agreement": round(fid.nn_agreement, 4), "build_s": None if built is None else round(built.build_s, 1),
+            "steps": None if built is None else built.steps, "config": None if built is None else built.config,
+            "layer_sizes": [[s.heads, s.intermediate] for s in sizes]}
+
+
+def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    markers = {"fp32": "o", "int8": "^"}
+    colors = {"baseline": "black", "probe": "tab:gray", "criteria": "tab:blue", "reconstruct": "tab:purple",
+              "iterative": "tab:green", "pareto": "tab:red"}
+    for ax, metric, label in ((axes[0], "cos_mean", "mean cosine vs fp32"), (axes[1], "nn_agreement",
+                                                                             "nearest-neighbour agreement")):
+        for row in rows:
+            ax.scatter(row["speedup"], row[metric], marker=markers.get(row["precision"], "o"),
+                       color=colors.get(row["group"], "tab:orange"), s=28, alpha=0.85)
+        front = sorted((r for r in rows if r["group"] == "pareto" and r["precision"] == "int8"),
+                       key=lambda r: r["speedup"])
+        if front:
+            ax.plot([r["speedup"] for r in front], [r[metric] for r in front], "-", color="tab:red", alpha=0.5,
+                    label="compacted + int8 (budget sweep)")
+        for row in rows:
+            if row["group"] == "baseline":
+                ax.annotate(row["variant"], (row["speedup"], row[metric]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+        ax.set_xlabel("speed-up over torch fp32 (same run)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].axhline(0.98, color="gray", lw=0.6, ls="--")
+    axes[0].axhline(0.99, color="gray", lw=0.6, ls=":")
+    axes[1].axhline(0.85, color="gray", lw=0.6, ls="--")
+    axes[1].axhline(0.90, color="gray", lw=0.6, ls=":")
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _print(rows: list[dict[str, Any]], console: Console, title: str) -> None:
+    table = Table(title=title)
+    columns = ("variant", "runtime", "precision", "kept_flops", "cos_mean", "cos_min", "nn_agreement", "latency_ms",
+               "speedup", "build_s")
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("variant", "runtime", "precision") else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*(str(row.get(c)) for c in columns))
+    console.print(table)
+
+
+def _model_section(name: str) -> ModelSection:
+    if name == "minilm":
+        return ModelSection()
+    raise SystemExit(f"--model {name!r}: only 'minilm' is known to this bench yet")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--groups", default=",".join(GROUPS), help=f"comma-separated subset of {GROUPS}")
+    parser.add_argument("--calibration", type=int, default=512)
+    parser.add_argument("--heldout", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--latency-batch", type=int, default=8)
+    parser.add_argument("--latency-seq", type=int, default=128)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-int8", action="store_true", help="skip the int8 variants")
+    parser.add_argument("--no-runtimes", action="store_true", help="torch only (no OpenVINO exports)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    groups = [g for g in args.groups.split(",") if g]
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown:
+        print(f"unknown group(s) {unknown}; known: {GROUPS}", file=sys.stderr)
+        return 2
+    console = Console(width=150)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    load_start = os.getloadavg()[0]
+    torch.set_num_threads(args.threads)
+    section = _model_section(args.model)
+    fp32, tokenizer = load_encoder(section), load_tokenizer(section)
+    split = load_split(args.calibration, args.heldout, seed=0)
+    calibration = TransformContext(tokenizer=tokenizer, calibration_texts=split.calibration,
+                                   batch_size=args.batch_size, max_length=args.max_length)
+    ref = encode(fp32, tokenizer, split.heldout, args.batch_size, args.max_length)
+    # a second held-out set: stdlib docstrings only (the corpus of the first probe's figures; disjoint from the
+    # calibration texts by the same hash split)
+    stdlib_heldout = load_split(0, args.heldout, seed=0, sources=["stdlib"]).heldout
+    ref_stdlib = encode(fp32, tokenizer, stdlib_heldout, args.batch_size, args.max_length)
+    costs = flops_costs(fp32, args.latency_seq)
+    full_flops = costs.model(layer_sizes(fp32))
+
+    second: dict[int, Fidelity] = {}
+
+    def measure(model: nn.Module) -> Fidelity:
+        second[id(model)] = fidelity(ref_stdlib, encode(model, tokenizer, stdlib_heldout, args.batch_size,
+                                                        args.max_length))
+        return fidelity(ref, encode(model, tokenizer, split.heldout, args.batch_size, args.max_length))
+
+    timed: dict[str, Any] = {"torch_fp32": fp32}
+    rows: list[dict[str, Any]] = [_row("torch_fp32", "baseline", "torch", "fp32", measure(fp32), 1.0, None,
+                                       layer_sizes(fp32))]
+    if not args.no_int8:
+        int8 = _icd_int8(fp32, tokenizer, split.calibration, args)
+        timed["torch_int8"] = int8
+        rows.append(_row("torch_int8", "baseline", "torch", "int8", measure(int8), 1.0, None, layer_sizes(fp32)))
+    runtimes = None
+    if not args.no_runtimes and Runtimes.available():
+        runtimes = Runtimes(tokenizer, split.calibration, args.max_length, args.threads,
+                            Path(tempfile.mkdtemp(prefix="icd-bench-compaction-")),
+                            nncf_recipes=("icd_smoothing", "nncf_default"))
+        for suffix, session in runtimes.sessions(fp32, "full", runtimes.int8_record(fp32)).items():
+            timed[suffix] = session
+            rows.append(_row(suffix, "baseline", "openvino", "int8" if "int8" in suffix else "fp32", measure(session),
+                             1.0, None, layer_sizes(fp32)))
+        runtimes.nncf_recipes = ("icd_smoothing",)
+    for name, group, config, steps in _plans(groups, _probe_flops(fp32, args.latency_seq)):
+        model, build_s = _compact(fp32, calibration, config, steps)
+        built = Built(name, group, model, config.model_dump(mode="json"), build_s, steps)
+        sizes = layer_sizes(model)
+        flops = costs.model(sizes) / full_flops
+        fid = measure(model)
+        console.print(f"{name}: kept FLOPs {flops:.3f}, cos {fid.cos_mean:.4f} / NN {fid.nn_agreement:.3f} "
+                      f"(built in {build_s:.1f} s, load {os.getloadavg()[0]:.1f})")
+        timed[name] = model
+        rows.append(_row(name, group, "torch", "fp32", fid, flops, built, sizes))
+        if group == "pareto" and not args.no_int8:
+            quantized = _icd_int8(model, tokenizer, split.calibration, args)
+            timed[f"{name}+torch_int8"] = quantized
+            rows.append(_row(f"{name}+torch_int8", group, "torch", "int8", measure(quantized), flops, built, sizes))
+            if runtimes is not None:
+                for suffix, session in runtimes.sessions(model, name, runtimes.int8_record(model)).items():
+                    timed[f"{name}+{suffix}"] = session
+                    rows.append(_row(f"{name}+{suffix}", group, "openvino", "int8" if "int8" in suffix else "fp32",
+                                     measure(session), flops, built, sizes))
+    console.print(f"latency: {len(timed)} models interleaved, {args.runs} rounds")
+    load_timing = os.getloadavg()[0]
+    try:
+        latency = measure_latency_interleaved(timed, args.latency_batch, args.latency_seq, args.warmup, args.runs,
+                                              args.threads)
+    finally:
+        if runtimes is not None:
+            shutil.rmtree(runtimes.work, ignore_errors=True)
+    base = latency["torch_fp32"].median_ms
+    nncf = latency.get("openvino_int8")
+    for row in rows:
+        lat = latency[row["variant"]]
+        other = second[id(timed[row["variant"]])]
+        row.update(cos_mean_stdlib=round(other.cos_mean, 5), nn_agreement_stdlib=round(other.nn_agreement, 4))
+        exports = runtimes.export_s if runtimes is not None else {}
+        exported = exports.get(row["variant"], exports.get(f"full+{row['variant']}"))
+        row["export_s"] = None if exported is None else round(exported, 1)
+        row.update(latency_ms=round(lat.median_ms, 2), latency_p95_ms=round(lat.p95_ms, 2),
+                   speedup=round(base / lat.median_ms, 3),
+                   speedup_vs_openvino_int8=None if nncf is None else round(nncf.median_ms / lat.median_ms, 3))
+    load_end = os.getloadavg()[0]
+    entry = {
+        "command": shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
+        "measured_at": started, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": _machine(), "load_avg_1m_start": round(load_start, 2),
+        "load_avg_1m_before_timing": round(load_timing, 2), "load_avg_1m_end": round(load_end, 2),
+        "load_note": ("machine loaded by other jobs (1-min load average above the core count): speed ratios in this "
+                      "run are interleaved and comparable with each other, absolute ms are not")
+        if max(load_start, load_timing, load_end) > (os.cpu_count() or 1) else "quiet machine",
+        "model": args.model, "calibration_texts": len(split.calibration), "heldout_texts": len(split.heldout),
+        "corpus_sources": split.sources, "threads": args.threads, "latency_how": latency["torch_fp32"].how,
+        "fidelity_how": f"{len(split.heldout)} held-out docstrings of the corpus sources (cos_mean, nn_agreement) and "
+                        f"{len(stdlib_heldout)} held-out stdlib docstrings (*_stdlib), mean-pooled embeddings vs torch "
+                        "fp32; calibration texts are never among them",
+        "flops_how": costs.how, "rows": rows,
+    }
+    doc: dict[str, Any] = {"schema": "icd.bench.compaction/v1", "models": {}}
+    if args.out.is_file():
+        doc = json.loads(args.out.read_text())
+    doc.setdefault("models", {})[args.model] = entry
+    write_json_atomic(args.out, doc)
+    _plot(rows, args.out.with_name(f"compaction_{args.model}.png"),
+          f"compaction on {args.model}: {len(split.heldout)} held-out texts, batch {args.latency_batch}x"
+          f"{args.latency_seq}, {args.threads} threads, load {load_start:.1f}->{load_end:.1f}")
+    _print(rows, console, f"compaction: {args.model}")
+    console.print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

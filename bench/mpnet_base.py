@@ -1,0 +1,148 @@
+"""Base-size real weights (all-mpnet-base-v2: MPNet, 12 layers x 768 x 3072, 110M parameters): int8 and 2:4.
+
+Fidelity and in-process speed of icd's int8 (``Int8Config()`` defaults, as ``icd run`` applies it) and of 2:4
+sparsity (``NMSparsityConfig()`` defaults: FFN Linears, sequential SparseGPT with re-fit) on MPNet-base as the
+embedding model it is (mean pooling). Fidelity: mean-pooled embeddings of held-out stdlib docstrings against fp32
+(cos mean / min, nearest-neighbour agreement) on two disjoint held-out sets, never the calibration texts.
+Latency: ``measure_latency_interleaved`` at batch 8x128, fixed torch threads, every variant once per round in
+this one process. (The guide's command on these weights is timed by ``bench/optimizer.py --only guide``.)
+
+Writes ``bench/results/mpnet_base.json`` (command, machine, UTC date, load average at start and end: BenchRecord).
+Needs the checkpoint: ``icd models fetch mpnet-base`` (``make setup`` runs it).
+
+Usage: ``.venv/bin/python bench/mpnet_base.py [--runs 8] [--threads 2] [--calibration 512] [--heldout 256]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from icd.config.schema import ModelSection
+from icd.data.corpus import load_split
+from icd.io.bench_result import BenchRecord
+from icd.measure.encode import encode
+from icd.measure.fidelity import fidelity
+from icd.measure.latency import measure_latency_interleaved
+from icd.model.fetch import CATALOG, MODELS_HOME
+from icd.model.loader import load_encoder, load_tokenizer
+from icd.transforms.api import TransformContext, optimize_
+from icd.transforms.configs import Int8Config, NMSparsityConfig
+from icd.transforms.int8 import prepare_int8_runtime
+from icd.transforms.int8_kernels import vnni_supported
+from icd.transforms.runtime import apply_runtime_transforms_
+
+REPO = Path(__file__).resolve().parents[1]
+RESULT = REPO / "bench" / "results" / "mpnet_base.json"
+CHECKPOINT = REPO / MODELS_HOME / CATALOG["mpnet-base"].folder
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (latency and the whole bench)")
+    parser.add_argument("--runs", type=int, default=8, help="timed runs per variant (interleaved rounds)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--calibration", type=int, default=512, help="calibration texts of the transforms")
+    parser.add_argument("--heldout", type=int, default=256, help="texts per held-out set (two disjoint sets)")
+    parser.add_argument("--out", type=Path, default=RESULT)
+    return parser.parse_args(argv)
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _build(fp32: torch.nn.Module, tokenizer: Any, calibration: list[str]) -> dict[str, dict[str, Any]]:
+    variants: dict[str, dict[str, Any]] = {"fp32": {"model": fp32, "build_s": None, "how": "fp32 reference"}}
+    context = TransformContext(tokenizer=tokenizer, calibration_texts=calibration, batch_size=32, max_length=128)
+    int8 = copy.deepcopy(fp32)
+    started = time.perf_counter()
+    record, report = prepare_int8_runtime(int8, Int8Config(), context)
+    apply_runtime_transforms_(int8, [record])
+    variants["icd_int8"] = {"model": int8, "build_s": time.perf_counter() - started,
+                            "how": "Int8Config() defaults (icd's int8 as `icd run` applies it)",
+                            "config": Int8Config().model_dump(mode="json"),
+                            "report": {k: v for k, v in report.items() if k not in ("smoothing",
+                                                                                     "sensitivity_cos_drop_alone")}}
+    print(f"[icd_int8] built in {variants['icd_int8']['build_s']:.0f} s", flush=True)
+    sparse = copy.deepcopy(fp32)
+    started = time.perf_counter()
+    optimize_(sparse, NMSparsityConfig(), context)
+    variants["icd_2of4_ffn"] = {"model": sparse, "build_s": time.perf_counter() - started,
+                                "how": "NMSparsityConfig() defaults: 2:4 on the FFN Linears, dense kernels (the "
+                                       "zeros are stored; no sparse kernel runs on this CPU)",
+                                "config": NMSparsityConfig().model_dump(mode="json")}
+    print(f"[icd_2of4_ffn] built in {variants['icd_2of4_ffn']['build_s']:.0f} s", flush=True)
+    return variants
+
+
+def transforms(args: argparse.Namespace) -> dict[str, Any]:
+    """int8 and 2:4 on MPNet-base (embedding): fidelity on two held-out sets, interleaved latency."""
+    section = ModelSection(path=str(CHECKPOINT), task="embedding")
+    fp32, tokenizer = load_encoder(section), load_tokenizer(section)
+    split = load_split(args.calibration, 2 * args.heldout, seed=0)
+    sets = {"heldout_a": split.heldout[: args.heldout], "heldout_b": split.heldout[args.heldout:]}
+    before_build = _load()
+    variants = _build(fp32, tokenizer, split.calibration)
+    references = {name: encode(fp32, tokenizer, texts, 32, 128) for name, texts in sets.items()}
+    fid = {v: {s: fidelity(references[s], encode(variant["model"], tokenizer, texts, 32, 128))
+               for s, texts in sets.items()} for v, variant in variants.items()}
+    before = _load()
+    timings = measure_latency_interleaved({k: v["model"] for k, v in variants.items()}, 8, 128,
+                                          warmup=args.warmup, runs=args.runs, threads=args.threads)
+    after = _load()
+    rows = []
+    for name, variant in variants.items():
+        row: dict[str, Any] = {"variant": name, "how": variant["how"]}
+        for set_name, f in fid[name].items():
+            row[set_name] = {"cos_mean": f.cos_mean, "cos_min": f.cos_min, "nn_agreement": f.nn_agreement,
+                             "texts": f.count}
+        lat = timings[name]
+        row.update(latency_median_ms=lat.median_ms, latency_p95_ms=lat.p95_ms,
+                   speedup=timings["fp32"].median_ms / lat.median_ms, timed_runs=lat.runs,
+                   build_s=variant["build_s"], config=variant.get("config"), report=variant.get("report"))
+        rows.append(row)
+    int8 = next(r for r in rows if r["variant"] == "icd_int8")
+    targets = {s: {"cos_mean": int8[s]["cos_mean"] >= 0.999, "nn_agreement": int8[s]["nn_agreement"] >= 0.97}
+               for s in sets}
+    return {
+        "model": f"{CHECKPOINT.relative_to(REPO)} (all-mpnet-base-v2, MPNet, 12x768x3072, 110M parameters), "
+                 "task embedding (mean pooling)",
+        "fidelity_how": f"two disjoint sets of {args.heldout} held-out stdlib docstrings (seed 0), mean-pooled "
+                        f"embeddings vs fp32; {args.calibration} calibration texts used only to build the variants",
+        "latency_how": timings["fp32"].how,
+        "int8_target": "cos_mean >= 0.999 and nn_agreement >= 0.97 on held-out texts",
+        "int8_target_met": targets,
+        "variants": rows,
+        "load_average_timing": {"before_build": before_build, "before": before, "after": after},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    if not (CHECKPOINT / "config.json").is_file():
+        print(f"{CHECKPOINT} missing: run `icd models fetch mpnet-base` (make setup does)", file=sys.stderr)
+        return 2
+    record = BenchRecord.start(argv)
+    torch.set_num_threads(args.threads)
+    figures = transforms(args)
+    for row in figures["variants"]:
+        a, b = row["heldout_a"], row["heldout_b"]
+        print(f"{row['variant']:14} cos {a['cos_mean']:.5f}/{b['cos_mean']:.5f} min {a['cos_min']:.4f}/"
+              f"{b['cos_min']:.4f} NN {a['nn_agreement']:.3f}/{b['nn_agreement']:.3f} "
+              f"{row['latency_median_ms']:.0f} ms x{row['speedup']:.2f}", flush=True)
+    doc = record.write(args.out, {"bench": "mpnet_base", "torch_threads": args.threads, "cpu_vnni": vnni_supported(),
+                                  "quantized_engine": torch.backends.quantized.engine, **figures})
+    print(f"load average {doc['load_average']} (high: {doc['load_high']}) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The choice rule on small tables: the fastest variant meeting the floor; else the most faithful."""
+
+from __future__ import annotations
+
+import pytest
+
+from icd.runtimes.choice import ProfileRow, choose, meets
+
+
+def _row(name, cos, nn, ms, error=None):
+    return ProfileRow(name, cos, cos, nn, ms, error)
+
+
+TABLE = [
+    _row("torchscript:fp32", 1.0, 1.0, 130.0),
+    _row("torchscript:int8", 0.9991, 0.980, 44.0),
+    _row("onnx:fp32", 1.0, 1.0, 75.0),
+    _row("openvino:bf16", 0.99999, 1.0, 40.0),
+    _row("openvino:int8", 0.998, 0.961, 24.0),
+]
+
+
+def test_fastest_variant_meeting_the_floor_wins():
+    choice = choose(TABLE, min_cos=0.999, min_nn=0.98)
+    assert choice.variant == "openvino:bf16" and choice.meets_floor
+    assert "fastest of 4" in choice.reason
+
+
+def test_a_lower_floor_admits_the_faster_int8():
+    assert choose(TABLE, min_cos=0.99, min_nn=0.95).variant == "openvino:int8"
+
+
+def test_nn_floor_alone_excludes_a_variant():
+    assert choose(TABLE, min_cos=0.9, min_nn=0.97).variant == "openvino:bf16"
+
+
+def test_no_variant_meets_the_floor_then_the_most_faithful_is_named_as_such():
+    rows = [_row("a", 0.99, 0.9, 10.0), _row("b", 0.995, 0.9, 20.0)]
+    choice = choose(rows, min_cos=0.999, min_nn=0.98)
+    assert choice.variant == "b" and not choice.meets_floor and "no variant meets" in choice.reason
+
+
+def test_failed_variants_are_never_chosen():
+    rows = [_row("broken", None, None, None, error="not installed"), _row("ok", 1.0, 1.0, 50.0)]
+    assert choose(rows, 0.999, 0.98).variant == "ok"
+    assert not meets(rows[0], 0.0, 0.0)
+
+
+def test_ties_in_latency_break_by_name():
+    rows = [_row("b", 1.0, 1.0, 10.0), _row("a", 1.0, 1.0, 10.0)]
+    assert choose(rows, 0.999, 0.98).variant == "a"
+
+
+def test_nothing_measured_is_an_error():
+    with pytest.raises(ValueError, match="no variant was measured"):
+        choose([_row("x", None, None, None, error="failed")], 0.9, 0.9)

@@ -1,0 +1,90 @@
+"""Exported ONNX and OpenVINO artefacts equal the in-process model on real MiniLM inputs (an optimized run)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from icd.measure.encode import encode
+from icd.measure.fidelity import fidelity
+from icd.runtimes.base import Precision
+from icd.runtimes.registry import get_runtime
+from icd.runtimes.source import ModelSource
+from icd.serve.backend.icd_runtime import OUTPUT_FROM_HIDDEN, LayoutRecord
+
+pytestmark = pytest.mark.slow
+
+
+def _served_path(version_dir, texts, tokenizer, runtime):
+    """What the python backend computes: the runtime's session, then the layout's output gather."""
+    session = get_runtime(runtime).load(version_dir, threads=1)
+    out = encode(session, tokenizer, texts, 8, 128)
+    index = LayoutRecord.load(version_dir, {}).output_index()
+    return out[:, torch.from_numpy(index)] if index.size else out
+
+
+def test_onnx_export_of_the_optimized_run_equals_the_in_process_model(runtime_repo, optimized_source, corpus_split):
+    version = runtime_repo / "bert_onnx" / "1"
+    texts = corpus_split.heldout[:16]
+    expected = encode(optimized_source.torch_encoder(Precision.FP32), optimized_source.tokenizer, texts, 8, 128)
+    got = _served_path(version, texts, optimized_source.tokenizer, "onnx")
+    assert (got - expected).abs().max().item() < 1e-4
+    layout = json.loads((version / "icd_layout.json").read_text())
+    assert layout["runtime_permutations"] == {"output": OUTPUT_FROM_HIDDEN}, "embedding model, permuted hidden dim"
+    provenance = json.loads((version / "provenance.json").read_text())
+    applied = [r["type"] for r in provenance["applied"]]
+    assert "permutations" in applied and "int8" not in applied and applied[-1] == "runtime_export"
+    assert provenance["verification"]["max_abs_diff"] < 1e-3
+    from icd.export.config_pbtxt import config_parameters, read_config
+
+    for model in ("bert_onnx", "bert_openvino"):
+        params = config_parameters(read_config(runtime_repo / model / "config.pbtxt"))
+        assert params["icd_runtime"] == model.removeprefix("bert_") and params["icd_threads"] == "0"
+
+
+def test_openvino_int8_export_is_verified_and_faithful(runtime_repo, optimized_source, corpus_split):
+    version = runtime_repo / "bert_openvino" / "1"
+    texts = corpus_split.heldout[:16]
+    fp32 = encode(optimized_source.torch_encoder(Precision.FP32), optimized_source.tokenizer, texts, 8, 128)
+    got = _served_path(version, texts, optimized_source.tokenizer, "openvino")
+    assert fidelity(fp32, got).cos_mean > 0.99
+    sidecar = json.loads((version / "icd_runtime.json").read_text())
+    from icd.runtimes.openvino_int8 import DEFAULT_RECIPE
+
+    recipe = sidecar["recipe"]
+    assert sidecar["precision"] == "int8" and recipe["name"] == DEFAULT_RECIPE
+    # icd's decision reaches NNCF: the Linears icd quantizes per token (FFN-out) stay out of static int8
+    assert recipe["fp32_linears"] and set(optimized_source.per_token_linears()) <= set(recipe["fp32_linears"])
+    assert all(name.endswith(".output.dense") and "attention" not in name for name in recipe["fp32_linears"])
+    assert {"model.xml", "model.bin"} <= {p.name for p in version.iterdir()}
+
+
+def _shrink_ffn(encoder, layer: int, keep: int):
+    """Drop FFN channels of one layer (a structured prune): the layers then differ in width."""
+    bert = encoder.bert
+    block = bert.encoder.layer[layer]
+    w1, w2 = block.intermediate.dense, block.output.dense
+    small1 = torch.nn.Linear(w1.in_features, keep)
+    small2 = torch.nn.Linear(keep, w2.out_features)
+    with torch.no_grad():
+        small1.weight.copy_(w1.weight[:keep]), small1.bias.copy_(w1.bias[:keep])
+        small2.weight.copy_(w2.weight[:, :keep]), small2.bias.copy_(w2.bias)
+    block.intermediate.dense, block.output.dense = small1, small2
+
+
+@pytest.mark.parametrize("runtime", ["openvino"])  # its conversion starts from the same ONNX export
+def test_layers_of_different_widths_export(runtime, minilm_encoder, minilm_tokenizer, corpus_split, tmp_path):
+    encoder = copy.deepcopy(minilm_encoder)
+    _shrink_ffn(encoder, layer=1, keep=1000)
+    _shrink_ffn(encoder, layer=4, keep=256)
+    source = ModelSource(encoder, [], minilm_tokenizer, corpus_split.calibration, 128)
+    rt = get_runtime(runtime)
+    rt.export(source, tmp_path, Precision.FP32, output_gather=True, threads=1)
+    texts = corpus_split.heldout[:8]
+    got = encode(rt.load(tmp_path, 1), minilm_tokenizer, texts, 8, 128)
+    expected = encode(encoder, minilm_tokenizer, texts, 8, 128)
+    assert np.abs((got - expected).numpy()).max() < 1e-4

@@ -1,0 +1,33 @@
+"""``icd profile`` on an optimized run: a table, a recorded choice, and export-triton exporting that choice."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from icd.cli.main import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_profile_records_a_choice_that_export_then_uses(optimized_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(optimized_run, run)
+    rc = main(["profile", str(run), "--runtime", "torchscript", "--runtime", "onnx", "--precision", "fp32",
+               "--runs", "2", "--warmup", "1", "--batch-size", "2", "--seq-len", "16", "--texts", "8"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "torchscript:fp32" in out and "onnx:fp32" in out and "chosen:" in out
+    doc = json.loads((run / "runtime_profile.json").read_text())
+    assert {r["variant"] for r in doc["rows"]} == {"torchscript:fp32", "onnx:fp32"}
+    assert all(r["cos_mean"] > 0.999 and r["latency_median_ms"] > 0 for r in doc["rows"])
+    chosen = doc["choice"]["variant"]
+    assert chosen in {"torchscript:fp32", "onnx:fp32"}
+    models = tmp_path / "models"
+    assert main(["export-triton", "--input-dir", str(run), "--model-name", "bert_icd", "--output-dir",
+                 str(models)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{chosen} from icd profile choice" in printed
+    sidecar = json.loads((models / "bert_icd" / "1" / "icd_runtime.json").read_text())
+    assert f"{sidecar['runtime']}:{sidecar['precision']}" == chosen

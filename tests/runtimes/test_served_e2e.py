@@ -1,0 +1,73 @@
+"""An optimized run served on the embedded Triton through ONNX Runtime and OpenVINO (python backend)."""
+
+from __future__ import annotations
+
+import shutil
+
+import httpx
+import numpy as np
+import pytest
+
+from icd.runtimes.registry import get_runtime
+from icd.serve.backend.icd_runtime import LayoutRecord
+from icd.serve.triton_local import ModelControlMode
+from tests.serve.helpers import icd_log_records, metric
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _infer(url: str, model: str, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    import tritonclient.http as httpclient
+
+    with httpclient.InferenceServerClient(url.removeprefix("http://")) as client:
+        inputs = [httpclient.InferInput("input_ids", list(ids.shape), "INT64"),
+                  httpclient.InferInput("attention_mask", list(mask.shape), "INT64")]
+        inputs[0].set_data_from_numpy(ids)
+        inputs[1].set_data_from_numpy(mask)
+        return client.infer(model, inputs).as_numpy("embedding")
+
+
+def _in_process(version_dir, runtime: str, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    out = get_runtime(runtime).load(version_dir, threads=1).numpy(ids, mask)
+    index = LayoutRecord.load(version_dir, {}).output_index()
+    return out[:, index] if index.size else out
+
+
+def test_onnx_and_openvino_serve_like_in_process_with_metrics_budget_and_bad_threads(
+        tmp_path, runtime_repo, triton_server, optimized_source, corpus_split):
+    repo = tmp_path / "repo"
+    shutil.copytree(runtime_repo, repo)
+    bad = repo / "bert_bad_threads"
+    shutil.copytree(repo / "bert_onnx", bad)
+    config = (bad / "config.pbtxt").read_text().replace('name: "bert_onnx"', 'name: "bert_bad_threads"')
+    (bad / "config.pbtxt").write_text(config.replace('key: "icd_threads"\n  value {\n    string_value: "0"',
+                                                     'key: "icd_threads"\n  value {\n    string_value: "two"'))
+    server = triton_server(repo, model_control_mode=ModelControlMode.EXPLICIT,
+                           load_models=("bert_onnx", "bert_openvino", "bert_bad_threads"), timeout_s=300,
+                           env={"TRITON_ICD_CACHE_DIR": str(tmp_path / "cache")})
+    rows = {row["name"]: row for row in server.repository_index()}
+    assert rows["bert_bad_threads"]["state"] != "READY"
+    assert "icd_threads='two': expected a whole number" in rows["bert_bad_threads"].get("reason", "")
+
+    batch = optimized_source.tokenizer(corpus_split.heldout[:6], padding="max_length", max_length=32,
+                                       truncation=True, return_tensors="np")
+    ids, mask = batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64)
+    for model, runtime in (("bert_onnx", "onnx"), ("bert_openvino", "openvino")):
+        expected = _in_process(repo / model / "1", runtime, ids, mask)
+        for row in range(len(ids)):  # sequential single-text requests: one batch each
+            got = _infer(server.http_url, model, ids[row:row + 1], mask[row:row + 1])
+            np.testing.assert_allclose(got, expected[row:row + 1], atol=1e-4, rtol=0)
+
+    log = server.log_text()
+    records = icd_log_records(log)
+    text = httpx.get(server.metrics_url, trust_env=False).text
+    for model, runtime in (("bert_onnx", "onnx"), ("bert_openvino", "openvino")):
+        mine = [r for r in records if r["model"] == model]
+        assert len(mine) == 6 and {r["runtime"] for r in mine} == {runtime}
+        assert [r["cache"] for r in mine] == ["miss"] + ["hit"] * 5, "one instance: one miss, then the cache serves"
+        assert all(r["permutation_time_s"] > 0 for r in mine), "the hidden-dim output gather runs and is timed"
+        labels = {"model": model, "version": "1"}
+        assert metric(text, "triton_icd_correlation_total", **labels) == 6
+        assert metric(text, "triton_icd_correlation_cache_hits", **labels) == 5
+        # the thread budget: 3 models with one instance each on this host, passed to every instance
+        assert f"icd: loaded {model} v1" in log and "from $ICD_THREADS_PER_INSTANCE" in log
