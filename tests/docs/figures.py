@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
 
 _FENCE = re.compile(r"^```.*?^```", re.S | re.M)
-_CODE = re.compile(r"`[^`\n]*`")
+_CODE = re.compile(r"(?P<ticks>`+)(?:[^\n]|\n(?!\s*\n))*?(?P=ticks)")  # inline code (any backtick run), may wrap
 _NOT_FIGURES = [
     re.compile(r"\d+\.\d+\.\d+[\w.+-]*"),              # versions
     re.compile(r"\d{4}-\d\d-\d\d(?:[T ][\d:+.Z]*)?"),  # dates
@@ -75,7 +75,7 @@ class Figure:
 def strip_code(text: str) -> str:
     """The text with fenced blocks and inline code replaced by blanks (line structure kept)."""
     text = _FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), text)
-    return _CODE.sub(" ", text)
+    return _CODE.sub(lambda m: " " + "\n" * m.group(0).count("\n"), text)
 
 
 def _mask_non_figures(text: str) -> str:
@@ -182,12 +182,12 @@ def provenance_problems(doc: object) -> list[str]:
     """What a results JSON fails to record of: command, machine, date, load average (empty list: all there).
 
     ``icd.io.bench_result.BenchRecord`` writes top-level ``command``, ``machine``, ``date``, ``load_average``.
-    Older files are read as written: ``measured_at`` is a date, any key naming a load average that holds a
+    Older files are read as written: ``date_utc`` or ``measured_at`` is a date, any key naming a load average that holds a
     number is a load average. A list of rows must carry them in every row. A command must not write into a
     temporary folder (the file would not be the one committed)."""
     rows = doc if isinstance(doc, list) else [doc]
     problems = []
-    for key, aliases in (("command", ("command",)), ("machine", ("machine",)), ("date", ("date", "measured_at"))):
+    for key, aliases in (("command", ("command",)), ("machine", ("machine",)), ("date", ("date", "date_utc", "measured_at"))):
         if not rows or not all(isinstance(row, dict) and any(row.get(a) not in (None, "", {}) for a in aliases)
                                for row in rows):
             problems.append(key)
