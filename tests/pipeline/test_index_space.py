@@ -21,7 +21,9 @@ from icd.model.layout import bert_shape, permutable_dims
 from icd.model.loader import load_encoder, load_tokenizer
 from icd.pipeline.index_space import channel_origins, graphs_in_original_order, input_origins
 from icd.pipeline.model_store import load_run_encoder
+from icd.pipeline import runner
 from icd.pipeline.runner import run_config
+from icd.pipeline.stages.accept import Decision
 from icd.transforms.permute import apply_permutations_
 from tests.model.tiny import tiny_encoder
 
@@ -73,9 +75,15 @@ def test_graphs_of_a_permuted_model_map_back_to_the_originals(minilm_tokenizer, 
 
 @pytest.fixture(scope="module")
 def iterative_run(tmp_path_factory):
+    """Two iterations, both accepted: the artefacts then come from a calibration of a model permuted twice.
+
+    Whether a time-capped re-solve finds a gain depends on how much CPU it got, so the accept rule (tested in
+    test_accept.py) is replaced by "accept" here: the index spaces are under test, not the rule."""
     out = tmp_path_factory.mktemp("runs") / "iterative"
     cfg = load_config("configs/minilm.json", TINY_RUN)
-    result = run_config(cfg, out, progress=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "decide", lambda *args: Decision(True, "accepted by the test"))
+        result = run_config(cfg, out, progress=False)
     return cfg, out, result
 
 
@@ -90,7 +98,8 @@ def _direct_efficiency(graphs, perms):
 
 def test_layout_efficiency_of_an_iterative_run_matches_a_direct_computation(iterative_run):
     cfg, out, result = iterative_run
-    assert result.decisions[0].accepted, "the test needs an accepted re-permutation"
+    assert [d.accepted for d in result.decisions] == [True, True]
+    assert any(not np.array_equal(p, np.arange(p.size)) for p in result.calibrated_on.values())
     perms = read_permutation_file(out / "permutation.json")
     exported, used = layout_efficiency(perms, out / "correlation_matrix.npz")
     assert used == sorted(name for name in perms if counts_for_efficiency(name))
