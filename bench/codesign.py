@@ -1,6 +1,6 @@
 """Co-design benchmark: fidelity and CPU latency of sparse / int8 variants of MiniLM-L6 (real weights).
 
-Every variant is compared with the fp32 model on held-out stdlib docstrings (never the calibration texts):
+Every variant is compared with the fp32 model on held-out docstrings (default corpus: stdlib + package docstrings) (never the calibration texts):
 mean-pooled embeddings, mean / min cosine, nearest-neighbour agreement (icd.measure.fidelity). Latency is the
 in-process median of one batch (default 8×128) with fixed torch threads (icd.measure.latency); speedup is the fp32
 median divided by the variant's, all models timed in interleaved rounds in the same process (each row records the 1-minute load average:

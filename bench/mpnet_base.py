@@ -2,7 +2,7 @@
 
 Fidelity and in-process speed of icd's int8 (``Int8Config()`` defaults, as ``icd run`` applies it) and of 2:4
 sparsity (``NMSparsityConfig()`` defaults: FFN Linears, sequential SparseGPT with re-fit) on MPNet-base as the
-embedding model it is (mean pooling). Fidelity: mean-pooled embeddings of held-out stdlib docstrings against fp32
+embedding model it is (mean pooling). Fidelity: mean-pooled embeddings of held-out docstrings (default corpus) against fp32
 (cos mean / min, nearest-neighbour agreement) on two disjoint held-out sets, never the calibration texts.
 Latency: ``measure_latency_interleaved`` at batch 8x128, fixed torch threads, every variant once per round in
 this one process. (The guide's command on these weights is timed by ``bench/optimizer.py --only guide``.)
@@ -115,7 +115,7 @@ def transforms(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "model": f"{CHECKPOINT.relative_to(REPO)} (all-mpnet-base-v2, MPNet, 12x768x3072, 110M parameters), "
                  "task embedding (mean pooling)",
-        "fidelity_how": f"two disjoint sets of {args.heldout} held-out stdlib docstrings (seed 0), mean-pooled "
+        "fidelity_how": f"two disjoint sets of {args.heldout} held-out docstrings of the default corpus (stdlib + numpy, scipy, torch, transformers, networkx; seed 0), mean-pooled "
                         f"embeddings vs fp32; {args.calibration} calibration texts used only to build the variants",
         "latency_how": timings["fp32"].how,
         "int8_target": "cos_mean >= 0.999 and nn_agreement >= 0.97 on held-out texts",

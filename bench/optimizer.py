@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,8 +52,9 @@ def _table(title: str, events: list[dict]) -> Table:
     return table
 
 
-def bench_guide(console: Console) -> dict:
-    """The guide's command in a fresh process, timed wall-clock, and the layout efficiency of what it wrote."""
+def bench_guide(console: Console, keep: Path | None = None) -> dict:
+    """The guide's command in a fresh process, timed wall-clock, and the layout efficiency of what it wrote
+    (``keep``: the run is copied there afterwards, e.g. for ``bench/serving.py``)."""
     with tempfile.TemporaryDirectory(prefix="icd-bench-") as tmp:
         out = Path(tmp) / "bert_production"
         argv = [sys.executable, "-m", "icd.cli.main", *GUIDE_ARGS, "--out", str(out), "--no-progress"]
@@ -64,6 +66,8 @@ def bench_guide(console: Console) -> dict:
         identity, _ = layout_efficiency(perms, out / "correlation_matrix.npz", identity=True)
         events = stage_times(out)
         decisions = json.loads((out / "metrics.json").read_text())["decisions"]
+        if keep is not None:
+            shutil.copytree(out, keep)
     console.print(_table(f"guide command: {wall:.1f} s wall (process start to exit)", events))
     console.print(f"layout_efficiency {layout:.3f} (identity layout {identity:.3f}) over {len(dims)} dims")
     return {"argv": ["python", "-m", "icd.cli.main", *GUIDE_ARGS, "--out", "runs/bert_production"],
@@ -90,13 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", default="iterative", choices=["dense", "linear", "iterative"])
     parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "optimizer.json")
+    parser.add_argument("--keep-guide-run", type=Path, metavar="DIR",
+                        help="copy the guide command's run directory here (must not exist)")
     args = parser.parse_args(argv)
+    if args.keep_guide_run is not None and args.keep_guide_run.exists():
+        parser.error(f"--keep-guide-run: {args.keep_guide_run} already exists")
     record = BenchRecord.start(None if argv is None else ["bench/optimizer.py", *argv])
     console = Console()
     results: dict = {"models": {}}
     doc = None
     if "guide" in args.only:
-        results["guide"] = bench_guide(console)
+        results["guide"] = bench_guide(console, args.keep_guide_run)
         doc = record.write(args.out, results)  # checkpoint: each part is kept as soon as it is measured
     for name in CONFIGS:
         if name in args.only:

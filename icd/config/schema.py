@@ -139,7 +139,7 @@ class ServeSection(_Section):
     """What ``icd profile`` may choose to serve, and what an export must verify (docs/runtimes.md)."""
 
     min_cos: float = Field(0.999, ge=-1.0, le=1.0, description="fidelity floor: cos mean vs the fp32 model")
-    min_nn: float = Field(0.98, ge=0.0, le=1.0, description="fidelity floor: nearest-neighbour agreement")
+    min_nn: float = Field(0.98, ge=0.0, le=1.0, description="fidelity floor: nearest-neighbour agreement (embedding models) or argmax agreement (classifiers)")
     verify_min_cos: float = Field(0.99, ge=-1.0, le=1.0,
                                   description="an export fails below this cos mean vs fp32 (a broken conversion)")
 

@@ -7,7 +7,9 @@ provenance keys sit at the top level, next to the figures:
 * ``machine`` — ``{"cpu", "cores", "platform"}`` (CPU model from /proc/cpuinfo);
 * ``date`` — UTC start, ISO 8601; ``finished`` — UTC end;
 * ``load_average`` — ``{"start": [1m, 5m, 15m], "end": [...]}`` and ``load_high``: true when the 1-minute load
-  at start or end reached the number of cores (other jobs shared the CPUs: timings are pessimistic);
+  at start or end exceeded the number of cores + 1 (other jobs shared the CPUs: timings are pessimistic). A
+  benchmark's own threads (up to one per core) count in the load average, and so does a benchmark that finished
+  within the last minutes, so a load up to the core count alone does not mean other jobs ran;
 * ``versions`` — python, torch, numpy (as installed; nothing is imported to find them).
 
 Example:
@@ -108,7 +110,7 @@ class BenchRecord:
             "date": self.date,
             "finished": _utc_now(),
             "load_average": {"start": self.load_start, "end": end},
-            "load_high": max(self.load_start[0], end[0]) >= cores,
+            "load_high": max(self.load_start[0], end[0]) > cores + 1,
             "versions": self.versions,
         }
 

@@ -1,6 +1,8 @@
 """Pick the runtime variant to serve: the fastest whose fidelity meets the floor (``serve.min_cos``, ``min_nn``).
 
-Pure functions over a table of measured rows, so the rule is tested on small tables.
+Pure functions over a table of measured rows, so the rule is tested on small tables. The agreement a row carries
+is the one that fits the model's task: nearest-neighbour agreement for embedding models, argmax agreement for
+classifiers (``agreement`` names it in the reasons: "NN" or "argmax").
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ class ProfileRow:
     variant: str
     cos_mean: float | None
     cos_min: float | None
-    nn_agreement: float | None
+    nn_agreement: float | None  # the task's agreement: NN (embeddings) or argmax (classifiers)
     latency_median_ms: float | None
     error: str | None = None
 
@@ -39,7 +41,7 @@ def meets(row: ProfileRow, min_cos: float, min_nn: float) -> bool:
             and row.latency_median_ms is not None and row.cos_mean >= min_cos and row.nn_agreement >= min_nn)
 
 
-def choose(rows: Sequence[ProfileRow], min_cos: float, min_nn: float) -> Choice:
+def choose(rows: Sequence[ProfileRow], min_cos: float, min_nn: float, agreement: str = "NN") -> Choice:
     """The fastest row meeting the floor; if none does, the most faithful measured row (said in the reason).
 
     Raises:
@@ -51,8 +53,8 @@ def choose(rows: Sequence[ProfileRow], min_cos: float, min_nn: float) -> Choice:
     passing = [r for r in measured if meets(r, min_cos, min_nn)]
     if passing:
         best = min(passing, key=lambda r: (r.latency_median_ms, r.variant))
-        return Choice(best.variant, f"fastest of {len(passing)} variant(s) with cos mean >= {min_cos} and NN "
-                                    f">= {min_nn} ({best.latency_median_ms:.1f} ms)", True)
+        return Choice(best.variant, f"fastest of {len(passing)} variant(s) with cos mean >= {min_cos} and "
+                                    f"{agreement} >= {min_nn} ({best.latency_median_ms:.1f} ms)", True)
     best = max(measured, key=lambda r: (r.cos_mean, r.nn_agreement or 0.0, -r.latency_median_ms))
-    return Choice(best.variant, f"no variant meets cos mean >= {min_cos} and NN >= {min_nn}; the most faithful "
+    return Choice(best.variant, f"no variant meets cos mean >= {min_cos} and {agreement} >= {min_nn}; the most faithful "
                                 f"(cos mean {best.cos_mean:.5f})", False)

@@ -2,7 +2,8 @@
 
 Each variant is exported through its runtime into a temporary folder and loaded back (what is timed is what
 ``icd export-triton --runtime`` writes). Fidelity: the run's held-out texts, outputs vs the *original* fp32 model
-(rebuilt from config.lock.json), cos mean / min and NN agreement. Latency: the one interleaved harness
+(rebuilt from config.lock.json), cos mean / min and the agreement that fits the task: nearest-neighbour agreement
+for embedding models, argmax agreement for classifiers (a classifier's few logits make NN agreement noise). Latency: the one interleaved harness
 (:func:`icd.measure.latency.measure_latency_interleaved`): every variant once per round, same synthetic batch,
 same thread count. The choice (:mod:`icd.runtimes.choice`, floors ``serve.min_cos`` / ``serve.min_nn``) is written
 to ``RUN/runtime_profile.json``; ``icd export-triton`` uses it unless told otherwise.
@@ -59,7 +60,7 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
     from icd.export.run_inputs import read_run
     from icd.io.atomic import write_json_atomic
     from icd.measure.encode import encode
-    from icd.measure.fidelity import fidelity
+    from icd.measure.fidelity import CLASSIFICATION_TASK, fidelity
     from icd.measure.latency import measure_latency_interleaved
     from icd.model.loader import load_encoder
     from icd.runtimes.source import ModelSource
@@ -91,7 +92,8 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
                 continue
             fid = fidelity(reference_out, encode(session, source.tokenizer, heldout, cfg.data.batch_size,
                                                  cfg.model.max_length), cfg.model.task.value)
-            rows[variant.name] = ProfileRow(variant.name, fid.cos_mean, fid.cos_min, fid.nn_agreement, None)
+            agree = fid.nn_agreement if fid.argmax_agreement is None else fid.argmax_agreement
+            rows[variant.name] = ProfileRow(variant.name, fid.cos_mean, fid.cos_min, agree, None)
             models[variant.name] = session
             recipes[variant.name] = dict(artefact.recipe)
         progress(f"[profile] timing {len(models)} models, {runs} interleaved rounds, {threads} threads")
@@ -103,7 +105,8 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
     for name, row in list(rows.items()):
         if row.error is None:
             rows[name] = ProfileRow(name, row.cos_mean, row.cos_min, row.nn_agreement, latency[name].median_ms)
-    choice = choose(list(rows.values()), cfg.serve.min_cos, cfg.serve.min_nn)
+    agreement = "argmax" if cfg.model.task.value == CLASSIFICATION_TASK else "NN"
+    choice = choose(list(rows.values()), cfg.serve.min_cos, cfg.serve.min_nn, agreement)
     base_ms = latency[REFERENCE].median_ms
     doc = {
         "schema": "icd.runtime_profile/v1",
@@ -115,6 +118,9 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
         "latency_how": latency[REFERENCE].how,
         "load_average": {"before_timing": load_before, "after_timing": load_after},
         "floor": {"min_cos": cfg.serve.min_cos, "min_nn": cfg.serve.min_nn},
+        "agreement": agreement,
+        "agreement_how": "nn_agreement holds argmax agreement (same predicted class) for classifiers, "
+                         "nearest-other-text agreement for embedding models",
         "rows": [{**asdict(r), "speedup": None if r.latency_median_ms is None else base_ms / r.latency_median_ms,
                   "recipe": recipes.get(r.variant)} for r in rows.values()],
         "choice": asdict(choice),
@@ -146,8 +152,10 @@ def render_table(doc: dict[str, Any]):
     from rich.table import Table
 
     floor = doc["floor"]
-    table = Table(title=f"runtimes × precisions (floor: cos mean >= {floor['min_cos']}, NN >= {floor['min_nn']})")
-    for column in ("variant", "cos mean", "cos min", "NN", "median ms", "× ref", ""):
+    agreement = doc.get("agreement", "NN")
+    table = Table(title=f"runtimes × precisions (floor: cos mean >= {floor['min_cos']}, "
+                        f"{agreement} >= {floor['min_nn']})")
+    for column in ("variant", "cos mean", "cos min", agreement, "median ms", "× ref", ""):
         table.add_column(column, justify="left" if column in ("variant", "") else "right")
     table.add_row(REFERENCE, "1.00000", "1.0000", "1.000", f"{doc['reference']['latency_median_ms']:.1f}", "1.00", "")
     chosen = doc["choice"]["variant"]

@@ -54,3 +54,9 @@ def test_ties_in_latency_break_by_name():
 def test_nothing_measured_is_an_error():
     with pytest.raises(ValueError, match="no variant was measured"):
         choose([_row("x", None, None, None, error="failed")], 0.9, 0.9)
+
+
+def test_the_reason_names_the_agreement_of_the_task():
+    """Classifiers are judged on argmax agreement (their few logits make NN agreement noise); the reason says so."""
+    assert "argmax >= 0.98" in choose(TABLE, 0.999, 0.98, agreement="argmax").reason
+    assert "NN >= 0.98" in choose(TABLE, 0.999, 0.98).reason
