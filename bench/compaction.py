@@ -392,9 +392,10 @@ def main(argv: list[str] | None = None) -> int:
         "measured_at": started, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": _machine(), "load_avg_1m_start": round(load_start, 2),
         "load_avg_1m_before_timing": round(load_timing, 2), "load_avg_1m_end": round(load_end, 2),
-        "load_note": ("machine loaded by other jobs (1-min load average above the core count): speed ratios in this "
-                      "run are interleaved and comparable with each other, absolute ms are not")
-        if max(load_start, load_timing, load_end) > (os.cpu_count() or 1) else "quiet machine",
+        "load_note": ("machine loaded by other jobs (1-min load average above the core count + 1; the bench's own "
+                      "threads count up to the core count): speed ratios in this run are interleaved and comparable "
+                      "with each other, absolute ms are not")
+        if max(load_start, load_timing, load_end) > (os.cpu_count() or 1) + 1 else "quiet machine",
         "model": args.model, "calibration_texts": len(split.calibration), "heldout_texts": len(split.heldout),
         "corpus_sources": split.sources, "threads": args.threads, "latency_how": latency["torch_fp32"].how,
         "fidelity_how": f"{len(split.heldout)} held-out docstrings of the corpus sources (cos_mean, nn_agreement) and "
@@ -406,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.is_file():
         doc = json.loads(args.out.read_text())
     doc.setdefault("models", {})[args.model] = entry
+    # the provenance of the newest model's run, at the top as every results JSON has it
+    doc.update(command=entry["command"], machine=entry["machine"], date=entry["measured_at"],
+               load_average={"start": load_start, "before_timing": load_timing, "end": load_end})
     write_json_atomic(args.out, doc)
     _plot(rows, args.out.with_name(f"compaction_{args.model}.png"),
           f"compaction on {args.model}: {len(split.heldout)} held-out texts, batch {args.latency_batch}x"
