@@ -53,6 +53,7 @@ from torch import nn
 from icd.config.schema import ModelSection
 from icd.data.corpus import load_split
 from icd.io.atomic import write_json_atomic
+from icd.io.bench_result import load_is_high
 from icd.measure.encode import encode
 from icd.measure.fidelity import Fidelity, fidelity
 from icd.measure.latency import measure_latency_interleaved
@@ -395,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_note": ("machine loaded by other jobs (1-min load average above the core count + 1; the bench's own "
                       "threads count up to the core count): speed ratios in this run are interleaved and comparable "
                       "with each other, absolute ms are not")
-        if max(load_start, load_timing, load_end) > (os.cpu_count() or 1) + 1 else "quiet machine",
+        if load_is_high(load_start, load_timing, load_end) else "quiet machine",
         "model": args.model, "calibration_texts": len(split.calibration), "heldout_texts": len(split.heldout),
         "corpus_sources": split.sources, "threads": args.threads, "latency_how": latency["torch_fp32"].how,
         "fidelity_how": f"{len(split.heldout)} held-out docstrings of the corpus sources (cos_mean, nn_agreement) and "

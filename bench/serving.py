@@ -36,6 +36,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from icd.io.bench_result import load_is_high
+
 TARGET_RATIO = 0.85
 TARGET_TOGETHER = 0.90
 TARGET_ICD_OVER_BASELINE = 4.0
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python bench/serving.py " + " ".join(sys.argv[1:] if argv is None else argv).replace(
             str(args.run_dir), f"runs/{args.run_dir.name}"),
         "machine": _machine(), "load_average": {"start": load_start, "end": load_end,
-                                                "high_load": max(load_start[0], load_end[0]) > 3.0},  # 2 cores + 1: its own processes count ~2
+                                                "high_load": load_is_high(load_start[0], load_end[0])},
         "run": {"name": args.run_dir.name, **_run_meta(args.run_dir)}, "bert_icd": {"variant": icd.variant.name, "chosen_by": icd.variant_source},
         "bert_baseline": {"variant": base.variant.name}, "threads_per_instance": threads,
         "settings": settings.to_dict(), "alone": alone, "together": together,

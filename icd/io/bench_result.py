@@ -43,6 +43,12 @@ def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
 
+def load_is_high(*one_minute_loads: float, cores: int | None = None) -> bool:
+    """Whether other jobs shared the CPUs: a 1-minute load above the core count + 1 (a benchmark's own threads, up
+    to one per core, count in the load average, and so does one that finished minutes ago)."""
+    return max(one_minute_loads) > (cores or os.cpu_count() or 1) + 1
+
+
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``), or the platform's processor string where there is none."""
     try:
@@ -110,7 +116,7 @@ class BenchRecord:
             "date": self.date,
             "finished": _utc_now(),
             "load_average": {"start": self.load_start, "end": end},
-            "load_high": max(self.load_start[0], end[0]) > cores + 1,
+            "load_high": load_is_high(self.load_start[0], end[0], cores=cores),
             "versions": self.versions,
         }
 

@@ -21,7 +21,7 @@ class ProfileRow:
     variant: str
     cos_mean: float | None
     cos_min: float | None
-    nn_agreement: float | None  # the task's agreement: NN (embeddings) or argmax (classifiers)
+    agreement: float | None  # the task's agreement: NN (embedding models) or argmax (classifiers)
     latency_median_ms: float | None
     error: str | None = None
 
@@ -36,9 +36,9 @@ class Choice:
 
 
 def meets(row: ProfileRow, min_cos: float, min_nn: float) -> bool:
-    """The row was measured and its cos mean and NN agreement reach the floor."""
-    return (row.error is None and row.cos_mean is not None and row.nn_agreement is not None
-            and row.latency_median_ms is not None and row.cos_mean >= min_cos and row.nn_agreement >= min_nn)
+    """The row was measured and its cos mean and agreement reach the floor."""
+    return (row.error is None and row.cos_mean is not None and row.agreement is not None
+            and row.latency_median_ms is not None and row.cos_mean >= min_cos and row.agreement >= min_nn)
 
 
 def choose(rows: Sequence[ProfileRow], min_cos: float, min_nn: float, agreement: str = "NN") -> Choice:
@@ -55,6 +55,6 @@ def choose(rows: Sequence[ProfileRow], min_cos: float, min_nn: float, agreement:
         best = min(passing, key=lambda r: (r.latency_median_ms, r.variant))
         return Choice(best.variant, f"fastest of {len(passing)} variant(s) with cos mean >= {min_cos} and "
                                     f"{agreement} >= {min_nn} ({best.latency_median_ms:.1f} ms)", True)
-    best = max(measured, key=lambda r: (r.cos_mean, r.nn_agreement or 0.0, -r.latency_median_ms))
+    best = max(measured, key=lambda r: (r.cos_mean, r.agreement or 0.0, -r.latency_median_ms))
     return Choice(best.variant, f"no variant meets cos mean >= {min_cos} and {agreement} >= {min_nn}; the most faithful "
                                 f"(cos mean {best.cos_mean:.5f})", False)

@@ -3,7 +3,8 @@
 Each variant is exported through its runtime into a temporary folder and loaded back (what is timed is what
 ``icd export-triton --runtime`` writes). Fidelity: the run's held-out texts, outputs vs the *original* fp32 model
 (rebuilt from config.lock.json), cos mean / min and the agreement that fits the task: nearest-neighbour agreement
-for embedding models, argmax agreement for classifiers (a classifier's few logits make NN agreement noise). Latency: the one interleaved harness
+for embedding models, argmax agreement for classifiers (a classifier's few logits make NN agreement noise).
+Latency: the one interleaved harness
 (:func:`icd.measure.latency.measure_latency_interleaved`): every variant once per round, same synthetic batch,
 same thread count. The choice (:mod:`icd.runtimes.choice`, floors ``serve.min_cos`` / ``serve.min_nn``) is written
 to ``RUN/runtime_profile.json``; ``icd export-triton`` uses it unless told otherwise.
@@ -78,6 +79,7 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
         raise ConfigError(f"icd profile: no variant matches runtimes {list(runtimes)} precisions {list(precisions)}")
     reference_out = encode(reference, source.tokenizer, heldout, cfg.data.batch_size, cfg.model.max_length)
     models: dict[str, Any] = {REFERENCE: reference}
+    agreement = "argmax" if cfg.model.task.value == CLASSIFICATION_TASK else "NN"
     rows: dict[str, ProfileRow] = {}
     recipes: dict[str, Any] = {}
     work = Path(tempfile.mkdtemp(prefix="icd-profile-"))
@@ -92,7 +94,7 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
                 continue
             fid = fidelity(reference_out, encode(session, source.tokenizer, heldout, cfg.data.batch_size,
                                                  cfg.model.max_length), cfg.model.task.value)
-            agree = fid.nn_agreement if fid.argmax_agreement is None else fid.argmax_agreement
+            agree = fid.argmax_agreement if agreement == "argmax" else fid.nn_agreement
             rows[variant.name] = ProfileRow(variant.name, fid.cos_mean, fid.cos_min, agree, None)
             models[variant.name] = session
             recipes[variant.name] = dict(artefact.recipe)
@@ -104,8 +106,7 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
         shutil.rmtree(work, ignore_errors=True)
     for name, row in list(rows.items()):
         if row.error is None:
-            rows[name] = ProfileRow(name, row.cos_mean, row.cos_min, row.nn_agreement, latency[name].median_ms)
-    agreement = "argmax" if cfg.model.task.value == CLASSIFICATION_TASK else "NN"
+            rows[name] = ProfileRow(name, row.cos_mean, row.cos_min, row.agreement, latency[name].median_ms)
     choice = choose(list(rows.values()), cfg.serve.min_cos, cfg.serve.min_nn, agreement)
     base_ms = latency[REFERENCE].median_ms
     doc = {
@@ -119,7 +120,7 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
         "load_average": {"before_timing": load_before, "after_timing": load_after},
         "floor": {"min_cos": cfg.serve.min_cos, "min_nn": cfg.serve.min_nn},
         "agreement": agreement,
-        "agreement_how": "nn_agreement holds argmax agreement (same predicted class) for classifiers, "
+        "agreement_how": "rows' agreement: argmax agreement (same predicted class) for classifiers, "
                          "nearest-other-text agreement for embedding models",
         "rows": [{**asdict(r), "speedup": None if r.latency_median_ms is None else base_ms / r.latency_median_ms,
                   "recipe": recipes.get(r.variant)} for r in rows.values()],
@@ -152,7 +153,7 @@ def render_table(doc: dict[str, Any]):
     from rich.table import Table
 
     floor = doc["floor"]
-    agreement = doc.get("agreement", "NN")
+    agreement = doc["agreement"]
     table = Table(title=f"runtimes × precisions (floor: cos mean >= {floor['min_cos']}, "
                         f"{agreement} >= {floor['min_nn']})")
     for column in ("variant", "cos mean", "cos min", agreement, "median ms", "× ref", ""):
@@ -164,6 +165,6 @@ def render_table(doc: dict[str, Any]):
             table.add_row(row["variant"], "-", "-", "-", "-", "-", f"not measured: {row['error']}")
             continue
         mark = "chosen" if row["variant"] == chosen else ""
-        table.add_row(row["variant"], f"{row['cos_mean']:.5f}", f"{row['cos_min']:.4f}", f"{row['nn_agreement']:.3f}",
+        table.add_row(row["variant"], f"{row['cos_mean']:.5f}", f"{row['cos_min']:.4f}", f"{row['agreement']:.3f}",
                       f"{row['latency_median_ms']:.1f}", f"{row['speedup']:.2f}", mark)
     return table
