@@ -64,6 +64,13 @@ class ChannelStats:
     def copy(self) -> ChannelStats:
         return ChannelStats(self.count, self.sum.copy(), self.sq_sum.copy(), self.absmax.copy(), self.gram.copy())
 
+    def reordered(self, origin: np.ndarray) -> ChannelStats:
+        """These statistics with the channels reordered: channel ``j`` of the result is channel ``origin[j]``."""
+        if origin.shape != (self.size,):
+            raise ValueError(f"a reorder of {origin.size} channels for statistics of {self.size}")
+        return ChannelStats(self.count, self.sum[origin], self.sq_sum[origin], self.absmax[origin],
+                            self.gram[np.ix_(origin, origin)])
+
     def mean(self) -> np.ndarray:
         return self.sum / max(self.count, 1)
 

@@ -18,6 +18,8 @@ import numpy as np
 from scipy import sparse
 from torch import nn
 
+from icd.calibrate.stats import CalibrationStats
+from icd.model.families import family_of
 from icd.model.layout import Dim, DimKind, bert_shape, input_readers, permutable_dims
 from icd.transforms.permute import head_rows, inverse_permutation
 
@@ -83,3 +85,38 @@ def vector_in_original_order(values: np.ndarray, origin: np.ndarray | None) -> n
     out = np.empty_like(np.asarray(values))
     out[origin] = values
     return out
+
+
+def stats_after_fold(stats: CalibrationStats, encoder: nn.Module, perms: Mapping[str, np.ndarray]
+                     ) -> CalibrationStats:
+    """What calibrating ``encoder`` folded with ``perms`` measures, from ``stats`` measured on ``encoder`` itself.
+
+    A fold preserves the function, so every activation of the folded model is the same activation with its
+    channels reordered (channel ``j`` is channel ``origin[j]`` of ``encoder``): Linear inputs, the query / key
+    outputs and the residual stream are reordered; everything else (a classifier's out projection) is kept. Equal
+    to a re-calibration up to the rounding of the sums (tests/pipeline/test_index_space.py); an iterative run uses
+    it instead of calibrating a model that differs from the calibrated one only by permutations.
+    """
+    shape, family = bert_shape(encoder), family_of(encoder)
+    origins = channel_origins(perms, permutable_dims(encoder), shape.head_dim)
+    by_input = input_origins(encoder, perms)
+    hidden = by_input.pop("hidden", None)
+    if hidden is not None:
+        by_input.update({name: hidden for name in family.head_hidden_readers})
+    by_output: dict[str, np.ndarray] = {}
+    for layer in range(shape.layers):
+        qk = origins.get(f"layer{layer}.qk")
+        if qk is not None:
+            roles = family.linears(layer)
+            by_output.update({roles["query"]: qk, roles["key"]: qk})
+
+    def reorder(table: Mapping[str, ChannelStats], by_name: Mapping[str, np.ndarray]) -> dict[str, ChannelStats]:
+        return {name: table_stats.reordered(by_name[name]) if name in by_name else table_stats.copy()
+                for name, table_stats in table.items()}
+
+    return CalibrationStats(
+        inputs=reorder(stats.inputs, by_input),
+        outputs=reorder(stats.outputs, by_output),
+        hidden=stats.hidden.reordered(hidden) if hidden is not None else stats.hidden.copy(),
+        meta={**stats.meta, "reordered_by_fold": True},
+    )

@@ -5,6 +5,12 @@ linear:    load → calibrate → graph → solve → apply → transform → me
 iterative: linear, then per iteration: calibrate the transformed model → graph → constrained re-solve → apply
            → measure → accept or roll back; with a ``compact`` transform, each iteration instead compacts one
            step more towards the same target (stages/compact.py) → measure → accept or roll back
+
+An iteration's calibration is a re-calibration only when a weight transform changed the model's function since
+the last one; when the model differs from the calibrated one by permutations alone (no weight transforms, or
+an iteration that only re-permuted), its statistics are the calibrated ones reordered
+(:func:`icd.pipeline.index_space.stats_after_fold`, equal to a re-calibration up to rounding, tested), and the
+event says so.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from icd.model.loader import load_encoder, load_tokenizer
 from icd.pipeline import artefacts
 from icd.pipeline.context import RunContext
 from icd.pipeline.events import EventLog
+from icd.pipeline.index_space import stats_after_fold
 from icd.pipeline.run_dir import StagedRun
 from icd.pipeline.stages.accept import Decision, decide
 from icd.pipeline.stages.apply import fold_
@@ -33,7 +40,12 @@ from icd.pipeline.stages.compact import CompactionPlan, check_compaction, compac
 from icd.pipeline.stages.graph import run_graph
 from icd.pipeline.stages.measure import VariantMetrics, measure_variant, reference_outputs
 from icd.pipeline.stages.solve import DimSolution, run_solve
-from icd.pipeline.stages.transform import RuntimeModel, build_runtime_model, run_weight_transforms
+from icd.pipeline.stages.transform import (
+    RuntimeModel,
+    build_runtime_model,
+    carry_runtime_model,
+    run_weight_transforms,
+)
 from icd.transforms.compact_slice import layer_sizes
 from icd.transforms.configs import NMSparsityConfig
 from icd.transforms.permute import compose_permutations
@@ -70,6 +82,8 @@ class Runner:
         self.out = Path(out)
         self.console = console or Console(stderr=True)
         self.progress = progress
+        self._working_stats: Any = None
+        """Statistics of the working model when they follow from a calibration by permutations alone."""
 
     def run(self) -> RunResult:
         staged = StagedRun.create(self.out)
@@ -139,6 +153,7 @@ class Runner:
         result = RunResult(ctx.cfg.pipeline.mode.value, self.out, dense_metrics, linear, [dense_metrics, linear],
                            solutions=solutions, perms=perms, weight_records=weight_records, runtime=runtime,
                            graphs=graphs, stats=stats)
+        self._working_stats = None if weight_records else stats_after_fold(stats, dense, perms)
         if ctx.cfg.pipeline.mode is PipelineMode.ITERATIVE:
             for iteration in range(1, ctx.cfg.pipeline.iterations + 1):
                 if plan is not None:  # compaction: each iteration compacts one step more (stages/compact.py)
@@ -175,7 +190,7 @@ class Runner:
     def _iterate(self, ctx: RunContext, iteration: int, working: Encoder, reference, result: RunResult) -> Encoder:
         prefix = f"iter{iteration}."
         with ctx.events.stage(prefix + "calibrate") as event:
-            stats = run_calibrate(ctx, working, event)
+            stats = self._calibrate_working(ctx, working, event)
         with ctx.events.stage(prefix + "graph") as event:
             graphs = run_graph(ctx, stats, event)
         with ctx.events.stage(prefix + "resolve") as event:
@@ -187,7 +202,11 @@ class Runner:
         with ctx.events.stage(prefix + "apply") as event:
             fold_(candidate, second)
         with ctx.events.stage(prefix + "measure") as event:
-            runtime = build_runtime_model(ctx, candidate)
+            runtime = carry_runtime_model(result.runtime, working, candidate, second) if result.runtime else None
+            if runtime is None:
+                runtime = build_runtime_model(ctx, candidate)
+            elif runtime.runtime_records:
+                event.numbers.update(runtime_transforms="carried from the accepted model through the permutation")
             metrics = measure_variant(ctx, f"iterative{iteration}", runtime.encoder, reference)
             event.numbers.update(cos_mean=metrics.fidelity.cos_mean, latency_median_ms=metrics.latency.median_ms)
         before = float(sum(s.cost_before for s in solutions.values()))
@@ -204,7 +223,19 @@ class Runner:
             return working
         result.graphs, result.stats, result.calibrated_on = graphs, stats, result.perms
         result.final, result.perms, result.runtime = metrics, total, runtime
+        self._working_stats = stats_after_fold(stats, working, second)
         return candidate
+
+    def _calibrate_working(self, ctx: RunContext, working: Encoder, event) -> Any:
+        """The working model's statistics: reordered from the last calibration when only permutations were folded
+        since (same function), else a calibration."""
+        if self._working_stats is None:
+            return run_calibrate(ctx, working, event)
+        stats = self._working_stats
+        event.numbers.update(reused=True, texts=len(ctx.split.calibration), tokens=int(stats.meta.get("tokens", 0)),
+                             linears=len(stats.inputs), how="the last calibration's statistics reordered by the "
+                             "permutations folded since (a fold preserves the function)")
+        return stats
 
     @staticmethod
     def _groups(ctx: RunContext, encoder: Encoder) -> dict[str, int]:

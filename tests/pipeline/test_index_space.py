@@ -19,7 +19,7 @@ from icd.graph import build_graphs
 from icd.io.permutation_file import read_permutation_file
 from icd.model.layout import bert_shape, permutable_dims
 from icd.model.loader import load_encoder, load_tokenizer
-from icd.pipeline.index_space import channel_origins, graphs_in_original_order, input_origins
+from icd.pipeline.index_space import channel_origins, graphs_in_original_order, input_origins, stats_after_fold
 from icd.pipeline.model_store import load_run_encoder
 from icd.pipeline import runner
 from icd.pipeline.runner import run_config
@@ -71,6 +71,41 @@ def test_graphs_of_a_permuted_model_map_back_to_the_originals(minilm_tokenizer, 
         table = stats.hidden if linear == "hidden" else stats.inputs[linear]
         moved_table = moved_stats.hidden if linear == "hidden" else moved_stats.inputs[linear]
         np.testing.assert_allclose(moved_table.absmax, table.absmax[origin], rtol=1e-5, err_msg=linear)
+
+
+def _assert_same_stats(got, want, label):
+    assert got.count == want.count, label
+    for field in ("sum", "sq_sum", "absmax", "gram"):  # float32 activations: sums differ in their rounding
+        expected = getattr(want, field)
+        np.testing.assert_allclose(getattr(got, field), expected, rtol=1e-4,
+                                   atol=1e-5 * float(np.abs(expected).max()), err_msg=f"{label} {field}")
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta", "distilbert", "mpnet"])
+@pytest.mark.parametrize("task", ["embedding", "sequence_classification"])
+def test_stats_after_fold_equal_a_recalibration_of_the_folded_model(model_type, task, minilm_tokenizer,
+                                                                   corpus_split):
+    """The statistics an iterative run reuses instead of calibrating the permuted model are what calibrating it
+    measures: every Linear input (the classifier's included), the query / key outputs, the residual stream."""
+    original = tiny_encoder(task=task, model_type=model_type)
+    dims = permutable_dims(original)
+    texts = corpus_split.calibration[:24]
+    stats = calibrate(original, minilm_tokenizer, texts, 12, 32, progress=False)
+    perms = _random_perms(dims, bert_shape(original).head_dim, seed=5)
+    folded = copy.deepcopy(original)
+    apply_permutations_(folded, perms)
+    want = calibrate(folded, minilm_tokenizer, texts, 12, 32, progress=False)
+
+    got = stats_after_fold(stats, original, perms)
+    assert sorted(got.inputs) == sorted(want.inputs) and sorted(got.outputs) == sorted(want.outputs)
+    _assert_same_stats(got.hidden, want.hidden, "hidden")
+    moved = 0
+    for group in ("inputs", "outputs"):
+        for name, table in getattr(want, group).items():
+            _assert_same_stats(getattr(got, group)[name], table, f"{group}/{name}")
+            moved += not np.allclose(getattr(stats, group)[name].sum, table.sum)
+    assert moved >= len(dims) // 2  # the permutations did move what the test compares: it can fail
+    assert got.meta["reordered_by_fold"] is True
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +166,15 @@ def result_texts(cfg):
 
     split = load_split(cfg.data.calibration_texts, cfg.data.heldout_texts, cfg.data.seed)
     return split.calibration, cfg.data.batch_size, cfg.model.max_length
+
+
+def test_iterations_without_weight_transforms_reorder_statistics_instead_of_calibrating(iterative_run):
+    """Both iterations re-permuted a model whose function no weight transform changed: their statistics are the
+    first calibration's reordered (the layout-efficiency test above checks them against re-calibrations)."""
+    import json
+
+    _cfg, out, _result = iterative_run
+    events = {e["stage"]: e for e in map(json.loads, (out / "events.jsonl").read_text().splitlines())}
+    assert "reused" not in events["calibrate"]
+    for stage in ("iter1.calibrate", "iter2.calibrate"):
+        assert events[stage]["reused"] is True and events[stage]["tokens"] == events["calibrate"]["tokens"]

@@ -11,11 +11,14 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import torch
 from pydantic import BaseModel
 
 from icd.model.encoder import Encoder
 from icd.pipeline.context import RunContext
 from icd.pipeline.events import StageEvent
+from icd.pipeline.index_space import input_origins
 from icd.transforms.api import (
     TransformContext,
     TransformKind,
@@ -23,6 +26,13 @@ from icd.transforms.api import (
     optimize_,
     prepare_runtime_transform,
     transform_kind,
+)
+from icd.transforms.permute import apply_permutations_
+from icd.transforms.runtime import (
+    INT8_RECORD_TYPE,
+    apply_runtime_transforms_,
+    decode_exponents,
+    encode_exponents,
 )
 
 
@@ -71,11 +81,44 @@ def build_runtime_model(ctx: RunContext, encoder: Encoder) -> RuntimeModel:
         record, report = prepare_runtime_transform(fp32, config, tctx)
         records.append(record)
         reports.append(report)
-    from icd.transforms.runtime import apply_runtime_transforms_
-
     quantized = copy.deepcopy(fp32)
     apply_runtime_transforms_(quantized, records)
     return RuntimeModel(encoder=quantized, fp32=fp32, runtime_records=records, reports=reports)
+
+
+def carry_runtime_model(runtime: RuntimeModel, before: Encoder, candidate: Encoder,
+                        perms: dict[str, np.ndarray]) -> RuntimeModel | None:
+    """The runtime model of ``candidate`` (``before`` folded with ``perms``) from ``runtime``, prepared for
+    ``before``, without a new search: None when a record is of a type this cannot carry (then build anew).
+
+    Dynamic int8 commutes with a channel permutation: per-output-channel weight scales move with their rows, a
+    row's range over its columns and a token's range over its channels do not change, and the smoothing
+    exponents are per input channel. So the int8 model of the permuted model is the int8 model of the same
+    choices, reordered: the fp32 model with its V->O folds is folded with ``perms`` and every input exponent
+    vector reordered like its Linear's columns. A new search would find the same choices up to the rounding of
+    the permuted model's sums (tests/pipeline/test_carry_runtime.py compares the two).
+    """
+    if not runtime.runtime_records:
+        return RuntimeModel(encoder=candidate, fp32=candidate)
+    if any(record.get("type") != INT8_RECORD_TYPE for record in runtime.runtime_records):
+        return None
+    fp32 = copy.deepcopy(runtime.fp32)
+    apply_permutations_(fp32, perms)
+    origins = input_origins(before, perms)
+    records = [_int8_record_reordered(record, origins) for record in runtime.runtime_records]
+    reports = [{**report, "carried": "the choices of the model before the last permutation, reordered with it "
+                "(int8 commutes with a channel permutation; no new search)"} for report in runtime.reports]
+    quantized = copy.deepcopy(fp32)
+    apply_runtime_transforms_(quantized, records)
+    return RuntimeModel(encoder=quantized, fp32=fp32, runtime_records=records, reports=reports)
+
+
+def _int8_record_reordered(record: dict[str, Any], origins: dict[str, np.ndarray]) -> dict[str, Any]:
+    data = dict(record["data"])
+    data["input_scale_log2"] = {
+        name: encode_exponents(decode_exponents(text)[torch.from_numpy(origins[name])]) if name in origins else text
+        for name, text in data.get("input_scale_log2", {}).items()}
+    return {**record, "data": data}
 
 
 def applied_record(config: BaseModel) -> dict[str, Any]:
