@@ -82,8 +82,9 @@ class Runner:
         self.out = Path(out)
         self.console = console or Console(stderr=True)
         self.progress = progress
-        self._working_stats: Any = None
-        """Statistics of the working model when they follow from a calibration by permutations alone."""
+        self._reorder: tuple[Any, Encoder, dict[str, np.ndarray]] | None = None
+        """``(stats, model, perms)`` when the working model is ``model`` (calibrated: ``stats``) folded with
+        ``perms`` alone: its statistics follow from ``stats`` (computed when an iteration needs them)."""
 
     def run(self) -> RunResult:
         staged = StagedRun.create(self.out)
@@ -153,7 +154,7 @@ class Runner:
         result = RunResult(ctx.cfg.pipeline.mode.value, self.out, dense_metrics, linear, [dense_metrics, linear],
                            solutions=solutions, perms=perms, weight_records=weight_records, runtime=runtime,
                            graphs=graphs, stats=stats)
-        self._working_stats = None if weight_records else stats_after_fold(stats, dense, perms)
+        self._reorder = None if weight_records else (stats, dense, perms)
         if ctx.cfg.pipeline.mode is PipelineMode.ITERATIVE:
             for iteration in range(1, ctx.cfg.pipeline.iterations + 1):
                 if plan is not None:  # compaction: each iteration compacts one step more (stages/compact.py)
@@ -223,15 +224,15 @@ class Runner:
             return working
         result.graphs, result.stats, result.calibrated_on = graphs, stats, result.perms
         result.final, result.perms, result.runtime = metrics, total, runtime
-        self._working_stats = stats_after_fold(stats, working, second)
+        self._reorder = (stats, working, second)
         return candidate
 
     def _calibrate_working(self, ctx: RunContext, working: Encoder, event) -> Any:
         """The working model's statistics: reordered from the last calibration when only permutations were folded
         since (same function), else a calibration."""
-        if self._working_stats is None:
+        if self._reorder is None:
             return run_calibrate(ctx, working, event)
-        stats = self._working_stats
+        stats = stats_after_fold(*self._reorder)
         event.numbers.update(reused=True, texts=len(ctx.split.calibration), tokens=int(stats.meta.get("tokens", 0)),
                              linears=len(stats.inputs), how="the last calibration's statistics reordered by the "
                              "permutations folded since (a fold preserves the function)")
