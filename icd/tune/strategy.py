@@ -2,7 +2,7 @@
 
 * :func:`brute_force` — every possible candidate of the space, in grid order (Model Analyzer's brute search).
 * :func:`hill_climb` — *quick* mode: from a start point, measure every neighbour (one step up or down along
-  one dimension), move to the best if it beats the current configuration under the objective, stop when none
+  one dimension, or a trade of one thread step for one instance), move to the best if it beats the current configuration under the objective, stop when none
   does. Each neighbour is first *probed* at the concurrency where the current configuration peaked: one
   measurement, unless it meets the SLO and beats the current configuration there (then its sweep goes on upward).
 
@@ -63,14 +63,26 @@ def nearest_index(space: SearchSpace, candidate: Candidate) -> tuple[int, ...]:
     return tuple(index)
 
 
+INSTANCES, THREADS = 0, 1
+"""Coordinates of the instance count and the threads per instance (:meth:`SearchSpace.dimensions`)."""
+
+
 def _neighbours(index: tuple[int, ...], sizes: Sequence[int]) -> list[tuple[int, ...]]:
-    """One step up or down along an ordered dimension; any other value of a categorical one."""
+    """One step up or down along an ordered dimension; any other value of a categorical one; and the trades of
+    threads for instances: one instance more with one thread step fewer, and the reverse. The cores a
+    configuration uses are instances × threads, so on a small host the better split of the same cores (two
+    instances of one thread instead of one of two) is only reachable through a worse point along either axis
+    alone (one more instance oversubscribes, one thread fewer leaves a core idle): a diagonal step crosses it."""
     out = []
     for dim, size in enumerate(sizes):
         moves = range(size) if dim in SearchSpace.CATEGORICAL else (index[dim] + 1, index[dim] - 1)
         for moved in moves:
             if 0 <= moved < size and moved != index[dim]:
                 out.append(index[:dim] + (moved,) + index[dim + 1:])
+    for step in (1, -1):
+        instances, threads = index[INSTANCES] + step, index[THREADS] - step
+        if 0 <= instances < sizes[INSTANCES] and 0 <= threads < sizes[THREADS]:
+            out.append((instances, threads) + index[THREADS + 1:])
     return out
 
 

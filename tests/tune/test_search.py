@@ -10,7 +10,7 @@ from icd.tune.cost_model import CostModel, InstancePrice
 from icd.tune.measurement import THROUGHPUT, ConfigResult, LoadPoint, PointStatus, Slo, latency_tag
 from icd.tune.objective import COST, CostBasis, Objective, ObjectiveKind
 from icd.tune.space import Candidate, SearchSpace
-from icd.tune.strategy import Trial, brute_force, hill_climb, nearest_index
+from icd.tune.strategy import Trial, _neighbours, brute_force, hill_climb, nearest_index
 from tests.tune.fakes import SurfaceMeasurer
 
 SLO = Slo(100.0)
@@ -141,3 +141,33 @@ def test_hill_climb_starts_near_the_current_configuration():
     assert nearest_index(space, Candidate(1, 0, 32, (4, 8), 1500)) == (0, 0, 2, 0, 1, 0)
     first = next(hill_climb(space, Objective(ObjectiveKind.THROUGHPUT, SLO), Candidate(1, 0, 32, (), 2000)))
     assert first == Trial(Candidate(1, 1, 32, (), 2000))
+
+
+def test_neighbours_trade_threads_for_instances():
+    near = _neighbours((0, 1, 2, 0, 1, 0), [3, 2, 4, 2, 3, 1])
+    assert (1, 0, 2, 0, 1, 0) in near  # one instance more, one thread step fewer
+    assert (0, 0, 2, 0, 1, 0) in near and (1, 1, 2, 0, 1, 0) in near  # the single steps stay
+    assert not any(n[:2] == (-1, 2) for n in near)
+    assert (0, 1, 2, 0, 1, 0) not in near
+
+
+def test_hill_climbing_crosses_to_more_instances_of_fewer_threads(monkeypatch):
+    """From one instance of 2 threads on 2 cores, both single steps are worse (2 x 2 oversubscribes, 1 x 1 idles a
+    core); two instances of one thread are better: the climb must get there, as brute force does."""
+    import tests.tune.fakes as fakes
+
+    plain = fakes.surface
+
+    def instances_pay(candidate, concurrency):
+        throughput, p99 = plain(candidate, concurrency)
+        return throughput * (1.0 + 0.15 * (candidate.instance_count - 1)), p99
+
+    monkeypatch.setattr(fakes, "surface", instances_pay)
+    space = SearchSpace(instance_counts=[1, 2, 3], threads=[1, 2], max_batch_sizes=[8, 32],
+                        queue_delays_us=[0, 2000], concurrency=[1, 2, 4, 8, 16, 32])
+    objective = Objective(ObjectiveKind.THROUGHPUT, SLO)
+    brute, _ = _run_strategy(brute_force(space.enumerate()), space, SLO)
+    quick, _ = _run_strategy(hill_climb(space, objective, Candidate(1, 2, 32, (), 2000)), space, SLO)
+    best_brute, best_quick = objective.rank(brute)[0], objective.rank(quick)[0]
+    assert best_brute.candidate.instance_count == 2 and best_brute.candidate.threads == 1
+    assert best_quick.candidate == best_brute.candidate
