@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from icd.io.bench_result import load_is_high
+
 QUICK_MAX_GAP = 0.05
 QUICK_MAX_MEASUREMENT_SHARE = 1 / 3
 TUNED_MIN_RATIO = 1.3
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"is 0, so any tuned throughput within it is above 1.3x; without the SLO, at concurrency "
                     f"{entries['default'][1]}, tuned/default = {raw_brute}/{raw_default} req/s"
                     if default_tp == 0 and brute_tp else "")
-    cores = os.cpu_count() or 1
+    high = load_is_high(load_start[0], load_end[0])
     doc = {
         "bench": "tune",
         "command": "python " + " ".join(["bench/tune.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -222,9 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         "code": _git_head(),
         "machine": _machine(),
         "load_average": {"start": load_start, "end": load_end,
-                         "note": ("HIGH: the 1-minute load average exceeded the core count during the run (the "
-                                  "machine is shared); figures are what this machine did under that load")
-                         if max(load_start[0], load_end[0]) > cores else "at most the core count"},
+                         "note": ("HIGH: the 1-minute load average exceeded the core count + 1 during the run (other "
+                                  "jobs shared the machine); figures are what this machine did under that load")
+                         if high else "at most the core count + 1 (this bench's own server and load generator)"},
+        "load_high": high,
         "model": "bert_icd: real all-MiniLM-L6-v2 classifier, identity-permutation sample run (not an optimizer "
                  "output), exported with icd's default export options, python backend, torch fp32",
         "default_export": "1 instance, icd_threads 0 (the server's thread budget: 2 cores / 1 instance = 2 threads), "
