@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import os
 import platform
 import statistics
 import sys
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from icd.io.bench_result import load_is_high
+from icd.io.bench_result import load_average, load_is_high
 
 QUICK_MAX_GAP = 0.05
 QUICK_MAX_MEASUREMENT_SHARE = 1 / 3
@@ -57,10 +56,6 @@ def _git_head() -> str:
     return done.stdout.strip() or "unknown"
 
 
-def _load() -> list[float]:
-    return [round(v, 2) for v in os.getloadavg()]
-
-
 def _search(mode: str, repo: Path, work: Path, args: argparse.Namespace, space) -> dict[str, Any]:
     from icd.tune.measure import LoadSpec
     from icd.tune.measurement import Slo
@@ -70,11 +65,11 @@ def _search(mode: str, repo: Path, work: Path, args: argparse.Namespace, space) 
     settings = TuneSettings(model="bert_icd", slo=Slo(args.slo_ms), mode=mode, space=space,
                             load=LoadSpec(args.duration, args.warmup, args.input_shape), launch_mode="local",
                             model_repository=repo, report=work / f"{mode}.json", fresh=True)
-    started, load_before = time.monotonic(), _load()
+    started, load_before = time.monotonic(), load_average()
     doc = run_tune(settings)
     return {"mode": mode, "measurements": doc["measurements"], "configurations": doc["configurations_measured"],
             "wall_s": round(time.monotonic() - started, 1), "load_average_before": load_before,
-            "load_average_after": _load(), "recommendation": doc["recommendation"], "verdict": doc["verdict"],
+            "load_average_after": load_average(), "recommendation": doc["recommendation"], "verdict": doc["verdict"],
             "candidates": [{k: r.get(k) for k in ("config_id", "status", "concurrency", "throughput_rps", "p99_ms",
                                                   "points_measured")} for r in doc["candidates"]]}
 
@@ -184,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         space = SearchSpace(instance_counts=[1, 2], threads=[1], max_batch_sizes=[8], queue_delays_us=[0],
                             concurrency=[1, 2])
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    load_start = _load()
+    load_start = load_average()
     with tempfile.TemporaryDirectory(prefix="icd-bench-tune-") as tmp:
         work = Path(tmp)
         run_dir = write_identity_run_dir(work / "run")
@@ -202,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                 entries[f"{name}_winner"] = (Candidate.from_dict(search["recommendation"]),
                                              search["recommendation"]["concurrency"])
         comparison = _interleaved(repo, entries, args) if entries else {}
-    load_end = _load()
+    load_end = load_average()
 
     def median(name: str, key: str = "median_throughput_within_slo_rps") -> float | None:
         return comparison[name][key] if name in comparison else None

@@ -63,10 +63,15 @@ def graphs_in_original_order(graphs: Mapping[str, sparse.spmatrix], origins: Map
 
 def input_origins(encoder: nn.Module, perms: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """``{linear name: origin}`` for the input channels of every Linear that reads a permutable dim of
-    ``encoder`` folded with ``perms``, and ``"hidden"`` for the residual stream (the tables of a calibration)."""
+    ``encoder`` folded with ``perms`` — the classification head's readers of the residual stream
+    (:attr:`Family.head_hidden_readers`) included — and ``"hidden"`` for the residual stream (the tables of a
+    calibration)."""
     dims = permutable_dims(encoder)
     origins = channel_origins(perms, dims, bert_shape(encoder).head_dim)
-    by_linear: dict[str, np.ndarray] = {"hidden": origins["hidden"]} if "hidden" in origins else {}
+    by_linear: dict[str, np.ndarray] = {}
+    if "hidden" in origins:
+        by_linear["hidden"] = origins["hidden"]
+        by_linear.update({name: origins["hidden"] for name in family_of(encoder).head_hidden_readers})
     for dim in dims:
         if dim.kind is DimKind.QK:
             continue  # Q and K meet in the attention scores, not in a Linear's input
@@ -101,8 +106,6 @@ def stats_after_fold(stats: CalibrationStats, encoder: nn.Module, perms: Mapping
     origins = channel_origins(perms, permutable_dims(encoder), shape.head_dim)
     by_input = input_origins(encoder, perms)
     hidden = by_input.pop("hidden", None)
-    if hidden is not None:
-        by_input.update({name: hidden for name in family.head_hidden_readers})
     by_output: dict[str, np.ndarray] = {}
     for layer in range(shape.layers):
         qk = origins.get(f"layer{layer}.qk")

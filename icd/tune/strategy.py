@@ -2,8 +2,8 @@
 
 * :func:`brute_force` — every possible candidate of the space, in grid order (Model Analyzer's brute search).
 * :func:`hill_climb` — *quick* mode: from a start point, measure every neighbour (one step up or down along
-  one dimension, or a trade of one thread step for one instance), move to the best if it beats the current configuration under the objective, stop when none
-  does. Each neighbour is first *probed* at the concurrency where the current configuration peaked: one
+  one dimension, or a trade of one thread step for one instance), move to the best if it beats the current
+  configuration under the objective, stop when none does. Each neighbour is first *probed* at the concurrency where the current configuration peaked: one
   measurement, unless it meets the SLO and beats the current configuration there (then its sweep goes on upward).
 
 A strategy never measures: the coordinator does, and may answer from a checkpoint, so a strategy replays
