@@ -44,6 +44,7 @@ from icd.pipeline.stages.transform import (
     RuntimeModel,
     build_runtime_model,
     carry_runtime_model,
+    is_runtime,
     run_weight_transforms,
 )
 from icd.transforms.compact_slice import layer_sizes
@@ -119,7 +120,7 @@ class Runner:
             event.numbers.update(params=sum(p.numel() for p in dense.parameters()), dims=len(ctx.dims))
         with ctx.events.stage("measure_dense") as event:
             reference = reference_outputs(ctx, dense)
-            dense_metrics = measure_variant(ctx, "dense", dense, reference)
+            dense_metrics = measure_variant(ctx, "dense", dense, reference, outputs=reference)  # encoded once
             event.numbers.update(latency_median_ms=dense_metrics.latency.median_ms)
         mode = self.cfg.pipeline.mode
         if mode is PipelineMode.DENSE:
@@ -147,7 +148,7 @@ class Runner:
             weight_records = run_weight_transforms(plan.context_for_step(ctx, working, 1) if plan else ctx, working,
                                                    event)
         with ctx.events.stage("measure") as event:
-            runtime = build_runtime_model(ctx, working)
+            runtime = build_runtime_model(ctx, working, self._stats_of_working(ctx, weight_records, stats, dense, perms))
             linear = measure_variant(ctx, "linear", runtime.encoder, reference)
             event.numbers.update(cos_mean=linear.fidelity.cos_mean, latency_median_ms=linear.latency.median_ms,
                                  speedup=linear.speedup_over(dense_metrics))
@@ -226,6 +227,15 @@ class Runner:
         result.final, result.perms, result.runtime = metrics, total, runtime
         self._reorder = (stats, working, second)
         return candidate
+
+    @staticmethod
+    def _stats_of_working(ctx: RunContext, weight_records: list, stats: Any, dense: Encoder,
+                          perms: dict[str, np.ndarray]) -> Any:
+        """The calibration of the working model for its runtime transforms (int8 reads its activation ranges from
+        it): the dense model's reordered when only permutations were folded since, else None (measured anew)."""
+        if weight_records or not any(is_runtime(config) for config in ctx.cfg.transforms):
+            return None
+        return stats_after_fold(stats, dense, perms)
 
     def _calibrate_working(self, ctx: RunContext, working: Encoder, event) -> Any:
         """The working model's statistics: reordered from the last calibration when only permutations were folded

@@ -226,23 +226,50 @@ class _ErrorAccumulator:
 
 
 def _input_absmax(encoder: nn.Module, names: Sequence[str], batches: Sequence[Any]) -> dict[str, torch.Tensor]:
+    """Per input channel max |x| of each named Linear over the non-padding tokens of ``batches``.
+
+    The same figure as calibration's ``ChannelStats.absmax`` (:mod:`icd.calibrate.collector` also counts only
+    non-padding tokens), so :func:`_activation_ranges` may take it from there instead of running the model.
+    """
     modules = dict(encoder.bert.named_modules())
     absmax: dict[str, torch.Tensor] = {}
+    mask: list[torch.Tensor] = []
 
     def hook_for(name: str):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).abs().amax(dim=0)
-            absmax[name] = x if name not in absmax else torch.maximum(absmax[name], x)
+            x = inputs[0].detach()
+            rows = x[mask[0]] if x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask[0].shape) else x.reshape(
+                -1, x.shape[-1])
+            if rows.shape[0] == 0:
+                return
+            m = rows.abs().amax(dim=0)
+            absmax[name] = m if name not in absmax else torch.maximum(absmax[name], m)
 
         return hook
 
     handles = [modules[n].register_forward_hook(hook_for(n)) for n in names]
     try:
-        _run(encoder, batches)
+        with torch.inference_mode():
+            for batch in batches:
+                mask[:] = [batch.attention_mask.bool()]
+                encoder(batch.input_ids, batch.attention_mask)
     finally:
         for handle in handles:
             handle.remove()
     return absmax
+
+
+def _activation_ranges(encoder: nn.Module, names: Sequence[str], context: TransformContext) -> dict[str, torch.Tensor]:
+    """Each Linear's input range over the calibration texts: from ``context.stats`` (a calibration of this very
+    model, as the pipeline passes it) when it covers every name, else measured by one pass over the texts."""
+    if _ranges_in_stats(context, names):
+        return {n: torch.from_numpy(context.stats.inputs[n].absmax).to(torch.float32) for n in names}
+    return _input_absmax(encoder, names, context.calibration_batches())
+
+
+def _ranges_in_stats(context: TransformContext | None, names: Sequence[str]) -> bool:
+    inputs = getattr(getattr(context, "stats", None), "inputs", None)
+    return inputs is not None and all(n in inputs for n in names)
 
 
 def _run(encoder: nn.Module, batches: Sequence[Any]) -> torch.Tensor:
@@ -366,9 +393,10 @@ def _smooth_and_fold(
 ) -> list[SmoothingChoice]:
     """Choose each Linear's smoothing by measured int8 output error; fold the V->O ones into ``fp32``.
 
-    Activation ranges come from every calibration text; errors from the ``batches`` subset.
+    Activation ranges come from every calibration text (:func:`_activation_ranges`); errors from the
+    ``batches`` subset.
     """
-    absmax = _input_absmax(fp32, names, context.calibration_batches())
+    absmax = _activation_ranges(fp32, names, context)
     errors = _measure_errors(fp32, names, batches, absmax, _alphas(config), kernel)
     modules = dict(fp32.bert.named_modules())
     value_of = _value_of_attention_output(fp32)
@@ -513,6 +541,8 @@ def prepare_int8_runtime(
     choices: list[SmoothingChoice] = []
     if batches and _alphas(config):
         choices = _smooth_and_fold(fp32, names, context, batches, config, kernel)
+        report["activation_ranges"] = ("the calibration statistics of this model" if _ranges_in_stats(context, names)
+                                       else "measured: one pass over the calibration texts")
     elif not batches:
         report["note"] = "no calibration data: no smoothing search, no measured fp32 exceptions"
     report["smoothing"] = [c.to_dict() for c in choices]

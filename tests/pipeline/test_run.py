@@ -90,6 +90,8 @@ def test_iterative_embedding_run_with_int8(tmp_path):
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["decisions"][0]["reason"]
     assert doc["runtime_transforms"] and doc["runtime_transforms"][0]["type"] == "int8"
+    # only permutations were folded before int8: its activation ranges are the (reordered) calibration's
+    assert doc["transform_reports"][0]["activation_ranges"].startswith("the calibration statistics")
     # the saved model (fp32 weights + runtime int8 record) gives the outputs that were measured
     tokenizer = load_tokenizer(cfg.model)
     reloaded = load_run_encoder(out / "model")

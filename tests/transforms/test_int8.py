@@ -251,6 +251,48 @@ def test_search_keeps_fp32_function_and_reports_choices(batch, context):
     assert len(quantized_names(model)) == 12 and len(per_token_names(model)) == 12
 
 
+def test_activation_ranges_count_only_real_tokens_and_equal_the_calibration(context):
+    from icd.calibrate import calibrate
+    from icd.measure.encode import Batch
+    from icd.transforms.int8 import _activation_ranges, _input_absmax
+
+    enc = tiny_encoder()
+    names = linear_names(enc)
+    batches = context.calibration_batches()
+    assert any(bool((b.attention_mask == 0).any()) for b in batches)  # padding present: the mask matters
+    measured = _input_absmax(enc, names, batches)
+    stats = calibrate(enc, context.tokenizer, context.calibration_texts, 4, context.max_length, progress=False)
+    for name in names:  # calibration batches differently (shortest first): equal up to rounding
+        torch.testing.assert_close(measured[name], torch.from_numpy(stats.inputs[name].absmax).float(),
+                                   rtol=1e-5, atol=1e-6)
+    with_stats = TransformContext(tokenizer=context.tokenizer, calibration_texts=context.calibration_texts,
+                                  batch_size=context.batch_size, max_length=context.max_length, stats=stats)
+    taken = _activation_ranges(enc, names, with_stats)
+    assert all(torch.equal(taken[n], torch.from_numpy(stats.inputs[n].absmax).float()) for n in names)
+    # a padded position's activations are not counted: blow one up and the range stays
+    ids, mask = batches[0].input_ids.clone(), batches[0].attention_mask
+    row, col = (mask == 0).nonzero()[0].tolist()
+    ids[row, col] = int(ids.max())
+    again = _input_absmax(enc, names, [Batch(ids, mask), *batches[1:]])
+    assert all(torch.equal(again[n], measured[n]) for n in names)
+
+
+def test_search_with_calibration_stats_makes_the_same_choices(context):
+    from icd.calibrate import calibrate
+
+    config = Int8Config(search_texts=8, alpha_grid=[0.5, 0.85])
+    plain_fp32, stats_fp32 = tiny_encoder(), tiny_encoder()
+    stats = calibrate(stats_fp32, context.tokenizer, context.calibration_texts, context.batch_size,
+                      context.max_length, progress=False)
+    record, report = prepare_int8_runtime(plain_fp32, config, context)
+    with_stats = TransformContext(tokenizer=context.tokenizer, calibration_texts=context.calibration_texts,
+                                  batch_size=context.batch_size, max_length=context.max_length, stats=stats)
+    record_s, report_s = prepare_int8_runtime(stats_fp32, config, with_stats)
+    assert record_s["data"]["quantized"] == record["data"]["quantized"]
+    assert [c["alpha"] for c in report_s["smoothing"]] == [c["alpha"] for c in report["smoothing"]]
+    assert report_s["calibration_cos_mean"] == pytest.approx(report["calibration_cos_mean"], abs=1e-6)
+
+
 def test_per_token_scope_and_per_channel_search(context):
     record, report = prepare_int8_runtime(tiny_encoder(), Int8Config(search_texts=8, alpha_grid=[0.5]), context)
     # the default per_token_scope: the FFN output Linears

@@ -52,8 +52,14 @@ def reference_outputs(ctx: RunContext, encoder: Encoder) -> torch.Tensor:
 
 
 def measure_variant(ctx: RunContext, name: str, encoder: Encoder, reference: torch.Tensor,
-                    with_latency: bool = True) -> VariantMetrics:
-    outputs = encode(encoder, ctx.tokenizer, ctx.split.heldout, ctx.cfg.data.batch_size, ctx.cfg.model.max_length)
+                    with_latency: bool = True, outputs: torch.Tensor | None = None) -> VariantMetrics:
+    """Fidelity of ``encoder`` against ``reference`` on the held-out texts, and its latency.
+
+    ``outputs``: the encoder's held-out outputs when they were just computed by the same code (the dense model,
+    whose outputs are the reference): not encoded a second time.
+    """
+    if outputs is None:
+        outputs = encode(encoder, ctx.tokenizer, ctx.split.heldout, ctx.cfg.data.batch_size, ctx.cfg.model.max_length)
     fid = fidelity(reference, outputs, encoder.task)
     lat = None
     if with_latency:

@@ -69,16 +69,20 @@ def run_weight_transforms(ctx: RunContext, encoder: Encoder, event: StageEvent, 
     return records
 
 
-def build_runtime_model(ctx: RunContext, encoder: Encoder) -> RuntimeModel:
-    """A copy of ``encoder`` with the runtime transforms applied (``encoder`` is not changed)."""
+def build_runtime_model(ctx: RunContext, encoder: Encoder, stats: Any = None) -> RuntimeModel:
+    """A copy of ``encoder`` with the runtime transforms applied (``encoder`` is not changed).
+
+    ``stats``: a calibration of ``encoder`` as it is (e.g. int8 takes its activation ranges from it instead of a
+    pass over the calibration texts); given to the first runtime transform only, as the first may change the fp32
+    model it prepares on (int8 folds V->O scalings).
+    """
     runtime_configs = [c for c in ctx.cfg.transforms if is_runtime(c)]
     if not runtime_configs:
         return RuntimeModel(encoder=encoder, fp32=encoder)
     fp32 = copy.deepcopy(encoder)
-    tctx = transform_context(ctx)
     records, reports = [], []
-    for config in runtime_configs:
-        record, report = prepare_runtime_transform(fp32, config, tctx)
+    for index, config in enumerate(runtime_configs):
+        record, report = prepare_runtime_transform(fp32, config, transform_context(ctx, stats if index == 0 else None))
         records.append(record)
         reports.append(report)
     quantized = copy.deepcopy(fp32)
