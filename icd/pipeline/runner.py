@@ -148,7 +148,8 @@ class Runner:
             weight_records = run_weight_transforms(plan.context_for_step(ctx, working, 1) if plan else ctx, working,
                                                    event)
         with ctx.events.stage("measure") as event:
-            runtime = build_runtime_model(ctx, working, self._stats_of_working(ctx, weight_records, stats, dense, perms))
+            stats_now = self._stats_of_working(ctx, weight_records, stats, dense, perms)
+            runtime = build_runtime_model(ctx, working, stats_now)
             linear = measure_variant(ctx, "linear", runtime.encoder, reference)
             event.numbers.update(cos_mean=linear.fidelity.cos_mean, latency_median_ms=linear.latency.median_ms,
                                  speedup=linear.speedup_over(dense_metrics))

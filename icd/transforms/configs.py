@@ -114,6 +114,11 @@ class Int8Config(_TransformConfig):
                              "those whose measured int8 output error on calibration text drops most with them (each "
                              "costs extra passes over its input); null = every Linear in per_token_scope",
     )
+    outlier_channels: int = Field(
+        0, ge=0, description="per quantized Linear, this many input channels (the widest calibration ranges after "
+                             "smoothing: LLM.int8()'s outliers) are multiplied in fp32 outside the int8 product; "
+                             "0 = none",
+    )
     reduce_range: bool | None = Field(
         None, description="7-bit activations (needed on CPUs without VNNI, where u8*s8 products can saturate); "
                           "null = decided at quantization: 8-bit where this CPU has VNNI (recorded in the run)",

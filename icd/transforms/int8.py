@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -118,6 +118,7 @@ def resolve_scope(encoder: nn.Module, scope: str, keep_fp32: Sequence[str] = ())
 def int8_linear(
     linear: nn.Linear, scheme: QScheme | str = QScheme.PER_CHANNEL, engine: str | None = DEFAULT_ENGINE,
     reduce_range: bool = True, per_token: bool | None = None, inv_scale: torch.Tensor | None = None,
+    fp32_channels: torch.Tensor | None = None,
 ) -> DynamicInt8Linear:
     """An int8 copy of ``linear`` (``linear`` itself is not changed).
 
@@ -127,6 +128,7 @@ def int8_linear(
         engine: torch quantized engine the weights are packed for (None: the current global one).
         reduce_range: 7-bit activations (torch's historical default) instead of 8-bit.
         inv_scale: smoothing multiplier applied to the input first (``linear`` already holds the scaled weight).
+        fp32_channels: input channels multiplied in fp32 outside the int8 product (:class:`DynamicInt8Linear`).
 
     Raises:
         ValueError: per-token activations asked for with another scheme, or an unsupported engine.
@@ -136,7 +138,8 @@ def int8_linear(
     if token and scheme != QScheme.PER_TOKEN:
         raise ValueError(f"int8: per-token activation scales need qscheme 'per_token', not {scheme.value!r}")
     return DynamicInt8Linear(linear, per_token=token, per_channel=scheme != QScheme.PER_TENSOR,
-                             reduce_range=reduce_range, engine=engine, inv_scale=inv_scale)
+                             reduce_range=reduce_range, engine=engine, inv_scale=inv_scale,
+                             fp32_channels=fp32_channels)
 
 
 def _check_engine(engine: str | None) -> None:
@@ -148,6 +151,7 @@ def _check_engine(engine: str | None) -> None:
 def quantize_linears_(
     encoder: nn.Module, names: Sequence[str], scheme: QScheme | str = QScheme.PER_CHANNEL,
     engine: str | None = DEFAULT_ENGINE, reduce_range: bool = True, per_token: Sequence[str] | None = None,
+    fp32_channels: Mapping[str, torch.Tensor] | None = None,
 ) -> None:
     """Replace the named fp32 Linears of ``encoder.bert`` by :class:`DynamicInt8Linear`, in place.
 
@@ -160,6 +164,7 @@ def quantize_linears_(
         reduce_range: 7-bit activations (the historical default of torch and of icd records) instead of 8-bit.
         per_token: with ``scheme`` ``per_token``, the names (a subset of ``names``) given per-token activation
             scales; None = all of them.
+        fp32_channels: per Linear (a subset of ``names``), the input channels multiplied in fp32.
 
     Raises:
         ValueError: a name is not an fp32 Linear of ``encoder.bert`` (unknown or already quantized), per-token
@@ -172,6 +177,10 @@ def quantize_linears_(
     outside = sorted(tokens - set(names))
     if outside:
         raise ValueError(f"int8: per-token Linears that are not quantized: {outside}")
+    channels = dict(fp32_channels or {})
+    outside = sorted(set(channels) - set(names))
+    if outside:
+        raise ValueError(f"int8: fp32 channels for Linears that are not quantized: {outside}")
     _check_engine(engine)
     modules = dict(encoder.bert.named_modules())
     for name in names:
@@ -187,7 +196,8 @@ def quantize_linears_(
         inner, inv_scale = (module.inner, module.inv_scale) if isinstance(module, InputScaled) else (module, None)
         parent_name, _, leaf = name.rpartition(".")
         parent = encoder.bert.get_submodule(parent_name) if parent_name else encoder.bert
-        setattr(parent, leaf, int8_linear(inner, scheme, engine, reduce_range, name in tokens, inv_scale))
+        setattr(parent, leaf, int8_linear(inner, scheme, engine, reduce_range, name in tokens, inv_scale,
+                                          channels.get(name)))
 
 
 def quantized_names(encoder: nn.Module) -> list[str]:
@@ -389,14 +399,13 @@ def _value_of_attention_output(encoder: nn.Module) -> dict[str, str]:
 
 def _smooth_and_fold(
     fp32: nn.Module, names: list[str], context: TransformContext, batches: list[Any], config: Int8Config,
-    kernel: _Kernel,
+    kernel: _Kernel, absmax: dict[str, torch.Tensor],
 ) -> list[SmoothingChoice]:
     """Choose each Linear's smoothing by measured int8 output error; fold the V->O ones into ``fp32``.
 
-    Activation ranges come from every calibration text (:func:`_activation_ranges`); errors from the
-    ``batches`` subset.
+    Activation ranges (``absmax``) come from every calibration text (:func:`_activation_ranges`); errors from
+    the ``batches`` subset.
     """
-    absmax = _activation_ranges(fp32, names, context)
     errors = _measure_errors(fp32, names, batches, absmax, _alphas(config), kernel)
     modules = dict(fp32.bert.named_modules())
     value_of = _value_of_attention_output(fp32)
@@ -418,6 +427,7 @@ class _Candidate:
     kernel: _Kernel
     scales: dict[str, torch.Tensor]
     batches: list[Any]
+    fp32_channels: dict[str, torch.Tensor] = field(default_factory=dict)
     reference: torch.Tensor | None = None
 
     def record(self, quantized: Sequence[str]) -> dict[str, Any]:
@@ -428,7 +438,8 @@ class _Candidate:
             per_token = [n for n in quantized if n in self.kernel.per_token]
         return int8_runtime_record(list(quantized), self.kernel.scheme,
                                    {n: k for n, k in self.scales.items() if n in quantized}, engine=self.kernel.engine,
-                                   reduce_range=self.kernel.reduce_range, per_token=per_token)
+                                   reduce_range=self.kernel.reduce_range, per_token=per_token,
+                                   fp32_channels={n: c for n, c in self.fp32_channels.items() if n in quantized})
 
     def calibration_cos(self, quantized: Sequence[str]) -> float:
         """Mean cosine vs fp32 on the search batches (calibration text) of the int8 model."""
@@ -469,6 +480,20 @@ def _keep_most_sensitive(
             f"{cos_now:.5f} with it fp32 (target {config.cos_target})")})
     report["calibration_cos_mean"] = cos_now
     return kept
+
+
+def _widest_channels(ranges: dict[str, torch.Tensor], choices: Sequence[SmoothingChoice],
+                     count: int) -> dict[str, torch.Tensor]:
+    """Per Linear, the ``count`` input channels with the widest range as the int8 kernel sees them (calibration
+    max |x|, times the smoothing's ``2**-k`` where chosen): LLM.int8()'s outlier channels, kept in fp32."""
+    if count <= 0:
+        return {}
+    exponents = {c.name: c.exponents for c in choices if c.exponents is not None}
+    channels = {}
+    for name, absmax in ranges.items():
+        seen = absmax.double() * (scale_of(-exponents[name]).double() if name in exponents else 1.0)
+        channels[name] = torch.topk(seen, min(count, seen.numel())).indices.sort().values
+    return channels
 
 
 def _kernel(fp32: nn.Module, config: Int8Config, names: Sequence[str]) -> _Kernel:
@@ -539,15 +564,23 @@ def prepare_int8_runtime(
                               "search_texts": sum(int(b.input_ids.shape[0]) for b in batches)}
     kernel = _pick_per_token(fp32, config, kernel, batches, report)
     choices: list[SmoothingChoice] = []
-    if batches and _alphas(config):
-        choices = _smooth_and_fold(fp32, names, context, batches, config, kernel)
+    ranges: dict[str, torch.Tensor] = {}
+    if batches and (_alphas(config) or config.outlier_channels):
+        ranges = _activation_ranges(fp32, names, context)
         report["activation_ranges"] = ("the calibration statistics of this model" if _ranges_in_stats(context, names)
                                        else "measured: one pass over the calibration texts")
+    if batches and _alphas(config):
+        choices = _smooth_and_fold(fp32, names, context, batches, config, kernel, ranges)
     elif not batches:
-        report["note"] = "no calibration data: no smoothing search, no measured fp32 exceptions"
+        report["note"] = "no calibration data: no smoothing search, no measured fp32 exceptions, no fp32 channels"
     report["smoothing"] = [c.to_dict() for c in choices]
     scales = {c.name: c.exponents for c in choices if c.exponents is not None and not c.folded}
-    candidate = _Candidate(fp32, config, kernel, scales, batches)
+    channels = _widest_channels(ranges, choices, config.outlier_channels) if ranges else {}
+    if channels:
+        report["fp32_channels"] = {"per_linear": config.outlier_channels, "how": (
+            "the input channels with the widest calibration range after smoothing, multiplied in fp32 outside the "
+            "int8 product")}
+    candidate = _Candidate(fp32, config, kernel, scales, batches, channels)
     quantized = list(names)
     if batches:
         report["calibration_cos_mean_all_int8"] = candidate.calibration_cos(quantized)

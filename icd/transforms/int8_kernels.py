@@ -13,6 +13,10 @@
 * **smoothing** (``inv_scale``, :mod:`icd.transforms.smoothing`): the input is multiplied by ``2**-k`` per
   channel first (the weight columns were multiplied by ``2**k`` before packing); with per-token scales the
   division by ``r_t`` is then done in place on that product.
+* **fp32 channels** (``fp32_channels``): a few input channels (the widest ranges, LLM.int8()'s outliers) are
+  left out of the int8 product and multiplied in fp32: their weight columns are zeroed before packing, the
+  input's copy has them zeroed (in the same multiply as the smoothing), and ``x[..., idx] @ W[:, idx]ᵀ`` is added
+  to the output. The int8 range of every call / token is then set by the remaining channels.
 * ``reduce_range``: quantize activations to 7 bits (torch's own dynamic Linear always does; it avoids int16
   saturation in u8·s8 kernels of CPUs without VNNI). With VNNI (oneDNN / fbgemm use ``vpdpbusd``) 8 bits are
   exact, and halve the activation rounding error.
@@ -121,6 +125,28 @@ def pack_dynamic_linear(linear: nn.Linear, per_channel: bool, engine: str | None
         return DynamicLinear.from_float(source)
 
 
+def _channel_index(channels: torch.Tensor | None, width: int) -> torch.Tensor | None:
+    """``channels`` as a sorted int64 index (None when empty); ValueError when out of range or repeated."""
+    if channels is None or channels.numel() == 0:
+        return None
+    index = torch.as_tensor(channels, dtype=torch.int64).flatten()
+    if int(index.min()) < 0 or int(index.max()) >= width or index.unique().numel() != index.numel():
+        raise ValueError(f"DynamicInt8Linear: fp32_channels must be distinct input channels in [0, {width}), "
+                         f"got {index.tolist()[:8]}{'...' if index.numel() > 8 else ''}")
+    return index.sort().values
+
+
+def _without_columns(linear: nn.Linear, channels: torch.Tensor) -> nn.Linear:
+    """A copy of ``linear`` whose weight columns ``channels`` are zero (those channels are multiplied in fp32)."""
+    copy_ = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+    with torch.no_grad():
+        copy_.weight.copy_(linear.weight)
+        copy_.weight[:, channels] = 0.0
+        if linear.bias is not None:
+            copy_.bias.copy_(linear.bias)
+    return copy_
+
+
 class DynamicInt8Linear(nn.Module):
     """``y = W x + b`` with int8 ``W`` and ``x`` quantized per call (per tensor or per token); float32 out.
 
@@ -133,15 +159,18 @@ class DynamicInt8Linear(nn.Module):
         reduce_range: 7-bit activations (see the module docstring).
         engine: torch quantized engine to pack for (``None``: the current global one).
         inv_scale: per-input-channel multiplier applied to ``x`` first (the runtime half of a smoothing).
+        fp32_channels: input channel indices multiplied in fp32, outside the int8 product (None or empty: none).
 
     Raises:
         TypeError: ``linear`` is not an ``nn.Linear``.
-        ValueError: ``inv_scale`` does not have ``in_features`` entries, or ``engine`` is not supported.
+        ValueError: ``inv_scale`` does not have ``in_features`` entries, ``fp32_channels`` are out of range or
+            repeated, or ``engine`` is not supported.
     """
 
     def __init__(
         self, linear: nn.Linear, *, per_token: bool, per_channel: bool = True, reduce_range: bool = False,
         engine: str | None = "onednn", inv_scale: torch.Tensor | None = None,
+        fp32_channels: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(linear, nn.Linear):
@@ -151,29 +180,50 @@ class DynamicInt8Linear(nn.Module):
                              f"expected ({linear.in_features},)")
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.per_token, self.per_channel, self.reduce_range = bool(per_token), bool(per_channel), bool(reduce_range)
+        channels = _channel_index(fp32_channels, linear.in_features)
         has_bias = linear.bias is not None
-        self.packed = pack_dynamic_linear(linear, self.per_channel, engine, with_bias=has_bias and not self.per_token)
+        packed_from = linear if channels is None else _without_columns(linear, channels)
+        self.packed = pack_dynamic_linear(packed_from, self.per_channel, engine,
+                                          with_bias=has_bias and not self.per_token)
         self.register_buffer("bias", linear.bias.detach().float().clone() if has_bias and self.per_token else None)
-        self.register_buffer("inv_scale", None if inv_scale is None else inv_scale.detach().float().clone())
+        multiplier = None if inv_scale is None else inv_scale.detach().float().clone()
+        if channels is not None:
+            multiplier = torch.ones(linear.in_features) if multiplier is None else multiplier
+            multiplier[channels] = 0.0
+        self.register_buffer("inv_scale", multiplier)
+        self.register_buffer("fp32_channels", channels)
+        # the fp32 part in the module's own input units: W_smoothed[:, idx] * inv_scale[idx] = W[:, idx]
+        fp32_weight = None
+        if channels is not None:
+            fp32_weight = linear.weight.detach().float()[:, channels].clone()
+            if inv_scale is not None:
+                fp32_weight.mul_(inv_scale.detach().float()[channels])
+        self.register_buffer("fp32_weight", fp32_weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # int8 kernels have no backward: keep autograd out (also in a TorchScript trace called with grad enabled),
         # which makes the in-place passes below legal whatever the caller's grad mode.
         x = x.detach()
-        smoothed = self.inv_scale is not None
+        outliers = None
+        if self.fp32_channels is not None:
+            outliers = torch.nn.functional.linear(x.index_select(-1, self.fp32_channels), self.fp32_weight)
+        smoothed = self.inv_scale is not None  # smoothing and the fp32 channels' zeros: one multiply
         if smoothed:
             x = x * self.inv_scale
         params = self.packed._packed_params._packed_params
         if not self.per_token:
-            return torch.ops.quantized.linear_dynamic(x, params, self.reduce_range)
+            y = torch.ops.quantized.linear_dynamic(x, params, self.reduce_range)
+            return y if outliers is None else y.add_(outliers)
         absmax = torch.maximum(x.amax(dim=-1, keepdim=True), x.amin(dim=-1, keepdim=True).neg())
         absmax = absmax.clamp_min(ZERO_ROW_FLOOR)
         rows = x.mul_(absmax.reciprocal()) if smoothed else x * absmax.reciprocal()  # in place only on our copy
         y = torch.ops.quantized.linear_dynamic(rows, params, self.reduce_range)
-        return y.mul_(absmax) if self.bias is None else torch.addcmul(self.bias, y, absmax, out=y)  # one pass
+        y = y.mul_(absmax) if self.bias is None else torch.addcmul(self.bias, y, absmax, out=y)  # one pass
+        return y if outliers is None else y.add_(outliers)
 
     def extra_repr(self) -> str:
+        fp32 = 0 if self.fp32_channels is None else int(self.fp32_channels.numel())
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"activations={'per_token' if self.per_token else 'per_tensor'}, "
                 f"weights={'per_channel' if self.per_channel else 'per_tensor'}, "
-                f"bits={7 if self.reduce_range else 8}, smoothed={self.inv_scale is not None}")
+                f"bits={7 if self.reduce_range else 8}, smoothed={self.inv_scale is not None}, fp32_channels={fp32}")

@@ -17,6 +17,9 @@ call; weights are per output channel except with ``per_tensor``. ``reduce_range`
 records written before it existed have no such key and keep their 7-bit behaviour (``qscheme`` per_channel or
 per_tensor), so an old run is served exactly as it was measured.
 
+``fp32_channels`` (optional): per Linear, the input channel indices multiplied in fp32 outside the int8 product
+(:class:`icd.transforms.int8_kernels.DynamicInt8Linear`); absent = none.
+
 ``input_scale_log2`` holds the smoothing that cannot be folded into fp32 weights (see
 :mod:`icd.transforms.smoothing`): per input channel ``k``, the weight columns are multiplied by ``2**k`` and the
 input by ``2**-k`` (exact in floating point), then the Linear is quantized. Unknown record types raise, so a
@@ -66,6 +69,7 @@ def int8_runtime_record(
     engine: str = DEFAULT_ENGINE,
     reduce_range: bool = LEGACY_REDUCE_RANGE,
     per_token: Sequence[str] | None = None,
+    fp32_channels: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """The provenance record that makes :func:`apply_runtime_transforms_` quantize exactly ``quantized``.
 
@@ -78,10 +82,12 @@ def int8_runtime_record(
         reduce_range: 7-bit activations (else 8-bit).
         per_token: with ``qscheme`` per_token, the Linears quantized per token (a subset of ``quantized``;
             None = all).
+        fp32_channels: per Linear (a subset of ``quantized``), the input channels multiplied in fp32 outside the
+            int8 product (absent from the record when there are none).
 
     Raises:
-        ValueError: a smoothed or per-token Linear is not in ``quantized``, or per-token Linears with another
-            qscheme.
+        ValueError: a smoothed, per-token or fp32-channel Linear is not in ``quantized``, or per-token Linears with
+            another qscheme.
     """
     scheme = QScheme(qscheme)
     scales = dict(input_scale_log2 or {})
@@ -104,6 +110,12 @@ def int8_runtime_record(
         data["per_token"] = tokens
     elif per_token:
         raise ValueError(f"int8 record: per-token Linears need qscheme 'per_token', not {scheme.value!r}")
+    channels = {name: sorted(int(c) for c in index) for name, index in (fp32_channels or {}).items() if len(index)}
+    extra = sorted(set(channels) - set(quantized))
+    if extra:
+        raise ValueError(f"int8 record: fp32 channels of Linears not quantized: {extra}")
+    if channels:
+        data["fp32_channels"] = {name: channels[name] for name in sorted(channels)}
     return {"type": INT8_RECORD_TYPE, "version": INT8_RECORD_VERSION, "data": data}
 
 
@@ -128,13 +140,25 @@ def _apply_int8_(encoder: Encoder, record: dict[str, Any]) -> None:
     per_token = data.get("per_token")
     if per_token is not None and (not isinstance(per_token, list) or not set(per_token) <= set(data["quantized"])):
         raise ArtefactError("runtime_transforms: int8 data.per_token must list quantized Linear names")
+    channels = _fp32_channels(data)
     try:
         for name in sorted(scales):
             smooth_linear_input_(encoder.bert, name, decode_exponents(scales[name]))
         quantize_linears_(encoder, list(data["quantized"]), scheme, data.get("engine", DEFAULT_ENGINE),
-                          reduce_range=reduce_range, per_token=per_token)
+                          reduce_range=reduce_range, per_token=per_token, fp32_channels=channels)
     except ValueError as exc:
         raise ArtefactError(f"runtime_transforms: {exc}") from None
+
+
+def _fp32_channels(data: dict[str, Any]) -> dict[str, torch.Tensor]:
+    channels = data.get("fp32_channels", {})
+    valid = isinstance(channels, dict) and set(channels) <= set(data["quantized"]) and all(
+        isinstance(v, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in v)
+        for v in channels.values())
+    if not valid:
+        raise ArtefactError("runtime_transforms: int8 data.fp32_channels must map quantized Linear names to lists of "
+                            "input channel indices")
+    return {name: torch.tensor(index, dtype=torch.int64) for name, index in channels.items()}
 
 
 _APPLIERS = {INT8_RECORD_TYPE: _apply_int8_}

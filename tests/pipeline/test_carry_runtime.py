@@ -20,7 +20,7 @@ from icd.transforms.runtime import apply_runtime_transforms_, decode_exponents
 from tests.model.tiny import tiny_encoder
 from tests.pipeline.test_index_space import _random_perms
 
-CONFIG = Int8Config(scope="all", smooth_alpha=0.5, smooth_min_error=0.0)
+CONFIG = Int8Config(scope="all", smooth_alpha=0.5, smooth_min_error=0.0, outlier_channels=2)
 
 
 def _with_outliers(encoder):
@@ -66,6 +66,10 @@ def test_carried_int8_equals_a_new_search_on_the_permuted_model(model_type, task
     assert np.mean(same) >= 0.98, same
     assert any(got["input_scale_log2"][n] != scales[n] for n in scales)  # the exponents were reordered
     assert "carried" in carried.reports[0]
+    channels_before = runtime.runtime_records[0]["data"]["fp32_channels"]
+    assert sorted(got["fp32_channels"]) == sorted(want["fp32_channels"]) == sorted(channels_before)
+    assert np.mean([got["fp32_channels"][n] == want["fp32_channels"][n] for n in want["fp32_channels"]]) >= 0.9
+    assert any(got["fp32_channels"][n] != channels_before[n] for n in channels_before)  # they were reordered
 
     texts = corpus_split.heldout[:16]
     outputs = {name: encode(model, minilm_tokenizer, texts, 8, 32) for name, model in

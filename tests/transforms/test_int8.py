@@ -137,7 +137,37 @@ def test_int8_linear_traces_shape_generic_and_runs_with_grad_enabled(bias):
     torch.testing.assert_close(qlinear(other), expected, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("per_token", [True, False])
+@pytest.mark.parametrize("smoothed", [True, False])
+def test_fp32_channels_are_exact_and_take_the_outliers_out_of_the_int8_range(per_token, smoothed):
+    linear = _linear(48, 24)
+    inv_scale = scale_of(torch.randint(-2, 3, (48,), generator=torch.Generator().manual_seed(5),
+                                       dtype=torch.int8)) if smoothed else None
+    x = torch.randn(3, 7, 48, generator=torch.Generator().manual_seed(6))
+    x[..., 9] *= 60.0  # an outlier channel
+    with torch.inference_mode():
+        want = linear(x) if inv_scale is None else linear(x * inv_scale)  # the smoothed Linear's function
+        every = DynamicInt8Linear(linear, per_token=per_token, inv_scale=inv_scale, fp32_channels=torch.arange(48))
+        torch.testing.assert_close(every(x), want, rtol=1e-5, atol=1e-4)  # every channel fp32: the fp32 Linear
+        errors = {}
+        for name, channels in (("none", None), ("outlier", torch.tensor([9]))):
+            before = x.clone()
+            got = DynamicInt8Linear(linear, per_token=per_token, inv_scale=inv_scale, fp32_channels=channels)(x)
+            assert torch.equal(x, before)  # the caller's input is not changed
+            errors[name] = float((got - want).norm() / want.norm())
+    assert errors["outlier"] < errors["none"] / 4
+    qlinear = DynamicInt8Linear(linear, per_token=per_token, inv_scale=inv_scale, fp32_channels=torch.tensor([9, 2]))
+    assert qlinear.fp32_channels.tolist() == [2, 9] and "fp32_channels=2" in repr(qlinear)
+    with torch.no_grad():
+        traced = torch.jit.trace(qlinear, (torch.randn(2, 3, 48),), check_trace=False)
+    with torch.inference_mode():
+        torch.testing.assert_close(traced(x[:, :5]), qlinear(x[:, :5]), rtol=0, atol=0)
+
+
 def test_int8_linear_rejects_bad_arguments():
+    for bad in (torch.tensor([8]), torch.tensor([-1]), torch.tensor([1, 1])):
+        with pytest.raises(ValueError, match="fp32_channels"):
+            DynamicInt8Linear(_linear(8, 4), per_token=True, fp32_channels=bad)
     with pytest.raises(TypeError, match="nn.Linear"):
         DynamicInt8Linear(torch.nn.Conv1d(2, 2, 1), per_token=True)
     with pytest.raises(ValueError, match="inv_scale"):
@@ -329,6 +359,33 @@ def test_keep_fp32_and_auto_keep_report_reasons(context):
     assert all(name in report["sensitivity_cos_drop_alone"] for name in measured)
     assert not set(kept) & set(record["data"]["quantized"])
     assert report["quantized"] == 9
+
+
+def test_outlier_channels_search_records_and_replays_them(batch, context):
+    from icd.errors import ArtefactError
+
+    fp32 = tiny_encoder()
+    record, report = prepare_int8_runtime(fp32, Int8Config(search_texts=8, alpha_grid=[0.5], outlier_channels=3),
+                                          context)
+    channels = record["data"]["fp32_channels"]
+    assert sorted(channels) == record["data"]["quantized"]
+    assert all(len(c) == 3 and c == sorted(set(c)) for c in channels.values())
+    assert report["fp32_channels"]["per_linear"] == 3
+    model = copy.deepcopy(fp32)
+    apply_runtime_transforms_(model, [record])
+    modules = dict(model.bert.named_modules())
+    assert all(modules[n].fp32_channels.tolist() == c for n, c in channels.items())
+    with torch.inference_mode():
+        assert torch.isfinite(model(*batch)).all()
+    plain, _ = prepare_int8_runtime(tiny_encoder(), Int8Config(search_texts=8, alpha_grid=[0.5]), context)
+    assert "fp32_channels" not in plain["data"]  # records without them are unchanged
+    broken = copy.deepcopy(record)
+    broken["data"]["fp32_channels"] = {record["data"]["quantized"][0]: ["x"]}
+    with pytest.raises(ArtefactError, match="fp32_channels"):
+        apply_runtime_transforms_(copy.deepcopy(fp32), [broken])
+    broken["data"]["fp32_channels"] = {record["data"]["quantized"][0]: [10 ** 6]}
+    with pytest.raises(ArtefactError, match="fp32_channels"):
+        apply_runtime_transforms_(copy.deepcopy(fp32), [broken])
 
 
 def test_without_calibration_data_nothing_is_data_aware():

@@ -97,9 +97,10 @@ def carry_runtime_model(runtime: RuntimeModel, before: Encoder, candidate: Encod
 
     Dynamic int8 commutes with a channel permutation: per-output-channel weight scales move with their rows, a
     row's range over its columns and a token's range over its channels do not change, and the smoothing
-    exponents are per input channel. So the int8 model of the permuted model is the int8 model of the same
-    choices, reordered: the fp32 model with its V->O folds is folded with ``perms`` and every input exponent
-    vector reordered like its Linear's columns. A new search would find the same choices up to the rounding of
+    exponents and fp32 channels are per input channel. So the int8 model of the permuted model is the int8 model
+    of the same choices, reordered: the fp32 model with its V->O folds is folded with ``perms`` and every input
+    exponent vector and fp32 channel set reordered like its Linear's columns. A new search would find the same
+    choices up to the rounding of
     the permuted model's sums (tests/pipeline/test_carry_runtime.py compares the two).
     """
     if not runtime.runtime_records:
@@ -122,6 +123,10 @@ def _int8_record_reordered(record: dict[str, Any], origins: dict[str, np.ndarray
     data["input_scale_log2"] = {
         name: encode_exponents(decode_exponents(text)[torch.from_numpy(origins[name])]) if name in origins else text
         for name, text in data.get("input_scale_log2", {}).items()}
+    if "fp32_channels" in data:  # channel c moved to the position whose origin is c
+        data["fp32_channels"] = {
+            name: np.flatnonzero(np.isin(origins[name], channels)).tolist() if name in origins else channels
+            for name, channels in data["fp32_channels"].items()}
     return {**record, "data": data}
 
 
