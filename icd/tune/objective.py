@@ -108,10 +108,12 @@ class Objective:
             return Measurement(COST, self.cost.per_million(point.candidate, point.throughput))
         return Measurement(THROUGHPUT, point.throughput)
 
-    def beats(self, incumbent: LoadPoint) -> Callable[[LoadPoint], bool]:
-        """A predicate: does a point score better than ``incumbent`` (quick mode's probe)?"""
+    def beats(self, incumbent: LoadPoint, tolerance: float = 0.0) -> Callable[[LoadPoint], bool]:
+        """A predicate: does a point score better than ``incumbent`` (quick mode's probe)? With ``tolerance``,
+        better than ``incumbent`` worsened by that fraction of its figure (a point *near* it)."""
         to_beat = self.point_score(incumbent)
-        return lambda point: self.point_score(point).is_better_than(to_beat)
+        margin = -tolerance * abs(to_beat.value) if to_beat.measured and to_beat.value is not None else 0.0
+        return lambda point: self.point_score(point).is_better_than(to_beat, margin)
 
     def score(self, result: ConfigResult | None) -> Measurement:
         """The configuration's figure: that of its best point under the SLO."""

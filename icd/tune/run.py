@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from icd.load.report import check_writable
 from icd.tune import model_config
 from icd.tune.checkpoint import Checkpoint, RunStatus
-from icd.tune.concurrency import concurrency_sweep
+from icd.tune.concurrency import PROBE_MARGIN, concurrency_sweep
 from icd.tune.measure import Measurer, SearchInterrupted, SearchStopped
 from icd.tune.measurement import ConfigResult, LoadPoint, PointStatus
 from icd.tune.objective import Objective
@@ -91,8 +91,11 @@ class _Search:
     def evaluate(self, trial: Trial) -> ConfigResult:
         self.progress.config(trial.candidate.config_id)
         result = ConfigResult(trial.candidate)
-        beats = self.objective.beats(trial.incumbent) if trial.incumbent is not None else None
-        sweep = concurrency_sweep(self.settings.space.concurrency, self.settings.slo, trial.start_level, beats)
+        beats = near = None
+        if trial.incumbent is not None:
+            beats = self.objective.beats(trial.incumbent)
+            near = self.objective.beats(trial.incumbent, tolerance=1.0 - PROBE_MARGIN)
+        sweep = concurrency_sweep(self.settings.space.concurrency, self.settings.slo, trial.start_level, beats, near)
         level = next(sweep)
         while True:
             point = self.point(trial, level)

@@ -36,8 +36,10 @@ def test_sweep_stops_at_slo_and_at_plateau():
     levels = [1, 2, 4, 8, 16]
     up = {1: _point(10, 20), 2: _point(20, 30), 4: _point(40, 60), 8: _point(45, 150), 16: _point(46, 300)}
     assert _drive(concurrency_sweep(levels, SLO), up) == [1, 2, 4, 8]  # 8 breaks the SLO
-    flat = {1: _point(10, 20), 2: _point(20, 30), 4: _point(20.5, 40), 8: _point(30, 50)}
-    assert _drive(concurrency_sweep(levels, SLO), flat) == [1, 2, 4]  # 4 adds < 5 %
+    flat = {1: _point(10, 20), 2: _point(20, 30), 4: _point(20.5, 40), 8: _point(20.8, 50)}
+    assert _drive(concurrency_sweep(levels, SLO), flat) == [1, 2, 4, 8]  # 4 and 8 add < 5 %: two in a row
+    noisy = {1: _point(10, 20), 2: _point(20, 30), 4: _point(20.5, 40), 8: _point(30, 50), 16: _point(30.5, 60)}
+    assert _drive(concurrency_sweep(levels, SLO), noisy) == [1, 2, 4, 8, 16]  # one short step does not stop it
 
 
 def test_seeded_sweep_walks_down_when_the_start_breaks_the_slo():
@@ -55,6 +57,19 @@ def test_probe_stops_after_one_point_unless_it_beats_the_incumbent():
     assert _drive(concurrency_sweep(levels, SLO, 2, beats), too_slow) == [4]
     better = {4: _point(50, 50), 8: _point(70, 80), 16: _point(71, 90)}
     assert _drive(concurrency_sweep(levels, SLO, 2, beats), better) == [4, 8, 16]
+
+
+def test_a_probe_near_the_incumbent_is_measured_one_level_higher():
+    incumbent = _point(40, 60, 4)
+    objective = Objective(ObjectiveKind.THROUGHPUT, SLO)
+    beats, near = objective.beats(incumbent), objective.beats(incumbent, tolerance=0.1)
+    levels = [1, 2, 4, 8, 16]
+    close_then_better = {4: _point(38, 50), 8: _point(48, 70), 16: _point(55, 90)}
+    assert _drive(concurrency_sweep(levels, SLO, 2, beats, near), close_then_better) == [4, 8, 16]
+    close_then_worse = {4: _point(38, 50), 8: _point(39, 70)}
+    assert _drive(concurrency_sweep(levels, SLO, 2, beats, near), close_then_worse) == [4, 8]
+    far = {4: _point(30, 50)}
+    assert _drive(concurrency_sweep(levels, SLO, 2, beats, near), far) == [4]
 
 
 def test_sweep_ends_on_a_failed_configuration():
@@ -107,7 +122,8 @@ def _run_strategy(strategy, space: SearchSpace, slo: Slo) -> tuple[list[ConfigRe
     while True:
         result = ConfigResult(trial.candidate)
         beats = objective.beats(trial.incumbent) if trial.incumbent is not None else None
-        sweep = concurrency_sweep(space.concurrency, slo, trial.start_level, beats)
+        near = objective.beats(trial.incumbent, tolerance=0.1) if trial.incumbent is not None else None
+        sweep = concurrency_sweep(space.concurrency, slo, trial.start_level, beats, near)
         level = next(sweep)
         try:
             while True:
