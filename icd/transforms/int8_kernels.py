@@ -190,6 +190,7 @@ class DynamicInt8Linear(nn.Module):
         if channels is not None:
             multiplier = torch.ones(linear.in_features) if multiplier is None else multiplier
             multiplier[channels] = 0.0
+        self.smoothed = inv_scale is not None
         self.register_buffer("inv_scale", multiplier)
         self.register_buffer("fp32_channels", channels)
         # the fp32 part in the module's own input units: W_smoothed[:, idx] * inv_scale[idx] = W[:, idx]
@@ -226,4 +227,4 @@ class DynamicInt8Linear(nn.Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"activations={'per_token' if self.per_token else 'per_tensor'}, "
                 f"weights={'per_channel' if self.per_channel else 'per_tensor'}, "
-                f"bits={7 if self.reduce_range else 8}, smoothed={self.inv_scale is not None}, fp32_channels={fp32}")
+                f"bits={7 if self.reduce_range else 8}, smoothed={self.smoothed}, fp32_channels={fp32}")
