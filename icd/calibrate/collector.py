@@ -36,6 +36,14 @@ class _Batch:
     cache: list[tuple[torch.Tensor, ChannelStats]] = field(default_factory=list)
 
 
+def real_token_rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The rows of an activation that count: ``x[mask]`` for a (batch, tokens, channels) activation of the batch
+    whose attention ``mask`` (bool) is given, else every row (pooler, classifier: one vector per sequence)."""
+    if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
+        return x[mask]
+    return x.reshape(-1, x.shape[-1])
+
+
 class StopForward(Exception):
     """Raised by the input hook of ``stop_after`` once it has its input: the rest of the forward is not needed."""
 
@@ -61,10 +69,7 @@ class StatsCollector:
 
     # -- hooks -------------------------------------------------------------------------------------------------
     def _rows(self, x: torch.Tensor) -> torch.Tensor:
-        mask = self._batch.mask
-        if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
-            return x[mask]
-        return x.reshape(-1, x.shape[-1])
+        return real_token_rows(x, self._batch.mask)
 
     def _delta(self, x: torch.Tensor) -> ChannelStats:
         for seen, delta in self._batch.cache:

@@ -85,7 +85,9 @@ class Runner:
         self.progress = progress
         self._reorder: tuple[Any, Encoder, dict[str, np.ndarray]] | None = None
         """``(stats, model, perms)`` when the working model is ``model`` (calibrated: ``stats``) folded with
-        ``perms`` alone: its statistics follow from ``stats`` (computed when an iteration needs them)."""
+        ``perms`` alone: its statistics follow from ``stats`` (:meth:`_stats_after_folds`, computed once when the
+        runtime transforms or an iteration need them)."""
+        self._reordered: Any = None
 
     def run(self) -> RunResult:
         staged = StagedRun.create(self.out)
@@ -147,16 +149,17 @@ class Runner:
         with ctx.events.stage("transform") as event:
             weight_records = run_weight_transforms(plan.context_for_step(ctx, working, 1) if plan else ctx, working,
                                                    event)
+        self._set_reorder(None if weight_records else (stats, dense, perms))
         with ctx.events.stage("measure") as event:
-            stats_now = self._stats_of_working(ctx, weight_records, stats, dense, perms)
-            runtime = build_runtime_model(ctx, working, stats_now)
+            # int8 reads its activation ranges from the working model's statistics when they follow from `stats`
+            has_runtime = any(is_runtime(config) for config in ctx.cfg.transforms)
+            runtime = build_runtime_model(ctx, working, self._stats_after_folds() if has_runtime else None)
             linear = measure_variant(ctx, "linear", runtime.encoder, reference)
             event.numbers.update(cos_mean=linear.fidelity.cos_mean, latency_median_ms=linear.latency.median_ms,
                                  speedup=linear.speedup_over(dense_metrics))
         result = RunResult(ctx.cfg.pipeline.mode.value, self.out, dense_metrics, linear, [dense_metrics, linear],
                            solutions=solutions, perms=perms, weight_records=weight_records, runtime=runtime,
                            graphs=graphs, stats=stats)
-        self._reorder = None if weight_records else (stats, dense, perms)
         if ctx.cfg.pipeline.mode is PipelineMode.ITERATIVE:
             for iteration in range(1, ctx.cfg.pipeline.iterations + 1):
                 if plan is not None:  # compaction: each iteration compacts one step more (stages/compact.py)
@@ -226,24 +229,25 @@ class Runner:
             return working
         result.graphs, result.stats, result.calibrated_on = graphs, stats, result.perms
         result.final, result.perms, result.runtime = metrics, total, runtime
-        self._reorder = (stats, working, second)
+        self._set_reorder((stats, working, second))
         return candidate
 
-    @staticmethod
-    def _stats_of_working(ctx: RunContext, weight_records: list, stats: Any, dense: Encoder,
-                          perms: dict[str, np.ndarray]) -> Any:
-        """The calibration of the working model for its runtime transforms (int8 reads its activation ranges from
-        it): the dense model's reordered when only permutations were folded since, else None (measured anew)."""
-        if weight_records or not any(is_runtime(config) for config in ctx.cfg.transforms):
-            return None
-        return stats_after_fold(stats, dense, perms)
+    def _set_reorder(self, reorder: tuple[Any, Encoder, dict[str, np.ndarray]] | None) -> None:
+        self._reorder, self._reordered = reorder, None
+
+    def _stats_after_folds(self) -> Any:
+        """The working model's statistics from the last calibration reordered by the permutations folded since
+        (once per fold), or None when a weight transform changed the function since."""
+        if self._reorder is not None and self._reordered is None:
+            self._reordered = stats_after_fold(*self._reorder)
+        return self._reordered
 
     def _calibrate_working(self, ctx: RunContext, working: Encoder, event) -> Any:
         """The working model's statistics: reordered from the last calibration when only permutations were folded
         since (same function), else a calibration."""
-        if self._reorder is None:
+        stats = self._stats_after_folds()
+        if stats is None:
             return run_calibrate(ctx, working, event)
-        stats = stats_after_fold(*self._reorder)
         event.numbers.update(reused=True, texts=len(ctx.split.calibration), tokens=int(stats.meta.get("tokens", 0)),
                              linears=len(stats.inputs), how="the last calibration's statistics reordered by the "
                              "permutations folded since (a fold preserves the function)")

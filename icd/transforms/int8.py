@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from icd.calibrate.collector import real_token_rows
 from icd.model.families import family_of
 from icd.model.layout import model_shape
 from icd.transforms.api import TransformContext, TransformKind, register_transform
@@ -247,9 +248,7 @@ def _input_absmax(encoder: nn.Module, names: Sequence[str], batches: Sequence[An
 
     def hook_for(name: str):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            x = inputs[0].detach()
-            rows = x[mask[0]] if x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask[0].shape) else x.reshape(
-                -1, x.shape[-1])
+            rows = real_token_rows(inputs[0].detach(), mask[0])
             if rows.shape[0] == 0:
                 return
             m = rows.abs().amax(dim=0)
@@ -269,17 +268,16 @@ def _input_absmax(encoder: nn.Module, names: Sequence[str], batches: Sequence[An
     return absmax
 
 
-def _activation_ranges(encoder: nn.Module, names: Sequence[str], context: TransformContext) -> dict[str, torch.Tensor]:
-    """Each Linear's input range over the calibration texts: from ``context.stats`` (a calibration of this very
-    model, as the pipeline passes it) when it covers every name, else measured by one pass over the texts."""
-    if _ranges_in_stats(context, names):
-        return {n: torch.from_numpy(context.stats.inputs[n].absmax).to(torch.float32) for n in names}
-    return _input_absmax(encoder, names, context.calibration_batches())
-
-
-def _ranges_in_stats(context: TransformContext | None, names: Sequence[str]) -> bool:
-    inputs = getattr(getattr(context, "stats", None), "inputs", None)
-    return inputs is not None and all(n in inputs for n in names)
+def _activation_ranges(encoder: nn.Module, names: Sequence[str],
+                       context: TransformContext) -> tuple[dict[str, torch.Tensor], str]:
+    """Each Linear's input range over the calibration texts, and where it came from: ``context.stats`` (a
+    calibration of this very model, as the pipeline passes it) when it covers every name, else one pass over the
+    texts."""
+    inputs = getattr(context.stats, "inputs", None)
+    if inputs is not None and all(n in inputs for n in names):
+        ranges = {n: torch.from_numpy(inputs[n].absmax).to(torch.float32) for n in names}
+        return ranges, "the calibration statistics of this model"
+    return _input_absmax(encoder, names, context.calibration_batches()), "measured: one pass over the calibration texts"
 
 
 def _run(encoder: nn.Module, batches: Sequence[Any]) -> torch.Tensor:
@@ -566,16 +564,14 @@ def prepare_int8_runtime(
     choices: list[SmoothingChoice] = []
     ranges: dict[str, torch.Tensor] = {}
     if batches and (_alphas(config) or config.outlier_channels):
-        ranges = _activation_ranges(fp32, names, context)
-        report["activation_ranges"] = ("the calibration statistics of this model" if _ranges_in_stats(context, names)
-                                       else "measured: one pass over the calibration texts")
+        ranges, report["activation_ranges"] = _activation_ranges(fp32, names, context)
     if batches and _alphas(config):
         choices = _smooth_and_fold(fp32, names, context, batches, config, kernel, ranges)
     elif not batches:
         report["note"] = "no calibration data: no smoothing search, no measured fp32 exceptions, no fp32 channels"
     report["smoothing"] = [c.to_dict() for c in choices]
     scales = {c.name: c.exponents for c in choices if c.exponents is not None and not c.folded}
-    channels = _widest_channels(ranges, choices, config.outlier_channels) if ranges else {}
+    channels = _widest_channels(ranges, choices, config.outlier_channels)
     if channels:
         report["fp32_channels"] = {"per_linear": config.outlier_channels, "how": (
             "the input channels with the widest calibration range after smoothing, multiplied in fp32 outside the "

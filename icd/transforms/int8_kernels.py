@@ -138,13 +138,10 @@ def _channel_index(channels: torch.Tensor | None, width: int) -> torch.Tensor | 
 
 def _without_columns(linear: nn.Linear, channels: torch.Tensor) -> nn.Linear:
     """A copy of ``linear`` whose weight columns ``channels`` are zero (those channels are multiplied in fp32)."""
-    copy_ = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+    stripped = copy.deepcopy(linear)
     with torch.no_grad():
-        copy_.weight.copy_(linear.weight)
-        copy_.weight[:, channels] = 0.0
-        if linear.bias is not None:
-            copy_.bias.copy_(linear.bias)
-    return copy_
+        stripped.weight[:, channels] = 0.0
+    return stripped
 
 
 class DynamicInt8Linear(nn.Module):
@@ -208,8 +205,8 @@ class DynamicInt8Linear(nn.Module):
         outliers = None
         if self.fp32_channels is not None:
             outliers = torch.nn.functional.linear(x.index_select(-1, self.fp32_channels), self.fp32_weight)
-        smoothed = self.inv_scale is not None  # smoothing and the fp32 channels' zeros: one multiply
-        if smoothed:
+        scaled = self.inv_scale is not None  # the smoothing and the fp32 channels' zeros: one multiply
+        if scaled:
             x = x * self.inv_scale
         params = self.packed._packed_params._packed_params
         if not self.per_token:
@@ -217,7 +214,7 @@ class DynamicInt8Linear(nn.Module):
             return y if outliers is None else y.add_(outliers)
         absmax = torch.maximum(x.amax(dim=-1, keepdim=True), x.amin(dim=-1, keepdim=True).neg())
         absmax = absmax.clamp_min(ZERO_ROW_FLOOR)
-        rows = x.mul_(absmax.reciprocal()) if smoothed else x * absmax.reciprocal()  # in place only on our copy
+        rows = x.mul_(absmax.reciprocal()) if scaled else x * absmax.reciprocal()  # in place only on our copy
         y = torch.ops.quantized.linear_dynamic(rows, params, self.reduce_range)
         y = y.mul_(absmax) if self.bias is None else torch.addcmul(self.bias, y, absmax, out=y)  # one pass
         return y if outliers is None else y.add_(outliers)

@@ -297,7 +297,7 @@ def test_activation_ranges_count_only_real_tokens_and_equal_the_calibration(cont
                                    rtol=1e-5, atol=1e-6)
     with_stats = TransformContext(tokenizer=context.tokenizer, calibration_texts=context.calibration_texts,
                                   batch_size=context.batch_size, max_length=context.max_length, stats=stats)
-    taken = _activation_ranges(enc, names, with_stats)
+    taken, _ = _activation_ranges(enc, names, with_stats)
     assert all(torch.equal(taken[n], torch.from_numpy(stats.inputs[n].absmax).float()) for n in names)
     # a padded position's activations are not counted: blow one up and the range stays
     ids, mask = batches[0].input_ids.clone(), batches[0].attention_mask
