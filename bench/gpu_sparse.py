@@ -17,7 +17,9 @@ number. On a machine without CUDA it prints ``{"status": "no CUDA: not measured"
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import platform
 import statistics
 import sys
@@ -201,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         doc = {
             "status": "measured",
+            "command": "python bench/gpu_sparse.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "load_average_before": list(os.getloadavg()),
+            "host": platform.node(), "cpu_count": os.cpu_count(),
+            "machine": {"gpu": torch.cuda.get_device_name(0), "host": platform.node(), "cpus": os.cpu_count(),
+                        "platform": platform.platform(), "torch": torch.__version__, "cuda": torch.version.cuda},
             "device": torch.cuda.get_device_name(0),
             "capability": list(torch.cuda.get_device_capability(0)),
             "torch": torch.__version__, "cuda": torch.version.cuda, "platform": platform.platform(),
@@ -213,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         doc["per_linear"] = _per_linear(args, config)
         doc["whole_model"] = _whole_model(args, config)
         doc["seconds"] = time.perf_counter() - started
+        doc["load_average_after"] = list(os.getloadavg())
     text = json.dumps(doc, indent=2)
     print(text)
     if args.out:
