@@ -84,6 +84,11 @@ def _verdict(winner: dict[str, Any] | None, closest: LoadPoint | None, objective
     if winner is not None:
         text = (f"recommended {winner['config_id']}: {winner['throughput_rps']:.1f} req/s at "
                 f"p{slo.percentile} {winner[f'p{slo.percentile}_ms']:.1f} ms (concurrency {winner['concurrency']})")
+        if winner.get("runtime"):
+            text += f", version {winner['version']}: {winner['runtime']} {winner['precision']}"
+            if winner.get("cos_mean_fp32") is not None:
+                text += (f" (its export verified cos {winner['cos_mean_fp32']:.5f} / NN "
+                         f"{winner['nn_agreement_fp32']} against fp32)")
         if COST in winner and winner[COST] is not None:
             text += f", projected {winner[COST]:.4g} {objective.cost.model.currency} per 1M requests"  # type: ignore[union-attr]
         return text

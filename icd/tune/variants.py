@@ -5,6 +5,9 @@
 runtime and precision it was exported for (its ``runtime_export`` record). ``icd tune --versions 1,2`` searches
 them like any other dimension: a candidate's version is loaded alone (``version_policy { specific }``) with the
 ``icd_runtime`` / ``icd_precision`` parameters of that version, so icd's python backend runs its artefact.
+What a version costs in fidelity is what its export verified against fp32 (``provenance.json``'s
+``verification``: cosine mean and nearest-neighbour agreement on held-out texts); the tune report shows it beside
+the version's throughput, so a faster precision is never chosen blind.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ class Variant:
     version: int
     runtime: str
     precision: str
+    cos_mean_fp32: float | None = None
+    """Cosine mean against fp32 that the version's export verified (None: not recorded)."""
+    nn_agreement_fp32: float | None = None
+    """Nearest-neighbour agreement with fp32 that the export verified (None: not recorded)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,8 +58,14 @@ def read_variant(model_dir: Path, version: int) -> Variant:
     for record in doc.get("applied", []) if isinstance(doc, dict) else []:
         if isinstance(record, dict) and record.get("type") == "runtime_export":
             data = record.get("data", {})
-            return Variant(version, str(data.get("runtime")), str(data.get("precision")))
+            verified = doc.get("verification") if isinstance(doc.get("verification"), dict) else {}
+            return Variant(version, str(data.get("runtime")), str(data.get("precision")),
+                           _fraction(verified.get("cos_mean_fp32")), _fraction(verified.get("nn_agreement_fp32")))
     raise ConfigError(f"--versions: version {version}: {path} has no runtime_export record (not an icd export)")
+
+
+def _fraction(value: Any) -> float | None:
+    return round(float(value), 6) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def read_variants(repository: Path | None, model: str, versions: list[int], backend: str) -> dict[int, Variant]:

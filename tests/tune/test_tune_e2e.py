@@ -113,6 +113,7 @@ def test_private_server_fallback_kind_gpu_guard_and_the_winner_loads(tmp_path, t
     shutil.copy(tmp_path / "tune" / "echo.config.pbtxt", served / "echo_delay" / "config.pbtxt")
     version = report["recommendation"]["version"]
     assert {r["version"] for r in report["candidates"]} == {1, 2} and report["recommendation"]["runtime"]
+    assert f"version {version}: {report['recommendation']['runtime']} fp32" in report["verdict"]
     fresh = triton_server(served)
     assert fresh.model_ready("echo_delay", str(version)) and not fresh.model_ready("echo_delay", str(3 - version))
 

@@ -43,6 +43,19 @@ def test_read_variants_and_their_errors(tmp_path):
         read_variants(tmp_path, "other", [1], "python")
 
 
+def test_a_variant_carries_the_fidelity_its_export_verified(tmp_path):
+    write_provenance(tmp_path / "m" / "2", "openvino", "bf16")
+    path = tmp_path / "m" / "2" / "provenance.json"
+    doc = json.loads(path.read_text())
+    doc["verification"] = {"variant": "openvino:bf16", "cos_mean_fp32": 0.99987458, "nn_agreement_fp32": 0.9375}
+    path.write_text(json.dumps(doc))
+    variant = read_variant(tmp_path / "m", 2)
+    assert (variant.cos_mean_fp32, variant.nn_agreement_fp32) == (0.999875, 0.9375)
+    doc["verification"] = {"cos_mean_fp32": "n/a", "nn_agreement_fp32": True}
+    path.write_text(json.dumps(doc))
+    assert read_variant(tmp_path / "m", 2) == Variant(2, "openvino", "bf16")
+
+
 def test_a_version_candidate_serves_that_version_on_its_runtime():
     base = parse_config(echo_delay_config(EchoDelaySpec()))
     variants = {2: Variant(2, "openvino", "int8")}
