@@ -4,7 +4,9 @@ A :class:`LoadPoint` is one closed-loop load run of one configuration at one con
 configuration could not be measured: Triton refused it, or the server died). Its figures are typed records
 (:class:`icd.measure.metrics.Measurement`: value, unit, higher-is-better, how measured). A
 :class:`ConfigResult` gathers a configuration's points; its *best* point is the highest throughput that meets the
-latency SLO, its *closest* point (when none meets it) the one with the lowest latency at that percentile.
+latency SLO, its *closest* point (when none meets it) the one with the lowest latency at that percentile. A level
+measured more than once (the search re-measures its winner) counts as its worst measurement: a repeat that breaks
+the SLO refutes the level.
 """
 
 from __future__ import annotations
@@ -139,9 +141,23 @@ class ConfigResult:
         return next((p for p in self.points if p.status != PointStatus.OK), None)
 
     def best(self, slo: Slo) -> LoadPoint | None:
-        """The highest-throughput point that meets ``slo`` (None when none does)."""
-        meeting = [p for p in self.points if p.meets(slo)]
+        """The highest-throughput level that meets ``slo`` in every measurement of it, as its worst measurement
+        (None when no level does)."""
+        meeting = [p for p in self.worst_per_level(slo) if p.meets(slo)]
         return max(meeting, key=lambda p: p.throughput) if meeting else None
+
+    def worst_per_level(self, slo: Slo) -> list[LoadPoint]:
+        """One point per concurrency level: the measurement that misses ``slo``, else the lowest throughput."""
+        worst: dict[int | None, LoadPoint] = {}
+        for point in self.points:
+            held = worst.get(point.concurrency)
+            if held is None or (point.meets(slo), point.throughput) < (held.meets(slo), held.throughput):
+                worst[point.concurrency] = point
+        return list(worst.values())
+
+    def times_measured(self, concurrency: int | None) -> int:
+        """How many measurements the configuration has at ``concurrency``."""
+        return sum(1 for p in self.points if p.concurrency == concurrency)
 
     def closest(self, slo: Slo) -> LoadPoint | None:
         """The measured point with the lowest latency at the SLO percentile (for "nothing meets the SLO")."""

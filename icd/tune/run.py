@@ -2,7 +2,9 @@
 
 The strategy (a generator) yields trials; each trial's concurrency sweep (another generator) yields levels; each
 level is answered from the checkpoint when it holds it, else measured, appended to the checkpoint (written
-atomically) and fed back. A remote server that dies stops the search cleanly (status ``stopped``); a local one
+atomically) and fed back. When the search ends, the winner's best level is measured once more (a 4-s
+measurement right at the SLO is as often luck as capacity): a repeat that breaks the SLO refutes that level, and
+the next winner is re-measured, at most :data:`CONFIRMATIONS` times. A remote server that dies stops the search cleanly (status ``stopped``); a local one
 is restarted and the search goes on. Ctrl-C leaves status ``interrupted``. In every case the report is rendered
 from the checkpoint, and the same command resumes.
 
@@ -29,7 +31,7 @@ from icd.tune.measure import Measurer, SearchInterrupted, SearchStopped
 from icd.tune.measurement import ConfigResult, LoadPoint, PointStatus
 from icd.tune.objective import Objective
 from icd.tune.progress import TuneProgress
-from icd.tune.report import write_reports
+from icd.tune.report import results_of, write_reports
 from icd.tune.reload import ConfigRejected, ServerGone
 from icd.tune.server import LaunchMode, TuneServer, open_server
 from icd.tune.settings import TuneSettings
@@ -38,6 +40,9 @@ from icd.tune.strategy import SearchMode, Strategy, Trial, brute_force, hill_cli
 from icd.tune.variants import Variant, read_variants
 
 PointHook = Callable[[LoadPoint], None]
+
+CONFIRMATIONS = 3
+"""Most repeat measurements of a winner's best level after the search (each refuted one names a new winner)."""
 
 
 class PointMeasurer(Protocol):
@@ -79,7 +84,11 @@ class _Search:
         if stored is not None:
             self.progress.point(stored, replayed=True)
             return stored
-        point = self.measurer.measure(trial.candidate, level)
+        return self.measured(trial.candidate, level)
+
+    def measured(self, candidate: Candidate, level: int) -> LoadPoint:
+        """A new measurement, checkpointed and shown (SearchStopped when the server died for good)."""
+        point = self.measurer.measure(candidate, level)
         self.checkpoint.add(point)
         self.progress.point(point, replayed=False)
         if self.on_point is not None:
@@ -115,6 +124,25 @@ class _Search:
                 trial = strategy.send(result)
             except StopIteration:
                 return
+
+    def repeats(self) -> int:
+        """Measurements of a level already measured (the winners' repeats so far)."""
+        levels = [(p.config_id, p.concurrency) for p in self.checkpoint.points if p.concurrency is not None]
+        return len(levels) - len(set(levels))
+
+    def confirm(self) -> None:
+        """Re-measure the winner's best level until a winner's level holds twice (at most CONFIRMATIONS repeats,
+        those a resumed checkpoint holds included)."""
+        while self.repeats() < CONFIRMATIONS:
+            ranked = self.objective.rank(results_of(self.checkpoint))
+            if not ranked:
+                return
+            winner = ranked[0]
+            level = winner.best(self.settings.slo)
+            if level is None or winner.times_measured(level.concurrency) > 1:
+                return
+            self.progress.say(f"re-measuring the winner {winner.config_id} at concurrency {level.concurrency}")
+            self.measured(winner.candidate, level.concurrency)
 
 
 def _strategy(settings: TuneSettings, base: Any) -> tuple[Strategy, int | None]:
@@ -181,6 +209,7 @@ def run_tune(settings: TuneSettings, on_point: PointHook | None = None, *, serve
             measurer = measurer or Measurer(server, settings.model, base, kind, settings.load, variants)
             search = _Search(settings, checkpoint, measurer, server, progress, on_point, settings.build_objective())
             search.drive(strategy)
+            search.confirm()
         checkpoint.finish(RunStatus.COMPLETE)
     except SearchStopped as exc:
         checkpoint.finish(RunStatus.STOPPED, f"{exc}; rerun the same command to resume")

@@ -67,16 +67,21 @@ class SurfaceMeasurer:
     stop_after: int | None = None
     rejected: set[str] = field(default_factory=set)
     calls: list[tuple[str, int]] = field(default_factory=list)
+    repeat_p99_factor: float = 1.0
+    """A level measured again answers with its p99 times this (> 1: the repeat can break the SLO)."""
 
     def measure(self, candidate: Candidate, concurrency: int) -> LoadPoint:
         if self.interrupt_after is not None and len(self.calls) >= self.interrupt_after:
             raise SearchInterrupted("interrupted by the test")
         if self.stop_after is not None and len(self.calls) >= self.stop_after:
             raise SearchStopped("the private server could not be restarted (fake)")
+        repeat = (candidate.config_id, concurrency) in self.calls
         self.calls.append((candidate.config_id, concurrency))
         if candidate.config_id in self.rejected:
             return LoadPoint(candidate, None, PointStatus.REJECTED, detail="Triton refused it (fake)")
         throughput, p99 = surface(candidate, concurrency)
+        if repeat:
+            p99 *= self.repeat_p99_factor
         records = {THROUGHPUT: Measurement(THROUGHPUT, throughput, "fake surface")}
         for p, factor in ((50, 0.5), (95, 0.9), (99, 1.0)):
             records[latency_tag(p)] = Measurement(latency_tag(p), p99 * factor, "fake surface")

@@ -57,9 +57,30 @@ def test_interrupted_run_resumes_without_measuring_twice(tmp_path):
     assert stopped["measurements"] == 5
     rest = SurfaceMeasurer()
     doc = run_tune(_settings(tmp_path), server=FakeServer(), measurer=rest)
-    assert len(first.calls) + len(rest.calls) == len(whole.calls)
-    assert not set(first.calls) & set(rest.calls)
+    assert sorted(first.calls + rest.calls) == sorted(whole.calls)  # nothing measured twice but the winner's repeat
     assert doc["status"] == "complete" and doc["recommendation"] == reference["recommendation"]
+
+
+def test_the_winner_is_re_measured_and_a_repeat_over_the_slo_refutes_its_level(tmp_path):
+    held = SurfaceMeasurer()
+    doc = run_tune(_settings(tmp_path / "held"), server=FakeServer(), measurer=held)
+    winner = doc["recommendation"]
+    assert held.calls.count((winner["config_id"], winner["concurrency"])) == 2  # confirmed by a repeat
+    assert len(set(held.calls)) == len(held.calls) - 1 and doc["measurements"] == len(held.calls)
+    assert "held the SLO on a repeat measurement" in doc["verdict"]
+    assert winner["measurements_at_level"] == 2
+
+    refuted = SurfaceMeasurer(repeat_p99_factor=100.0)  # every repeat breaks the SLO
+    again = run_tune(_settings(tmp_path / "refuted"), server=FakeServer(), measurer=refuted)
+    repeats = [call for call in set(refuted.calls) if refuted.calls.count(call) > 1]
+    assert len(repeats) == 3 and again["measurements"] == len(refuted.calls)  # CONFIRMATIONS, then it stops
+    assert (winner["config_id"], winner["concurrency"]) in repeats
+    assert (again["recommendation"]["config_id"], again["recommendation"]["concurrency"]) not in repeats
+    assert again["recommendation"]["measurements_at_level"] == 1
+    assert "held the SLO on a repeat" not in again["verdict"]
+    resumed = SurfaceMeasurer()
+    assert run_tune(_settings(tmp_path / "refuted"), server=FakeServer(), measurer=resumed)["recommendation"] == \
+        again["recommendation"] and resumed.calls == []  # a complete checkpoint measures nothing more
 
 
 def test_a_search_that_cannot_go_on_stops_cleanly_with_its_reports(tmp_path):
