@@ -5,8 +5,9 @@ configuration could not be measured: Triton refused it, or the server died). Its
 (:class:`icd.measure.metrics.Measurement`: value, unit, higher-is-better, how measured). A
 :class:`ConfigResult` gathers a configuration's points; its *best* point is the highest throughput that meets the
 latency SLO, its *closest* point (when none meets it) the one with the lowest latency at that percentile. A level
-measured more than once (the search re-measures its winner) counts as its worst measurement: a repeat that breaks
-the SLO refutes the level.
+measured more than once (the search re-measures its winner) counts as its measurements combined
+(:func:`combine`): the mean throughput, the worst latency and error rate, so a repeat that breaks the SLO refutes
+the level.
 """
 
 from __future__ import annotations
@@ -141,19 +142,17 @@ class ConfigResult:
         return next((p for p in self.points if p.status != PointStatus.OK), None)
 
     def best(self, slo: Slo) -> LoadPoint | None:
-        """The highest-throughput level that meets ``slo`` in every measurement of it, as its worst measurement
-        (None when no level does)."""
-        meeting = [p for p in self.worst_per_level(slo) if p.meets(slo)]
+        """The highest-throughput level that meets ``slo`` (its measurements combined; None when none does)."""
+        meeting = [p for p in self.levels() if p.meets(slo)]
         return max(meeting, key=lambda p: p.throughput) if meeting else None
 
-    def worst_per_level(self, slo: Slo) -> list[LoadPoint]:
-        """One point per concurrency level: the measurement that misses ``slo``, else the lowest throughput."""
-        worst: dict[int | None, LoadPoint] = {}
+    def levels(self) -> list[LoadPoint]:
+        """One point per measured level (:func:`combine` of its measurements), in first-measured order."""
+        by_level: dict[int, list[LoadPoint]] = {}
         for point in self.points:
-            held = worst.get(point.concurrency)
-            if held is None or (point.meets(slo), point.throughput) < (held.meets(slo), held.throughput):
-                worst[point.concurrency] = point
-        return list(worst.values())
+            if point.concurrency is not None:
+                by_level.setdefault(point.concurrency, []).append(point)
+        return [combine(points) for points in by_level.values()]
 
     def times_measured(self, concurrency: int | None) -> int:
         """How many measurements the configuration has at ``concurrency``."""
@@ -161,5 +160,31 @@ class ConfigResult:
 
     def closest(self, slo: Slo) -> LoadPoint | None:
         """The measured point with the lowest latency at the SLO percentile (for "nothing meets the SLO")."""
-        measured = [p for p in self.points if p.status == PointStatus.OK and p.value(slo.tag) is not None]
+        measured = [p for p in self.levels() if p.status == PointStatus.OK and p.value(slo.tag) is not None]
         return min(measured, key=lambda p: (p.errors > 0, p.value(slo.tag), -p.throughput)) if measured else None
+
+
+def combine(points: list[LoadPoint]) -> LoadPoint:
+    """Measurements of one configuration at one level as one point: throughput the mean, latency percentiles and
+    error rate the worst, requests and errors summed, a failed run's status (it refutes the level), the last
+    measurement's time and load average."""
+    if len(points) == 1:
+        return points[0]
+    last = points[-1]
+    records: dict[str, Measurement] = {}
+    for tag in dict.fromkeys(tag for p in points for tag in p.records):
+        how = next(p.records[tag].how for p in points if tag in p.records)
+        values = [p.value(tag) for p in points]
+        if any(v is None for v in values):
+            records[tag] = Measurement(tag, None, f"{how}; not measured in every one of {len(points)} runs")
+            continue
+        if tag == THROUGHPUT:
+            value, what = sum(values) / len(values), f"mean of {len(points)} measurements"
+        else:
+            value, what = max(values), f"worst of {len(points)} measurements"
+        records[tag] = Measurement(tag, value, f"{how}; {what}")
+    failed = next((p for p in points if p.status != PointStatus.OK), None)
+    return LoadPoint(last.candidate, last.concurrency, last.status if failed is None else failed.status, records,
+                     requests=sum(p.requests for p in points), errors=sum(p.errors for p in points),
+                     detail=last.detail if failed is None else failed.detail, measured_at=last.measured_at,
+                     load_average=last.load_average)

@@ -4,8 +4,8 @@ Everything here reads the checkpoint only, so ``icd tune-report <checkpoint>`` r
 interrupted run offline. Schema of the JSON (``icd.tune.report/1``): see docs/scaling.md ("icd tune").
 
 Each configuration's row shows its *best* point (highest throughput meeting the SLO) or, when none meets it, its
-*closest* point (lowest latency at the SLO percentile); a level measured twice (the winner's repeat) shows the worse
-measurement and ``measurements_at_level``. The recommendation is the best row under the objective; when no row
+*closest* point (lowest latency at the SLO percentile); a level measured twice (the winner's repeat) shows its
+measurements combined (mean throughput, worst latency) and ``measurements_at_level``. The recommendation is the best row under the objective; when no row
 meets the SLO the report says so and names the closest configuration instead.
 """
 
@@ -87,7 +87,8 @@ def _verdict(winner: dict[str, Any] | None, closest: LoadPoint | None, objective
         text = (f"recommended {winner['config_id']}: {winner['throughput_rps']:.1f} req/s at "
                 f"p{slo.percentile} {winner[f'p{slo.percentile}_ms']:.1f} ms (concurrency {winner['concurrency']})")
         if winner.get("measurements_at_level", 1) > 1:
-            text += f", held the SLO on a repeat measurement (the worse of {winner['measurements_at_level']} shown)"
+            text += (f", held the SLO on a repeat measurement (of {winner['measurements_at_level']}: throughput the mean, "
+                     "latency the worst)")
         if winner.get("runtime"):
             text += f", version {winner['version']}: {winner['runtime']} {winner['precision']}"
             if winner.get("cos_mean_fp32") is not None:

@@ -67,7 +67,7 @@ def test_the_winner_is_re_measured_and_a_repeat_over_the_slo_refutes_its_level(t
     winner = doc["recommendation"]
     assert held.calls.count((winner["config_id"], winner["concurrency"])) == 2  # confirmed by a repeat
     assert len(set(held.calls)) == len(held.calls) - 1 and doc["measurements"] == len(held.calls)
-    assert "held the SLO on a repeat measurement" in doc["verdict"]
+    assert "held the SLO on a repeat measurement (of 2: throughput the mean, latency the worst)" in doc["verdict"]
     assert winner["measurements_at_level"] == 2
 
     refuted = SurfaceMeasurer(repeat_p99_factor=100.0)  # every repeat breaks the SLO

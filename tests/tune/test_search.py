@@ -84,6 +84,18 @@ def test_best_and_closest_and_errors():
     assert result.best(tight) is None and result.closest(tight).concurrency == 1
 
 
+def test_a_level_measured_twice_is_its_mean_throughput_and_worst_latency():
+    result = ConfigResult(CAND, [_point(30, 60, 2), _point(50, 80, 4), _point(40, 95, 4)])
+    best = result.best(SLO)
+    assert (best.concurrency, best.throughput, best.value(latency_tag(99))) == (4, 45.0, 95.0)
+    assert "mean of 2 measurements" in best.records[THROUGHPUT].how and best.requests == 200
+    assert result.times_measured(4) == 2 and result.times_measured(2) == 1
+    result.points.append(_point(60, 130, 4))  # a third run over the SLO refutes the level
+    assert result.best(SLO).concurrency == 2
+    result.points.append(LoadPoint(CAND, 2, PointStatus.FAILED, detail="model failed (test)"))
+    assert result.best(SLO) is None and result.closest(SLO).concurrency == 4  # a failed repeat refutes its level
+
+
 def _cost_basis(accelerators: int, vcpus: int | None) -> CostBasis:
     price = InstancePrice(type="x", price_per_hour=36.0, accelerators=accelerators, vcpus=vcpus, region="r",
                           source="https://e", as_of="d")
