@@ -5,8 +5,9 @@ interrupted run offline. Schema of the JSON (``icd.tune.report/1``): see docs/sc
 
 Each configuration's row shows its *best* point (highest throughput meeting the SLO) or, when none meets it, its
 *closest* point (lowest latency at the SLO percentile); a level measured twice (the winner's repeat) shows its
-measurements combined (mean throughput, worst latency) and ``measurements_at_level``. The recommendation is the best row under the objective; when no row
-meets the SLO the report says so and names the closest configuration instead.
+measurements combined (mean throughput, worst latency) and ``measurements_at_level``. The recommendation is the
+best row under the objective; when no row meets the SLO the report says so and names the closest configuration
+instead.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def _row(result: ConfigResult, objective: Objective, demand_rps: float | None) -
     row: dict[str, Any] = {"config_id": result.config_id, **result.candidate.to_dict(), "status": status,
                            "points_measured": sum(1 for p in result.points if p.concurrency is not None)}
     if shown is not None:
-        row.update({"concurrency": shown.concurrency, "measurements_at_level": result.times_measured(shown.concurrency),
+        row.update({"concurrency": shown.concurrency,
+                    "measurements_at_level": result.times_measured(shown.concurrency),
                     "throughput_rps": shown.throughput,
                     "p50_ms": shown.value("served_latency_p50_ms"), "p95_ms": shown.value("served_latency_p95_ms"),
                     "p99_ms": shown.value("served_latency_p99_ms"), "requests": shown.requests,
@@ -87,8 +89,8 @@ def _verdict(winner: dict[str, Any] | None, closest: LoadPoint | None, objective
         text = (f"recommended {winner['config_id']}: {winner['throughput_rps']:.1f} req/s at "
                 f"p{slo.percentile} {winner[f'p{slo.percentile}_ms']:.1f} ms (concurrency {winner['concurrency']})")
         if winner.get("measurements_at_level", 1) > 1:
-            text += (f", held the SLO on a repeat measurement (of {winner['measurements_at_level']}: throughput the mean, "
-                     "latency the worst)")
+            text += (f", held the SLO on a repeat measurement (of {winner['measurements_at_level']}: "
+                     "throughput the mean, latency the worst)")
         if winner.get("runtime"):
             text += f", version {winner['version']}: {winner['runtime']} {winner['precision']}"
             if winner.get("cos_mean_fp32") is not None:

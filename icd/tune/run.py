@@ -4,9 +4,9 @@ The strategy (a generator) yields trials; each trial's concurrency sweep (anothe
 level is answered from the checkpoint when it holds it, else measured, appended to the checkpoint (written
 atomically) and fed back. When the search ends, the winner's best level is measured once more (a 4-s
 measurement right at the SLO is as often luck as capacity): a repeat that breaks the SLO refutes that level, and
-the next winner is re-measured, at most :data:`CONFIRMATIONS` times. A remote server that dies stops the search cleanly (status ``stopped``); a local one
-is restarted and the search goes on. Ctrl-C leaves status ``interrupted``. In every case the report is rendered
-from the checkpoint, and the same command resumes.
+the next winner is re-measured, at most :data:`CONFIRMATIONS` repeats in all. A remote server that dies stops the
+search cleanly (status ``stopped``); a local one is restarted and the search goes on. Ctrl-C leaves status
+``interrupted``. In every case the report is rendered from the checkpoint, and the same command resumes.
 
 Example:
     >>> settings = TuneSettings(model="echo_delay", slo=Slo(50.0), launch_mode=LaunchMode.LOCAL,
