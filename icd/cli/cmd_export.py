@@ -108,6 +108,8 @@ def export_triton(
             f"max |diff| vs in-process {check['same_precision_reference']} {check['max_abs_diff']:.1e}; ")
     typer.echo(f"  verified on {check['texts']} {check['inputs']}: {same}cos mean vs fp32 {check['cos_mean_fp32']:.5f}, "
                f"NN {check['nn_agreement_fp32']:.3f}")
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if options.platform.value == "python" and not options.threads:
         typer.echo(f"  threads: the thread budget at serve time; now {result.threads.describe()}")
     else:

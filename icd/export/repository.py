@@ -30,7 +30,7 @@ from typing import Any
 from icd.errors import ArtefactError
 from icd.export.config_pbtxt import parse_config, render_config
 from icd.export.layout_efficiency import BLOCK, layout_efficiency
-from icd.export.options import ExportOptions, Platform
+from icd.export.options import ExportOptions, Platform, Target
 from icd.export.provenance import applied_records
 from icd.export.run_inputs import CORRELATION_FILE, PERMUTATION_FILE, RunInputs, read_run
 from icd.io.atomic import write_json_atomic, write_text_atomic
@@ -59,6 +59,7 @@ class ExportResult:
     variant_source: str
     threads: ThreadBudget
     verification: dict[str, Any]
+    warnings: tuple[str, ...] = ()
 
 
 def load_model_for(inputs: RunInputs, baseline: bool) -> Encoder:
@@ -245,7 +246,17 @@ def export_model(run_dir: Path, output_dir: Path, options: ExportOptions) -> Exp
     parse_config(config_path.read_text(), source=str(config_path))
     files = tuple(sorted(p.name for p in version_dir.iterdir()))
     return ExportResult(model_dir, version_dir, config_path, files, layout["layout_efficiency"], source.output_name,
-                        source.output_width, variant, where, budget, verification)
+                        source.output_width, variant, where, budget, verification, _warnings(options, source))
+
+
+def _warnings(options: ExportOptions, source: ModelSource) -> tuple[str, ...]:
+    """What the export wants the user to know but does not refuse (a GPU target with slow shapes)."""
+    from icd.export.gpu_shapes import gpu_shape_warning
+
+    if options.target != Target.GPU:
+        return ()
+    warning = gpu_shape_warning(source.fp32)
+    return () if warning is None else (warning,)
 
 
 def verify_model_dir(model_dir: Path) -> None:
