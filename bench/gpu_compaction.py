@@ -1,6 +1,6 @@
 """GPU truth for structured compaction: does a compacted BERT-base (fewer heads, fewer FFN neurons) run faster?
 
-Self-contained (only torch), so it can be copied to any GPU host:
+Needs only torch and bench/gpu_timing.py beside it, so the two can be copied to any GPU host:
 
     python bench/gpu_compaction.py [--batches 8,32,128] [--seq 128] [--iters 50] [--compile] [--out FILE.json]
 
@@ -18,15 +18,11 @@ machine without CUDA it prints ``{"status": "no CUDA: not measured"}`` and exits
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
+
+from gpu_timing import cuda_missing, emit, measure, measured_document
 
 HIDDEN, LAYERS, HEAD_DIM, FFN = 768, 12, 64, 3072
 SHAPES = {  # name: (heads kept per layer, FFN neurons kept per layer); neuron counts multiples of 128 but one
@@ -87,41 +83,6 @@ def _encoder(heads: int, ffn: int) -> Any:
     return Encoder()
 
 
-def _time_cuda(fn: Callable[[], Any], iters: int, warmup: int) -> dict[str, float]:
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end))
-    samples.sort()
-    return {"median_ms": statistics.median(samples), "p95_ms": samples[min(len(samples) - 1, int(0.95 * len(samples)))],
-            "iters": iters}
-
-
-def _measure(label: str, fn: Callable[[], Any], args: argparse.Namespace) -> dict[str, Any]:
-    """Time ``fn`` or record why it could not run (never a number for a failed path)."""
-    import torch
-
-    try:
-        started = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        first_call_s = time.perf_counter() - started
-        out = _time_cuda(fn, args.iters, args.warmup)
-        out["first_call_s"] = first_call_s
-        return out
-    except (RuntimeError, NotImplementedError, TypeError, ValueError, AssertionError) as exc:
-        return {"error": f"{label}: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
-
-
 def _flops(heads: int, ffn: int, tokens: int, seq: int) -> float:
     """Multiply-adds x 2 of the encoder's matrix products (Linears and attention), per forward."""
     inner = heads * HEAD_DIM
@@ -132,7 +93,7 @@ def _flops(heads: int, ffn: int, tokens: int, seq: int) -> float:
 
 def _graphed(model: Any, x: Any, bias: Any) -> Callable[[], Any]:
     """The forward as one CUDA graph (no per-kernel launch cost), captured at the first call (timed as
-    ``first_call_s``, its errors reported by :func:`_measure`); later calls replay it."""
+    ``first_call_s``, its errors reported by :func:`gpu_timing.measure`); later calls replay it."""
     import torch
 
     graphs: list[Any] = []
@@ -171,11 +132,11 @@ def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
                                    "flops_share": _flops(heads, ffn, batch * args.seq, args.seq)
                                    / _flops(12, FFN, batch * args.seq, args.seq)}
             with torch.inference_mode():
-                row["eager"] = _measure("eager", lambda: model(x, bias), args)
-                row["cuda_graph"] = _measure("cuda_graph", _graphed(model, x, bias), args)
+                row["eager"] = measure("eager", lambda: model(x, bias), args)
+                row["cuda_graph"] = measure("cuda_graph", _graphed(model, x, bias), args)
                 if args.compile:
                     compiled = torch.compile(model)
-                    row["compiled"] = _measure("compiled", lambda: compiled(x, bias), args)
+                    row["compiled"] = measure("compiled", lambda: compiled(x, bias), args)
             if name == "bert_base":
                 base_ms = {key: row.get(key, {}).get("median_ms") for key in ("eager", "cuda_graph", "compiled")}
             for key, base in base_ms.items():
@@ -184,40 +145,22 @@ def _rows(args: argparse.Namespace) -> list[dict[str, Any]]:
                     row[key]["speedup_vs_bert_base"] = base / got
             rows.append(row)
             print(f"[{name} b{batch}] done", file=sys.stderr, flush=True)
-            del model
             torch.cuda.empty_cache()
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse(sys.argv[1:] if argv is None else argv)
-    import torch
-
-    if not torch.cuda.is_available():
-        doc: dict[str, Any] = {"status": "no CUDA: not measured", "torch": torch.__version__}
-    else:
-        started = time.perf_counter()
-        doc = {
-            "status": "measured",
-            "command": "python bench/gpu_compaction.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "load_average_before": list(os.getloadavg()),
-            "machine": {"gpu": torch.cuda.get_device_name(0), "host": platform.node(), "cpus": os.cpu_count(),
-                        "platform": platform.platform(), "torch": torch.__version__, "cuda": torch.version.cuda},
-            "dtype": "float16",
-            "model": "12-layer post-LayerNorm encoder from torch ops, hidden 768, heads of 64, BERT-base's computation; "
-                     "random weights (speed depends on the shapes only); the same heads / FFN neurons kept in every "
-                     "layer",
-            "timing": f"CUDA events, median / p95 of {args.iters} calls after {args.warmup} warm-up calls",
-        }
-        doc["rows"] = _rows(args)
-        doc["seconds"] = time.perf_counter() - started
-        doc["load_average_after"] = list(os.getloadavg())
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parse(argv)
+    header = {
+        "dtype": "float16",
+        "model": "12-layer post-LayerNorm encoder from torch ops, hidden 768, heads of 64, BERT-base's computation; "
+                 "random weights (speed depends on the shapes only); the same heads / FFN neurons kept in every layer",
+        "timing": f"CUDA events, median / p95 of {args.iters} calls after {args.warmup} warm-up calls",
+    }
+    doc = cuda_missing() or measured_document("gpu_compaction.py", argv, header,
+                                              lambda d: d.update(rows=_rows(args)))
+    emit(doc, args.out)
     return 0
 
 

@@ -1,6 +1,6 @@
 """GPU truth for 2:4 sparsity: dense fp16 vs torch semi-structured sparse (cuSPARSELt), per Linear and whole model.
 
-Self-contained (only torch + transformers), so it can be copied to any GPU host:
+Needs only torch + transformers and bench/gpu_timing.py beside it, so the two can be copied to any GPU host:
 
     python bench/gpu_sparse.py [--batch 32] [--seq 128] [--iters 50] [--no-compile] [--out gpu_sparse.json]
 
@@ -17,15 +17,11 @@ number. On a machine without CUDA it prints ``{"status": "no CUDA: not measured"
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
 import platform
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
+
+from gpu_timing import cuda_missing, emit, measure, measured_document
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -39,41 +35,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                         help="torch.compile mode for the compiled variants")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     return parser.parse_args(argv)
-
-
-def _time_cuda(fn: Callable[[], Any], iters: int, warmup: int) -> dict[str, float]:
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end))
-    samples.sort()
-    return {"median_ms": statistics.median(samples), "p95_ms": samples[min(len(samples) - 1, int(0.95 * len(samples)))],
-            "iters": iters}
-
-
-def _measure(label: str, fn: Callable[[], Any], args: argparse.Namespace) -> dict[str, Any]:
-    """Time ``fn`` or record why it could not run (never a number for a failed path)."""
-    import torch
-
-    try:
-        started = time.perf_counter()
-        fn()  # first call: compilation / plan search, timed separately
-        torch.cuda.synchronize()
-        first_call_s = time.perf_counter() - started
-        out = _time_cuda(fn, args.iters, args.warmup)
-        out["first_call_s"] = first_call_s
-        return out
-    except (RuntimeError, NotImplementedError, TypeError, ValueError, AttributeError, AssertionError) as exc:
-        return {"error": f"{label}: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
 
 
 def prune_2_4_(weight: Any) -> None:
@@ -114,14 +75,14 @@ def _per_linear(args: argparse.Namespace, config: Any) -> list[dict[str, Any]]:
         with torch.inference_mode():
             reference = F.linear(x, weight, bias)
             row["max_abs_diff_sparse_vs_dense"] = float((F.linear(x, sparse_w, bias) - reference).abs().max())
-            row["dense"] = _measure("dense", lambda: F.linear(x, weight, bias), args)
-            row["semi_structured"] = _measure("semi_structured", lambda: F.linear(x, sparse_w, bias), args)
+            row["dense"] = measure("dense", lambda: F.linear(x, weight, bias), args)
+            row["semi_structured"] = measure("semi_structured", lambda: F.linear(x, sparse_w, bias), args)
             row["cslt_searched_plan"] = _cslt_with_plan(x, weight, bias, args)
             if not args.no_compile:
                 dense_c = torch.compile(lambda a: F.linear(a, weight, bias), mode=args.compile_mode)
                 sparse_c = torch.compile(lambda a: F.linear(a, sparse_w, bias), mode=args.compile_mode)
-                row["dense_compiled"] = _measure("dense_compiled", lambda: dense_c(x), args)
-                row["semi_structured_compiled"] = _measure("semi_structured_compiled", lambda: sparse_c(x), args)
+                row["dense_compiled"] = measure("dense_compiled", lambda: dense_c(x), args)
+                row["semi_structured_compiled"] = measure("semi_structured_compiled", lambda: sparse_c(x), args)
         _speedups(row, "dense")
         out.append(row)
         print(f"[per-linear] {label}: done", file=sys.stderr, flush=True)
@@ -143,7 +104,7 @@ def _cslt_with_plan(x: Any, weight: Any, bias: Any, args: argparse.Namespace) ->
             alg_id = int(found[0] if isinstance(found, tuple) else found)
     except (RuntimeError, TypeError) as exc:
         return {"error": f"cslt setup: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
-    result = _measure("cslt_searched_plan", lambda: torch._cslt_sparse_mm(compressed, xt, bias, alg_id=alg_id), args)
+    result = measure("cslt_searched_plan", lambda: torch._cslt_sparse_mm(compressed, xt, bias, alg_id=alg_id), args)
     result["alg_id"] = alg_id
     return result
 
@@ -175,58 +136,44 @@ def _whole_model(args: argparse.Namespace, config: Any) -> dict[str, Any]:
         ref = dense(input_ids=ids, attention_mask=mask).last_hidden_state.float()
         got = sparse(input_ids=ids, attention_mask=mask).last_hidden_state.float()
         out["cos_sparse_vs_dense"] = float(torch.nn.functional.cosine_similarity(ref.flatten(), got.flatten(), dim=0))
-        out["dense"] = _measure("dense", lambda: dense(input_ids=ids, attention_mask=mask), args)
-        out["semi_structured"] = _measure("semi_structured", lambda: sparse(input_ids=ids, attention_mask=mask), args)
+        out["dense"] = measure("dense", lambda: dense(input_ids=ids, attention_mask=mask), args)
+        out["semi_structured"] = measure("semi_structured", lambda: sparse(input_ids=ids, attention_mask=mask), args)
         if not args.no_compile:
             dense_c = torch.compile(dense, mode=args.compile_mode)
             sparse_c = torch.compile(sparse, mode=args.compile_mode)
-            out["dense_compiled"] = _measure("dense_compiled", lambda: dense_c(input_ids=ids, attention_mask=mask), args)
-            out["semi_structured_compiled"] = _measure(
+            out["dense_compiled"] = measure("dense_compiled", lambda: dense_c(input_ids=ids, attention_mask=mask), args)
+            out["semi_structured_compiled"] = measure(
                 "semi_structured_compiled", lambda: sparse_c(input_ids=ids, attention_mask=mask), args)
     _speedups(out, "dense")
     print("[whole-model] done", file=sys.stderr, flush=True)
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(sys.argv[1:] if argv is None else argv)
+def _measure_all(args: argparse.Namespace, doc: dict[str, Any]) -> None:
     import torch
+    from torch.sparse import SparseSemiStructuredTensor
+    from transformers import BertConfig
 
-    if not torch.cuda.is_available():
-        doc: dict[str, Any] = {"status": "no CUDA: not measured", "torch": torch.__version__}
-    else:
-        from torch.sparse import SparseSemiStructuredTensor
-        from transformers import BertConfig
+    SparseSemiStructuredTensor._FORCE_CUTLASS = False  # cuSPARSELt backend
+    config = BertConfig()
+    doc.update({"device": torch.cuda.get_device_name(0), "capability": list(torch.cuda.get_device_capability(0)),
+                "torch": torch.__version__, "cuda": torch.version.cuda, "platform": platform.platform()})
+    doc["per_linear"] = _per_linear(args, config)
+    doc["whole_model"] = _whole_model(args, config)
 
-        SparseSemiStructuredTensor._FORCE_CUTLASS = False  # cuSPARSELt backend
-        config = BertConfig()
-        started = time.perf_counter()
-        doc = {
-            "status": "measured",
-            "command": "python bench/gpu_sparse.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "load_average_before": list(os.getloadavg()),
-            "host": platform.node(), "cpu_count": os.cpu_count(),
-            "machine": {"gpu": torch.cuda.get_device_name(0), "host": platform.node(), "cpus": os.cpu_count(),
-                        "platform": platform.platform(), "torch": torch.__version__, "cuda": torch.version.cuda},
-            "device": torch.cuda.get_device_name(0),
-            "capability": list(torch.cuda.get_device_capability(0)),
-            "torch": torch.__version__, "cuda": torch.version.cuda, "platform": platform.platform(),
-            "dtype": "float16", "shapes": "BertConfig() (BERT-base: hidden 768, FFN 3072, 12 layers), random weights, "
-                                          "magnitude 2:4 on every encoder Linear",
-            "backend": "cuSPARSELt (SparseSemiStructuredTensor._FORCE_CUTLASS = False)",
-            "timing": f"CUDA events, median / p95 of {args.iters} calls after {args.warmup} warm-up calls",
-            "compile_mode": None if args.no_compile else args.compile_mode,
-        }
-        doc["per_linear"] = _per_linear(args, config)
-        doc["whole_model"] = _whole_model(args, config)
-        doc["seconds"] = time.perf_counter() - started
-        doc["load_average_after"] = list(os.getloadavg())
-    text = json.dumps(doc, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parse(argv)
+    header = {
+        "dtype": "float16", "shapes": "BertConfig() (BERT-base: hidden 768, FFN 3072, 12 layers), random weights, "
+                                      "magnitude 2:4 on every encoder Linear",
+        "backend": "cuSPARSELt (SparseSemiStructuredTensor._FORCE_CUTLASS = False)",
+        "timing": f"CUDA events, median / p95 of {args.iters} calls after {args.warmup} warm-up calls",
+        "compile_mode": None if args.no_compile else args.compile_mode,
+    }
+    doc = cuda_missing() or measured_document("gpu_sparse.py", argv, header, lambda d: _measure_all(args, d))
+    emit(doc, args.out)
     return 0
 
 
