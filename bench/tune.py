@@ -181,24 +181,23 @@ def _levels(peak: int, concurrency: list[int]) -> list[int]:
     return concurrency[max(index - 1, 0):index + 1][::-1]
 
 
-def _export_variants(run_dir: Path, repo: Path, variants: list[str]) -> list[dict[str, Any]]:
-    """Version 1 = the default export; versions 2.. = each ``runtime:precision``, with the fidelity each verified."""
-    import json
+def _export_variants(run_dir: Path, default_repo: Path, repo: Path, variants: list[str]) -> list[dict[str, Any]]:
+    """``repo`` = the default export (copied as version 1) and, as versions 2.., the run exported on each
+    ``runtime:precision``, with the fidelity each export verified."""
+    import shutil
 
     from icd.export.options import ExportOptions
     from icd.export.repository import export_model
 
-    export_model(run_dir, repo, ExportOptions(model_name="bert_icd"))
+    shutil.copytree(default_repo, repo)
     out = []
     for version, spec in enumerate(variants, start=2):
         runtime, _, precision = spec.partition(":")
         started = time.monotonic()
-        export_model(run_dir, repo, ExportOptions(model_name="bert_icd", version=version, runtime=runtime,
-                                                  precision=precision or "fp32"))
-        provenance = json.loads((repo / "bert_icd" / str(version) / "provenance.json").read_text())
+        result = export_model(run_dir, repo, ExportOptions(model_name="bert_icd", version=version, runtime=runtime,
+                                                           precision=precision or "fp32"))
         out.append({"version": version, "runtime": runtime, "precision": precision or "fp32",
-                    "export_s": round(time.monotonic() - started, 1),
-                    "verification": provenance.get("verification")})
+                    "export_s": round(time.monotonic() - started, 1), "verification": result.verification})
     return out
 
 
@@ -242,10 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = write_identity_run_dir(work / "run")
         repo = work / "repo"
         export_model(run_dir, repo, ExportOptions(model_name="bert_icd"))
-        searched = work / "repo_versions"
-        exported = _export_variants(run_dir, searched, variant_specs) if variant_specs else []
-        if not variant_specs:
-            searched = repo
+        searched, exported = repo, []
+        if variant_specs:
+            searched = work / "repo_versions"
+            exported = _export_variants(run_dir, repo, searched, variant_specs)
         brute = _search("brute", searched, work, args, space)
         quick = _search("quick", searched, work, args, space)
         default = _default_sweep(repo, args, space.concurrency)

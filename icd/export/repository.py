@@ -29,6 +29,7 @@ from typing import Any
 
 from icd.errors import ArtefactError
 from icd.export.config_pbtxt import parse_config, render_config
+from icd.export.gpu_shapes import gpu_shape_warning
 from icd.export.layout_efficiency import BLOCK, layout_efficiency
 from icd.export.options import ExportOptions, Platform, Target
 from icd.export.provenance import applied_records
@@ -251,8 +252,6 @@ def export_model(run_dir: Path, output_dir: Path, options: ExportOptions) -> Exp
 
 def _warnings(options: ExportOptions, source: ModelSource) -> tuple[str, ...]:
     """What the export wants the user to know but does not refuse (a GPU target with slow shapes)."""
-    from icd.export.gpu_shapes import gpu_shape_warning
-
     if options.target != Target.GPU:
         return ()
     warning = gpu_shape_warning(source.fp32)
