@@ -1,7 +1,7 @@
 """Base-size real weights (all-mpnet-base-v2: MPNet, 12 layers x 768 x 3072, 110M parameters): int8 and 2:4.
 
 Fidelity and in-process speed of icd's int8 (``Int8Config()`` defaults, as ``icd run`` applies it; and with
-per-token activations everywhere plus 8 fp32 outlier channels per Linear) and of 2:4
+per-token activations everywhere plus 8 fp32 outlier channels per Linear; each also with GPTQ weight rounding) and of 2:4
 sparsity (``NMSparsityConfig()`` defaults: FFN Linears, sequential SparseGPT with re-fit) on MPNet-base as the
 embedding model it is (mean pooling). Fidelity: mean-pooled embeddings of held-out docstrings (default corpus) against fp32
 (cos mean / min, nearest-neighbour agreement) on two disjoint held-out sets, never the calibration texts.
@@ -11,7 +11,8 @@ this one process. (The guide's command on these weights is timed by ``bench/opti
 Writes ``bench/results/mpnet_base.json`` (command, machine, UTC date, load average at start and end: BenchRecord).
 Needs the checkpoint: ``icd models fetch mpnet-base`` (``make setup`` runs it).
 
-Usage: ``.venv/bin/python bench/mpnet_base.py [--runs 8] [--threads 2] [--calibration 512] [--heldout 256]``
+Usage: ``.venv/bin/python bench/mpnet_base.py [--runs 8] [--threads 2] [--calibration 512] [--heldout 256]
+[--variants NAME ...] [--out PATH]``
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 import torch
 
+from icd.calibrate.run import calibrate
 from icd.config.schema import ModelSection
 from icd.data.corpus import load_split
 from icd.io.bench_result import BenchRecord
@@ -53,26 +55,60 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--calibration", type=int, default=512, help="calibration texts of the transforms")
     parser.add_argument("--heldout", type=int, default=256, help="texts per held-out set (two disjoint sets)")
     parser.add_argument("--out", type=Path, default=RESULT)
+    parser.add_argument("--variants", nargs="+", default=None, metavar="NAME",
+                        help=f"build only these (of {', '.join(n for n, _, _ in INT8_VARIANTS)}, {SPARSE}); "
+                             "default all; fp32 is always the reference")
     return parser.parse_args(argv)
 
+
+FFN_OUT = r"^encoder\.layer\.\d+\.output\.dense$"
+"""MPNet's FFN output Linears (its attention output is ``attention.attn.o``)."""
+LATE_FFN_OUT = r"^encoder\.layer\.([6-9]|1[01])\.output\.dense$"
 
 INT8_VARIANTS = [
     ("icd_int8", Int8Config(), "Int8Config() defaults (icd's int8 as `icd run` applies it)"),
     ("icd_int8_fp32_channels", Int8Config(per_token_scope="all", outlier_channels=8),
      "Int8Config(per_token_scope='all', outlier_channels=8): per-token activations on every Linear, and per "
      "Linear the 8 input channels with the widest calibration range (after smoothing) multiplied in fp32"),
+    ("icd_int8_gptq", Int8Config(weight_rounding="gptq"),
+     "Int8Config(weight_rounding='gptq'): the defaults with GPTQ weight rounding (Hessians of the 512 calibration "
+     "texts)"),
+    ("icd_int8_gptq_fp32_channels", Int8Config(per_token_scope="all", outlier_channels=8, weight_rounding="gptq"),
+     "Int8Config(per_token_scope='all', outlier_channels=8, weight_rounding='gptq'): per-token activations on every "
+     "Linear, 8 fp32 outlier channels per Linear, GPTQ weight rounding"),
+    ("icd_int8_gptq_ffn_out_fp32", Int8Config(per_token_scope="all", outlier_channels=8, weight_rounding="gptq",
+                                              keep_fp32=[FFN_OUT]),
+     "as icd_int8_gptq_fp32_channels, with the 12 FFN output Linears (output.dense) kept fp32: 60 of 72 Linears "
+     "int8"),
+    ("icd_int8_gptq_late_ffn_out_fp32", Int8Config(per_token_scope="all", outlier_channels=8,
+                                                   weight_rounding="gptq", keep_fp32=[LATE_FFN_OUT]),
+     "as icd_int8_gptq_fp32_channels, with the FFN output Linears of layers 6-11 kept fp32: 66 of 72 Linears int8"),
 ]
 """The int8 variants built (name, config, how)."""
+
+SPARSE = "icd_2of4_ffn"
+"""The 2:4 variant's name."""
 
 
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def _build(fp32: torch.nn.Module, tokenizer: Any, calibration: list[str]) -> dict[str, dict[str, Any]]:
+def _build(fp32: torch.nn.Module, tokenizer: Any, calibration: list[str],
+           wanted: set[str]) -> dict[str, dict[str, Any]]:
     variants: dict[str, dict[str, Any]] = {"fp32": {"model": fp32, "build_s": None, "how": "fp32 reference"}}
-    context = TransformContext(tokenizer=tokenizer, calibration_texts=calibration, batch_size=32, max_length=128)
+    started = time.perf_counter()
+    # what `icd run` gives int8: the calibration statistics of the model (activation ranges, GPTQ's Hessians)
+    stats = calibrate(fp32, tokenizer, calibration, 32, 128, progress=False)
+    variants["fp32"]["calibration_s"] = time.perf_counter() - started
+    print(f"[calibration] {variants['fp32']['calibration_s']:.0f} s", flush=True)
+    context = TransformContext(tokenizer=tokenizer, calibration_texts=calibration, batch_size=32, max_length=128,
+                               stats=stats)
+    sparse_context = TransformContext(tokenizer=tokenizer, calibration_texts=calibration, batch_size=32,
+                                      max_length=128)
     for name, config, how in INT8_VARIANTS:
+        if name not in wanted:
+            continue
         int8 = copy.deepcopy(fp32)
         started = time.perf_counter()
         record, report = prepare_int8_runtime(int8, config, context)
@@ -82,14 +118,16 @@ def _build(fp32: torch.nn.Module, tokenizer: Any, calibration: list[str]) -> dic
                           "report": {k: v for k, v in report.items() if k not in ("smoothing",
                                                                                    "sensitivity_cos_drop_alone")}}
         print(f"[{name}] built in {variants[name]['build_s']:.0f} s", flush=True)
+    if SPARSE not in wanted:
+        return variants
     sparse = copy.deepcopy(fp32)
     started = time.perf_counter()
-    optimize_(sparse, NMSparsityConfig(), context)
-    variants["icd_2of4_ffn"] = {"model": sparse, "build_s": time.perf_counter() - started,
+    optimize_(sparse, NMSparsityConfig(), sparse_context)
+    variants[SPARSE] = {"model": sparse, "build_s": time.perf_counter() - started,
                                 "how": "NMSparsityConfig() defaults: 2:4 on the FFN Linears, dense kernels (the "
                                        "zeros are stored; no sparse kernel runs on this CPU)",
                                 "config": NMSparsityConfig().model_dump(mode="json")}
-    print(f"[icd_2of4_ffn] built in {variants['icd_2of4_ffn']['build_s']:.0f} s", flush=True)
+    print(f"[{SPARSE}] built in {variants[SPARSE]['build_s']:.0f} s", flush=True)
     return variants
 
 
@@ -100,7 +138,8 @@ def transforms(args: argparse.Namespace) -> dict[str, Any]:
     split = load_split(args.calibration, 2 * args.heldout, seed=0)
     sets = {"heldout_a": split.heldout[: args.heldout], "heldout_b": split.heldout[args.heldout:]}
     before_build = _load()
-    variants = _build(fp32, tokenizer, split.calibration)
+    known = [n for n, _, _ in INT8_VARIANTS] + [SPARSE]
+    variants = _build(fp32, tokenizer, split.calibration, set(args.variants or known))
     references = {name: encode(fp32, tokenizer, texts, 32, 128) for name, texts in sets.items()}
     fid = {v: {s: fidelity(references[s], encode(variant["model"], tokenizer, texts, 32, 128))
                for s, texts in sets.items()} for v, variant in variants.items()}
@@ -117,7 +156,8 @@ def transforms(args: argparse.Namespace) -> dict[str, Any]:
         lat = timings[name]
         row.update(latency_median_ms=lat.median_ms, latency_p95_ms=lat.p95_ms,
                    speedup=timings["fp32"].median_ms / lat.median_ms, timed_runs=lat.runs,
-                   build_s=variant["build_s"], config=variant.get("config"), report=variant.get("report"))
+                   build_s=variant["build_s"], calibration_s=variant.get("calibration_s"),
+                   config=variant.get("config"), report=variant.get("report"))
         rows.append(row)
     int8_names = {name for name, _, _ in INT8_VARIANTS}
     targets = {row["variant"]: {s: {"cos_mean": row[s]["cos_mean"] >= 0.999,
@@ -126,6 +166,9 @@ def transforms(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "model": f"{CHECKPOINT.relative_to(REPO)} (all-mpnet-base-v2, MPNet, 12x768x3072, 110M parameters), "
                  "task embedding (mean pooling)",
+        "build_how": "the int8 variants are built from one calibration of the fp32 model (as `icd run` gives them: "
+                     "activation ranges and GPTQ's Hessians; its time is fp32's calibration_s, not in any build_s); "
+                     "2:4 runs its own sequential passes",
         "fidelity_how": f"two disjoint sets of {args.heldout} held-out docstrings of the default corpus (stdlib + numpy, scipy, torch, transformers, networkx; seed 0), mean-pooled "
                         f"embeddings vs fp32; {args.calibration} calibration texts used only to build the variants",
         "latency_how": timings["fp32"].how,
@@ -138,6 +181,10 @@ def transforms(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
+    unknown = sorted(set(args.variants or ()) - {n for n, _, _ in INT8_VARIANTS} - {SPARSE})
+    if unknown:
+        print(f"--variants: unknown {', '.join(unknown)}", file=sys.stderr)
+        return 2
     if not (CHECKPOINT / "config.json").is_file():
         print(f"{CHECKPOINT} missing: run `icd models fetch mpnet-base` (make setup does)", file=sys.stderr)
         return 2

@@ -28,6 +28,9 @@ class Encoder(nn.Module):
         self.hf = hf_model
         self.task = task
         self.output_index: torch.Tensor | None = None
+        self.int8_weights: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        """icd's int8 codes and per-channel scales per Linear name when its int8 record rounds with GPTQ
+        (:mod:`icd.transforms.int8_rounding`); the fp32 weights stay unrounded. Empty otherwise."""
 
     def set_output_index(self, index: torch.Tensor | None) -> None:
         """Gather the output's last axis with ``index`` (an embedding model whose hidden dim was permuted).

@@ -11,7 +11,9 @@ Layout (documented in docs/artefacts.md):
   live in fp32 weights (dynamic int8 quantization) and are re-applied, deterministically, by
   :func:`load_run_encoder`; and the output gather of an embedding model whose hidden dim was permuted (see
   :meth:`icd.model.encoder.Encoder.set_output_index`); and the per-layer sizes of a compacted model
-  (``CompactConfig``), rebuilt before its weights are loaded.
+  (``CompactConfig``), rebuilt before its weights are loaded;
+* ``int8_weights.safetensors`` — only when the int8 record rounds with GPTQ: per quantized Linear its int8 codes
+  (``<name>.codes``) and per-output-channel scales (``<name>.scales``), packed as they are at load.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from icd.io.atomic import write_json_atomic
 from icd.io.json_artefact import read_json_artefact
 from icd.model.encoder import Encoder
 from icd.transforms.compact_slice import load_compacted, saved_sizes
+from icd.transforms.runtime import INT8_WEIGHTS_FILE
 
 MODEL_DIR = "model"
 ICD_MODEL_FILE = "icd_model.json"
@@ -50,6 +53,8 @@ def save_run_encoder(
                 "layer_sizes": saved_sizes(encoder),
             },
         )
+        if encoder.int8_weights:
+            save_int8_weights(tmp / INT8_WEIGHTS_FILE, encoder.int8_weights)
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
@@ -88,6 +93,39 @@ def load_run_encoder(model_dir: Path, runtime_transforms: bool = True) -> Encode
         import torch
 
         encoder.set_output_index(torch.tensor(meta["output_index"], dtype=torch.long))
+    if (Path(model_dir) / INT8_WEIGHTS_FILE).is_file():
+        encoder.int8_weights = load_int8_weights(Path(model_dir) / INT8_WEIGHTS_FILE)
     if runtime_transforms:
         apply_runtime_transforms_(encoder, meta.get("runtime_transforms", []))
     return encoder
+
+
+def save_int8_weights(path: Path, codes: dict[str, tuple[Any, Any]]) -> None:
+    """``<name>.codes`` (int8) and ``<name>.scales`` (float32) per Linear, as safetensors."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for name, (q, s) in sorted(codes.items()):
+        tensors[f"{name}.codes"] = q.contiguous()
+        tensors[f"{name}.scales"] = s.contiguous()
+    save_file(tensors, str(path), metadata={"format": "icd int8 weight codes", "grid": "symmetric, scale per row"})
+
+
+def load_int8_weights(path: Path) -> dict[str, tuple[Any, Any]]:
+    """The inverse of :func:`save_int8_weights`; ArtefactError when the file is not such a table."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from icd.errors import ArtefactError
+
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise ArtefactError(f"{path}: not a readable safetensors file: {exc}") from None
+    names = {key.rsplit(".", 1)[0] for key in tensors}
+    out = {}
+    for name in sorted(names):
+        if f"{name}.codes" not in tensors or f"{name}.scales" not in tensors:
+            raise ArtefactError(f"{path}: Linear {name!r} needs both {name}.codes and {name}.scales")
+        out[name] = (tensors[f"{name}.codes"], tensors[f"{name}.scales"])
+    return out

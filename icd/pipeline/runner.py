@@ -209,8 +209,10 @@ class Runner:
             fold_(candidate, second)
         with ctx.events.stage(prefix + "measure") as event:
             runtime = carry_runtime_model(result.runtime, working, candidate, second) if result.runtime else None
-            if runtime is None:
-                runtime = build_runtime_model(ctx, candidate)
+            if runtime is None:  # a new search, on the candidate's statistics (`stats` reordered by the fold)
+                has_runtime = any(is_runtime(config) for config in ctx.cfg.transforms)
+                runtime = build_runtime_model(ctx, candidate,
+                                              stats_after_fold(stats, working, second) if has_runtime else None)
             elif runtime.runtime_records:
                 event.numbers.update(runtime_transforms="carried from the accepted model through the permutation")
             metrics = measure_variant(ctx, f"iterative{iteration}", runtime.encoder, reference)

@@ -119,6 +119,12 @@ class Int8Config(_TransformConfig):
                              "smoothing: LLM.int8()'s outliers) are multiplied in fp32 outside the int8 product; "
                              "0 = none",
     )
+    weight_rounding: Literal["nearest", "gptq"] = Field(
+        "nearest", description="how int8 weights are rounded: 'nearest' grid point (each weight alone), or 'gptq' "
+                               "(column by column, each rounding error moved onto the columns not yet rounded by the "
+                               "inverse input Hessian of the calibration texts: minimises the layer's output error; "
+                               "needs per-channel weight scales, i.e. qscheme per_token or per_channel)",
+    )
     reduce_range: bool | None = Field(
         None, description="7-bit activations (needed on CPUs without VNNI, where u8*s8 products can saturate); "
                           "null = decided at quantization: 8-bit where this CPU has VNNI (recorded in the run)",
@@ -147,6 +153,13 @@ class Int8Config(_TransformConfig):
             except re.error as exc:
                 raise ValueError(f"int8.{info.field_name}={scope!r} is not a named scope nor a regex: {exc}") from None
         return scope
+
+    @model_validator(mode="after")
+    def _gptq_needs_channel_scales(self) -> Int8Config:
+        if self.weight_rounding == "gptq" and self.qscheme == "per_tensor":
+            raise ValueError("int8.weight_rounding='gptq' needs per-channel weight scales: qscheme 'per_token' or "
+                             "'per_channel', not 'per_tensor'")
+        return self
 
     @field_validator("alpha_grid")
     @classmethod

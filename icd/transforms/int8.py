@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import re
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,14 @@ from icd.model.layout import model_shape
 from icd.transforms.api import TransformContext, TransformKind, register_transform
 from icd.transforms.configs import Int8Config
 from icd.transforms.int8_kernels import DynamicInt8Linear, default_reduce_range, vnni_supported
+from icd.transforms.int8_rounding import (
+    check_codes,
+    gptq_codes,
+    kernel_hessian,
+    kernel_weight,
+    output_error,
+    round_nearest,
+)
 from icd.transforms.smoothing import InputScaled, fold_value_output_scale_, scale_of, smoothing_exponents
 
 SMOOTH_MIN_GAIN = 0.10
@@ -119,7 +128,7 @@ def resolve_scope(encoder: nn.Module, scope: str, keep_fp32: Sequence[str] = ())
 def int8_linear(
     linear: nn.Linear, scheme: QScheme | str = QScheme.PER_CHANNEL, engine: str | None = DEFAULT_ENGINE,
     reduce_range: bool = True, per_token: bool | None = None, inv_scale: torch.Tensor | None = None,
-    fp32_channels: torch.Tensor | None = None,
+    fp32_channels: torch.Tensor | None = None, weight_codes: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> DynamicInt8Linear:
     """An int8 copy of ``linear`` (``linear`` itself is not changed).
 
@@ -130,6 +139,7 @@ def int8_linear(
         reduce_range: 7-bit activations (torch's historical default) instead of 8-bit.
         inv_scale: smoothing multiplier applied to the input first (``linear`` already holds the scaled weight).
         fp32_channels: input channels multiplied in fp32 outside the int8 product (:class:`DynamicInt8Linear`).
+        weight_codes: icd's int8 codes and scales of the packed weight (:mod:`icd.transforms.int8_rounding`).
 
     Raises:
         ValueError: per-token activations asked for with another scheme, or an unsupported engine.
@@ -140,7 +150,7 @@ def int8_linear(
         raise ValueError(f"int8: per-token activation scales need qscheme 'per_token', not {scheme.value!r}")
     return DynamicInt8Linear(linear, per_token=token, per_channel=scheme != QScheme.PER_TENSOR,
                              reduce_range=reduce_range, engine=engine, inv_scale=inv_scale,
-                             fp32_channels=fp32_channels)
+                             fp32_channels=fp32_channels, weight_codes=weight_codes)
 
 
 def _check_engine(engine: str | None) -> None:
@@ -153,6 +163,7 @@ def quantize_linears_(
     encoder: nn.Module, names: Sequence[str], scheme: QScheme | str = QScheme.PER_CHANNEL,
     engine: str | None = DEFAULT_ENGINE, reduce_range: bool = True, per_token: Sequence[str] | None = None,
     fp32_channels: Mapping[str, torch.Tensor] | None = None,
+    weight_codes: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> None:
     """Replace the named fp32 Linears of ``encoder.bert`` by :class:`DynamicInt8Linear`, in place.
 
@@ -166,6 +177,8 @@ def quantize_linears_(
         per_token: with ``scheme`` ``per_token``, the names (a subset of ``names``) given per-token activation
             scales; None = all of them.
         fp32_channels: per Linear (a subset of ``names``), the input channels multiplied in fp32.
+        weight_codes: None (torch rounds each weight to the nearest grid point), or for every name the int8
+            codes and per-channel scales icd chose (GPTQ; :mod:`icd.transforms.int8_rounding`).
 
     Raises:
         ValueError: a name is not an fp32 Linear of ``encoder.bert`` (unknown or already quantized), per-token
@@ -189,6 +202,8 @@ def quantize_linears_(
         target = module.inner if isinstance(module, InputScaled) else module
         if type(target) is not nn.Linear:
             raise ValueError(f"int8: {name!r} is not an fp32 nn.Linear of the model")
+        if weight_codes is not None:
+            check_codes(weight_codes, name, target.out_features, target.in_features)
     if names and not reduce_range and not vnni_supported():
         warnings.warn("int8: 8-bit activations (reduce_range false) on a CPU without VNNI: u8*s8 int16 "
                       "accumulation may saturate; quantize with reduce_range true here", RuntimeWarning, stacklevel=2)
@@ -197,8 +212,10 @@ def quantize_linears_(
         inner, inv_scale = (module.inner, module.inv_scale) if isinstance(module, InputScaled) else (module, None)
         parent_name, _, leaf = name.rpartition(".")
         parent = encoder.bert.get_submodule(parent_name) if parent_name else encoder.bert
+        codes = None if weight_codes is None else check_codes(weight_codes, name, inner.out_features,
+                                                               inner.in_features)
         setattr(parent, leaf, int8_linear(inner, scheme, engine, reduce_range, name in tokens, inv_scale,
-                                          channels.get(name)))
+                                          channels.get(name), codes))
 
 
 def quantized_names(encoder: nn.Module) -> list[str]:
@@ -427,6 +444,7 @@ class _Candidate:
     batches: list[Any]
     fp32_channels: dict[str, torch.Tensor] = field(default_factory=dict)
     reference: torch.Tensor | None = None
+    weight_rounding: str = "nearest"
 
     def record(self, quantized: Sequence[str]) -> dict[str, Any]:
         from icd.transforms.runtime import int8_runtime_record
@@ -437,7 +455,8 @@ class _Candidate:
         return int8_runtime_record(list(quantized), self.kernel.scheme,
                                    {n: k for n, k in self.scales.items() if n in quantized}, engine=self.kernel.engine,
                                    reduce_range=self.kernel.reduce_range, per_token=per_token,
-                                   fp32_channels={n: c for n, c in self.fp32_channels.items() if n in quantized})
+                                   fp32_channels={n: c for n, c in self.fp32_channels.items() if n in quantized},
+                                   weight_rounding=self.weight_rounding)
 
     def calibration_cos(self, quantized: Sequence[str]) -> float:
         """Mean cosine vs fp32 on the search batches (calibration text) of the int8 model."""
@@ -581,10 +600,61 @@ def prepare_int8_runtime(
     if batches:
         report["calibration_cos_mean_all_int8"] = candidate.calibration_cos(quantized)
         kept += _keep_most_sensitive(candidate, quantized, report)
+    if config.weight_rounding == "gptq":
+        report["weight_rounding"] = _round_with_gptq(candidate, quantized, context, choices)
+        if batches and candidate.weight_rounding == "gptq":
+            report["calibration_cos_mean_gptq"] = candidate.calibration_cos(quantized)
     report["kept_fp32"] = kept
     report["quantized"] = len(quantized)
     report["per_token"] = sorted(n for n in quantized if n in kernel.per_token)
     return candidate.record(quantized), report
+
+
+def _linear_grams(fp32: nn.Module, names: Sequence[str], context: TransformContext,
+                  choices: Sequence[SmoothingChoice]) -> tuple[dict[str, Any], str]:
+    """Each Linear's input Gram in ``fp32`` as it is now (V->O folds included), and where it came from."""
+    from icd.calibrate.gram import collect_grams, grams_from_stats
+
+    grams = grams_from_stats(context.stats, names) if context.stats is not None else None
+    if grams is not None:  # the statistics predate this search's V->O folds: O's input is now x * 2**-k
+        for choice in choices:
+            if choice.folded and choice.exponents is not None and choice.name in grams:
+                grams[choice.name].gram = kernel_hessian(grams[choice.name].gram, choice.exponents, None)
+        return grams, "the calibration statistics of this model"
+    order = [n for n in linear_names(fp32) if n in set(names)]
+    return collect_grams(fp32, order, context.calibration_batches()), "measured: one pass over the calibration texts"
+
+
+def _round_with_gptq(candidate: _Candidate, quantized: Sequence[str], context: TransformContext | None,
+                     choices: Sequence[SmoothingChoice]) -> dict[str, Any]:
+    """GPTQ codes of every quantized Linear's kernel weight, attached to the fp32 model as ``int8_weights``.
+
+    The fp32 weights are not changed (the fp32 model keeps computing the same function); the record says
+    ``weight_rounding: gptq`` and the int8 model packs these codes.
+    """
+    if context is None or not context.has_calibration_data or not quantized:
+        return {"method": "nearest", "note": "gptq asked, but no calibration data (or nothing quantized): weights "
+                                             "rounded to the nearest grid point"}
+    started = time.perf_counter()
+    grams, source = _linear_grams(candidate.fp32, quantized, context, choices)
+    modules = dict(candidate.fp32.bert.named_modules())
+    codes, layers = {}, []
+    for name in quantized:
+        exponents = candidate.scales.get(name)
+        channels = candidate.fp32_channels.get(name)
+        weight = kernel_weight(modules[name].weight, exponents, channels)
+        hessian = kernel_hessian(grams[name].hessian, exponents, channels)
+        codes[name] = gptq_codes(weight, hessian)
+        nearest = round_nearest(weight)
+        layers.append({"name": name, "rel_output_error_nearest": output_error(weight, *nearest, hessian),
+                       "rel_output_error_gptq": output_error(weight, *codes[name], hessian)})
+    candidate.fp32.int8_weights = codes
+    candidate.weight_rounding = "gptq"
+    return {"method": "gptq", "hessians": source, "tokens": min(g.count for g in grams.values()),
+            "seconds": time.perf_counter() - started,
+            "rel_output_error_nearest_mean": sum(x["rel_output_error_nearest"] for x in layers) / len(layers),
+            "rel_output_error_gptq_mean": sum(x["rel_output_error_gptq"] for x in layers) / len(layers),
+            "layers": layers}
 
 
 @register_transform(Int8Config, kind=TransformKind.RUNTIME, prepare=prepare_int8_runtime)

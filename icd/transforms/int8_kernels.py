@@ -103,11 +103,14 @@ def quantized_engine(engine: str | None) -> Iterator[None]:
         torch.backends.quantized.engine = previous
 
 
-def pack_dynamic_linear(linear: nn.Linear, per_channel: bool, engine: str | None, with_bias: bool = True) -> nn.Module:
+def pack_dynamic_linear(linear: nn.Linear, per_channel: bool, engine: str | None, with_bias: bool = True,
+                        weight_codes: tuple[torch.Tensor, torch.Tensor] | None = None) -> nn.Module:
     """A torch dynamic int8 Linear (``torch.ao.nn.quantized.dynamic.Linear``) with ``linear``'s weight.
 
     ``linear`` is not changed. ``with_bias=False`` packs the weight alone (the per-token path adds the bias after
-    its rescale).
+    its rescale). ``weight_codes``: ``(int8 codes [out, in], float32 scales [out])`` packed as they are (per
+    output channel, zero point 0) instead of torch's observer rounding ``linear``'s weight
+    (:mod:`icd.transforms.int8_rounding`); needs ``per_channel``.
     """
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
@@ -122,7 +125,15 @@ def pack_dynamic_linear(linear: nn.Linear, per_channel: bool, engine: str | None
     with warnings.catch_warnings(), quantized_engine(engine):
         # only torch's quantized-tensor notice, once replaced by ours above; every other warning passes
         warnings.filterwarnings("ignore", message=_TORCH_QUANTIZED_TENSOR_NOTICE, category=UserWarning)
-        return DynamicLinear.from_float(source)
+        packed = DynamicLinear.from_float(source)
+        if weight_codes is not None:
+            if not per_channel:
+                raise ValueError("int8 weight codes need per-channel weight scales (qscheme per_token or per_channel)")
+            codes, scales = weight_codes
+            qweight = torch._make_per_channel_quantized_tensor(
+                codes.to(torch.int8), scales.double(), torch.zeros(codes.shape[0], dtype=torch.long), 0)
+            packed.set_weight_bias(qweight, packed.bias())
+        return packed
 
 
 def _channel_index(channels: torch.Tensor | None, width: int) -> torch.Tensor | None:
@@ -157,6 +168,8 @@ class DynamicInt8Linear(nn.Module):
         engine: torch quantized engine to pack for (``None``: the current global one).
         inv_scale: per-input-channel multiplier applied to ``x`` first (the runtime half of a smoothing).
         fp32_channels: input channel indices multiplied in fp32, outside the int8 product (None or empty: none).
+        weight_codes: ``(int8 codes, float32 scales)`` of the packed weight (``W·2**k``, fp32 columns zero) chosen
+            by icd (GPTQ, :mod:`icd.transforms.int8_rounding`) instead of torch's rounding of ``linear``.
 
     Raises:
         TypeError: ``linear`` is not an ``nn.Linear``.
@@ -167,7 +180,7 @@ class DynamicInt8Linear(nn.Module):
     def __init__(
         self, linear: nn.Linear, *, per_token: bool, per_channel: bool = True, reduce_range: bool = False,
         engine: str | None = "onednn", inv_scale: torch.Tensor | None = None,
-        fp32_channels: torch.Tensor | None = None,
+        fp32_channels: torch.Tensor | None = None, weight_codes: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(linear, nn.Linear):
@@ -181,13 +194,14 @@ class DynamicInt8Linear(nn.Module):
         has_bias = linear.bias is not None
         packed_from = linear if channels is None else _without_columns(linear, channels)
         self.packed = pack_dynamic_linear(packed_from, self.per_channel, engine,
-                                          with_bias=has_bias and not self.per_token)
+                                          with_bias=has_bias and not self.per_token, weight_codes=weight_codes)
         self.register_buffer("bias", linear.bias.detach().float().clone() if has_bias and self.per_token else None)
         multiplier = None if inv_scale is None else inv_scale.detach().float().clone()
         if channels is not None:
             multiplier = torch.ones(linear.in_features) if multiplier is None else multiplier
             multiplier[channels] = 0.0
         self.smoothed = inv_scale is not None
+        self.rounding = "nearest" if weight_codes is None else "icd codes"
         self.register_buffer("inv_scale", multiplier)
         self.register_buffer("fp32_channels", channels)
         # the fp32 part in the module's own input units: W_smoothed[:, idx] * inv_scale[idx] = W[:, idx]
@@ -224,4 +238,5 @@ class DynamicInt8Linear(nn.Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"activations={'per_token' if self.per_token else 'per_tensor'}, "
                 f"weights={'per_channel' if self.per_channel else 'per_tensor'}, "
-                f"bits={7 if self.reduce_range else 8}, smoothed={self.smoothed}, fp32_channels={fp32}")
+                f"bits={7 if self.reduce_range else 8}, smoothed={self.smoothed}, fp32_channels={fp32}, "
+                f"weight_rounding={self.rounding}")

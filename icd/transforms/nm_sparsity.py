@@ -48,6 +48,7 @@ from icd.transforms.refit import (
     augmented_problem,
     correct_layernorm,
     feedback_target,
+    inverse_hessian_chol,
     mean_shift_bias,
     output_error_vs_dense,
     prepared_hessian,
@@ -138,20 +139,6 @@ def wanda_prune(weight: torch.Tensor, input_norms: torch.Tensor, n: int, m: int)
     return weight * nm_mask(scores, n, m)
 
 
-def _inverse_hessian_chol(hessian: torch.Tensor, damp: float) -> torch.Tensor:
-    """Upper Cholesky factor of ``(H + λI)⁻¹`` with λ = damp · mean diag(H), raising λ until it factorises."""
-    eye = torch.eye(hessian.shape[0], dtype=hessian.dtype)
-    scale = hessian.diagonal().mean().clamp(min=1e-12)
-    lam = damp * scale
-    for _ in range(8):
-        chol, info = torch.linalg.cholesky_ex(hessian + lam * eye)
-        if int(info) == 0:
-            inv = torch.cholesky_inverse(chol)
-            return torch.linalg.cholesky(inv, upper=True)
-        lam = max(float(lam) * 10.0, 1e-8 * float(scale))
-    raise ValueError("sparsegpt: Hessian is not positive definite even after damping")
-
-
 def sparsegpt_prune(
     weight: torch.Tensor, hessian: torch.Tensor, n: int, m: int, blocksize: int = 128, damp: float = 0.01
 ) -> torch.Tensor:
@@ -182,7 +169,7 @@ def _sparsegpt(
     dead = h.diagonal() == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
-    hinv = _inverse_hessian_chol(h, damp)
+    hinv = inverse_hessian_chol(h, damp)
     block = max(m, blocksize - blocksize % m)
     prune = torch.zeros_like(w, dtype=torch.bool)
     for i1 in range(0, cols, block):

@@ -11,6 +11,8 @@ dense model, ``x`` (``k`` features; ``k̂ < k`` after channels were cut). The st
 * :func:`fit_to_dense` — that fit as new weights and bias (what compaction uses: nothing else constrains them);
 * :func:`refit_masked` — the same objective with a support per row (what N:M uses, the mask fixed);
 * :func:`mean_shift_bias` — the bias moved so mean outputs match (bias correction without a joint fit);
+* :func:`inverse_hessian_chol` — the upper Cholesky factor of ``(H + λI)⁻¹`` that SparseGPT's and GPTQ's
+  column-by-column updates read;
 * :func:`correct_layernorm` — per-channel scale / shift of the LayerNorm after a residual add, fitted to the dense
   model's outputs.
 
@@ -257,3 +259,17 @@ def fit_to_dense(
         return feedback_target(weight, stats, damp, prior), None
     _, target = augmented_problem(weight, bias, stats, damp, None if prior is None else (prior, bias))
     return target[:, :-1], target[:, -1]
+
+
+def inverse_hessian_chol(hessian: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor of ``(H + λI)⁻¹`` with λ = damp · mean diag(H), raising λ until it factorises."""
+    eye = torch.eye(hessian.shape[0], dtype=hessian.dtype)
+    scale = hessian.diagonal().mean().clamp(min=1e-12)
+    lam = damp * scale
+    for _ in range(8):
+        chol, info = torch.linalg.cholesky_ex(hessian + lam * eye)
+        if int(info) == 0:
+            inv = torch.cholesky_inverse(chol)
+            return torch.linalg.cholesky(inv, upper=True)
+        lam = max(float(lam) * 10.0, 1e-8 * float(scale))
+    raise ValueError("Hessian is not positive definite even after damping")

@@ -20,6 +20,11 @@ per_tensor), so an old run is served exactly as it was measured.
 ``fp32_channels`` (optional): per Linear, the input channel indices multiplied in fp32 outside the int8 product
 (:class:`icd.transforms.int8_kernels.DynamicInt8Linear`); absent = none.
 
+``weight_rounding`` (optional, absent = ``nearest``): ``gptq`` when icd rounded the weights itself
+(:mod:`icd.transforms.int8_rounding`); the int8 codes and per-channel scales of every quantized Linear then live
+beside the fp32 weights in ``int8_weights.safetensors`` (``<name>.codes`` int8, ``<name>.scales`` float32) and are
+packed as they are, while ``model.safetensors`` keeps the unrounded fp32 weights.
+
 ``input_scale_log2`` holds the smoothing that cannot be folded into fp32 weights (see
 :mod:`icd.transforms.smoothing`): per input channel ``k``, the weight columns are multiplied by ``2**k`` and the
 input by ``2**-k`` (exact in floating point), then the Linear is quantized. Unknown record types raise, so a
@@ -47,6 +52,12 @@ LEGACY_REDUCE_RANGE = True
 INT8_RECORD_TYPE = "int8"
 INT8_RECORD_VERSION = 1
 
+WEIGHT_ROUNDINGS = ("nearest", "gptq")
+"""``data.weight_rounding`` values (absent = nearest)."""
+
+INT8_WEIGHTS_FILE = "int8_weights.safetensors"
+"""Beside a saved model's weights: icd's int8 codes and scales when a record's ``weight_rounding`` is ``gptq``."""
+
 
 def encode_exponents(exponents: torch.Tensor) -> str:
     """int8 exponents as base64 text (compact and exact)."""
@@ -70,6 +81,7 @@ def int8_runtime_record(
     reduce_range: bool = LEGACY_REDUCE_RANGE,
     per_token: Sequence[str] | None = None,
     fp32_channels: Mapping[str, torch.Tensor] | None = None,
+    weight_rounding: str = "nearest",
 ) -> dict[str, Any]:
     """The provenance record that makes :func:`apply_runtime_transforms_` quantize exactly ``quantized``.
 
@@ -84,6 +96,9 @@ def int8_runtime_record(
             None = all).
         fp32_channels: per Linear (a subset of ``quantized``), the input channels multiplied in fp32 outside the
             int8 product (absent from the record when there are none).
+        weight_rounding: ``nearest`` (torch rounds the saved fp32 weights at load; absent from the record) or
+            ``gptq`` (the packed weights are icd's codes, saved beside the fp32 weights as
+            ``int8_weights.safetensors`` and held by the model as ``Encoder.int8_weights``).
 
     Raises:
         ValueError: a smoothed, per-token or fp32-channel Linear is not in ``quantized``, or per-token Linears with
@@ -116,6 +131,10 @@ def int8_runtime_record(
         raise ValueError(f"int8 record: fp32 channels of Linears not quantized: {extra}")
     if channels:
         data["fp32_channels"] = {name: channels[name] for name in sorted(channels)}
+    if weight_rounding not in WEIGHT_ROUNDINGS:
+        raise ValueError(f"int8 record: weight_rounding {weight_rounding!r} is not one of {WEIGHT_ROUNDINGS}")
+    if weight_rounding != "nearest":
+        data["weight_rounding"] = weight_rounding
     return {"type": INT8_RECORD_TYPE, "version": INT8_RECORD_VERSION, "data": data}
 
 
@@ -141,13 +160,32 @@ def _apply_int8_(encoder: Encoder, record: dict[str, Any]) -> None:
     if per_token is not None and (not isinstance(per_token, list) or not set(per_token) <= set(data["quantized"])):
         raise ArtefactError("runtime_transforms: int8 data.per_token must list quantized Linear names")
     channels = _fp32_channels(data)
+    codes = _weight_codes(encoder, data)
     try:
         for name in sorted(scales):
             smooth_linear_input_(encoder.bert, name, decode_exponents(scales[name]))
         quantize_linears_(encoder, list(data["quantized"]), scheme, data.get("engine", DEFAULT_ENGINE),
-                          reduce_range=reduce_range, per_token=per_token, fp32_channels=channels)
+                          reduce_range=reduce_range, per_token=per_token, fp32_channels=channels,
+                          weight_codes=codes)
     except ValueError as exc:
         raise ArtefactError(f"runtime_transforms: {exc}") from None
+
+
+def _weight_codes(encoder: Encoder, data: dict[str, Any]) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
+    """The model's int8 codes when the record says icd rounded the weights (GPTQ), else None."""
+    rounding = data.get("weight_rounding", "nearest")
+    if rounding not in WEIGHT_ROUNDINGS:
+        raise ArtefactError(f"runtime_transforms: int8 data.weight_rounding {rounding!r} is not one of "
+                            f"{', '.join(WEIGHT_ROUNDINGS)}")
+    if rounding == "nearest":
+        return None
+    codes = getattr(encoder, "int8_weights", None) or {}
+    missing = sorted(set(data["quantized"]) - set(codes))
+    if missing:
+        raise ArtefactError(f"runtime_transforms: int8 weight_rounding {rounding!r} needs the int8 codes of every "
+                            f"quantized Linear ({INT8_WEIGHTS_FILE} beside the model's weights); missing for "
+                            f"{missing[:3]}{'...' if len(missing) > 3 else ''}")
+    return codes
 
 
 def _fp32_channels(data: dict[str, Any]) -> dict[str, torch.Tensor]:

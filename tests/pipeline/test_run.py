@@ -104,6 +104,37 @@ def test_iterative_embedding_run_with_int8(tmp_path):
 
 
 @pytest.mark.slow
+def test_iterative_run_with_gptq_int8_saves_and_reloads_its_codes(tmp_path):
+    from icd.transforms.runtime import INT8_WEIGHTS_FILE
+
+    out = tmp_path / "gptq"
+    cfg = load_config("configs/minilm.json", [*SMALL, "pipeline.mode=iterative", "transforms.0.search_texts=16",
+                                              "transforms.0.alpha_grid=[0.5]", "transforms.0.weight_rounding=gptq"])
+    result = run_config(cfg, out, progress=False)
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["runtime_transforms"][0]["data"]["weight_rounding"] == "gptq"
+    rounding = doc["transform_reports"][0]["weight_rounding"]
+    assert rounding["method"] == "gptq" and rounding["hessians"] == "the calibration statistics of this model"
+    assert rounding["rel_output_error_gptq_mean"] < rounding["rel_output_error_nearest_mean"]
+    assert (out / "model" / INT8_WEIGHTS_FILE).is_file()
+    tokenizer = load_tokenizer(cfg.model)
+    from icd.data.corpus import load_split
+
+    split = load_split(cfg.data.calibration_texts, cfg.data.heldout_texts, cfg.data.seed)
+    again = encode(load_run_encoder(out / "model"), tokenizer, split.heldout, cfg.data.batch_size,
+                   cfg.model.max_length)
+    in_memory = encode(result.runtime.encoder, tokenizer, split.heldout, cfg.data.batch_size, cfg.model.max_length)
+    torch.testing.assert_close(again, in_memory, rtol=1e-4, atol=1e-4)
+    from icd.export.options import ExportOptions
+    from icd.export.repository import export_model
+
+    exported = export_model(out, tmp_path / "repo", ExportOptions(model_name="bert_gptq", runtime="torchscript",
+                                                                  precision="int8"))
+    assert exported.verification["max_abs_diff"] is not None and exported.verification["max_abs_diff"] < 1e-3
+    assert exported.verification["cos_mean_fp32"] > 0.99
+
+
+@pytest.mark.slow
 def test_nm_run_reports_efficacy_and_keeps_pattern(tmp_path):
     out = tmp_path / "nm"
     cfg = load_config("configs/minilm.json", [

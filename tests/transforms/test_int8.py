@@ -185,21 +185,6 @@ def test_reduce_range_default_follows_vnni():
 # ------------------------------------------------------------------------------------------------ the model level
 
 
-@pytest.fixture(scope="module")
-def batch():
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, 30000, (4, 16), generator=gen)
-    mask = torch.ones_like(ids)
-    mask[2, 10:] = 0
-    return ids, mask
-
-
-@pytest.fixture
-def context(minilm_tokenizer, corpus_split):
-    return TransformContext(tokenizer=minilm_tokenizer, calibration_texts=corpus_split.calibration[:16], batch_size=8,
-                            max_length=32)
-
-
 def test_scope_resolution():
     enc = tiny_encoder()
     assert len(resolve_scope(enc, "all")) == 12

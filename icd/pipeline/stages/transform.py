@@ -101,12 +101,15 @@ def carry_runtime_model(runtime: RuntimeModel, before: Encoder, candidate: Encod
     of the same choices, reordered: the fp32 model with its V->O folds is folded with ``perms`` and every input
     exponent vector and fp32 channel set reordered like its Linear's columns. A new search would find the same
     choices up to the rounding of
-    the permuted model's sums (tests/pipeline/test_carry_runtime.py compares the two).
+    the permuted model's sums (tests/pipeline/test_carry_runtime.py compares the two). GPTQ-rounded weights are not
+    carried (their codes depend on the column order): None.
     """
     if not runtime.runtime_records:
         return RuntimeModel(encoder=candidate, fp32=candidate)
     if any(record.get("type") != INT8_RECORD_TYPE for record in runtime.runtime_records):
         return None
+    if any(record.get("data", {}).get("weight_rounding", "nearest") != "nearest" for record in runtime.runtime_records):
+        return None  # GPTQ's codes depend on the column order: a permuted model is rounded anew
     fp32 = copy.deepcopy(runtime.fp32)
     apply_permutations_(fp32, perms)
     origins = input_origins(before, perms)

@@ -1,0 +1,141 @@
+"""How int8 weights are rounded: to the nearest grid point, or GPTQ (Hessian-aware, error-compensating).
+
+Round-to-nearest quantizes each weight alone. GPTQ (Frantar et al. 2023, "GPTQ: Accurate Post-Training
+Quantization for Generative Pre-trained Transformers") quantizes one input column at a time and moves the rounding
+error of that column onto the columns not yet quantized, weighted by the inverse of the layer's input Hessian
+``H = mean x xᵀ`` over calibration tokens, so the layer's *output* error ``‖(W − Q) x‖²`` is what it minimises.
+It is the same column-by-column update as icd's SparseGPT 2:4 (:mod:`icd.transforms.nm_sparsity`), with
+"round to the grid" where SparseGPT has "set to zero".
+
+The grid is icd's own, not torch's observer: per output channel a symmetric scale ``s = max |w| / 127`` and codes
+in ``[-127, 127]`` (the absmax element sits exactly on ``±127``). The codes and scales are what gets packed
+(:class:`icd.transforms.int8_kernels.DynamicInt8Linear` with ``weight_codes``), so nothing re-rounds them.
+
+Everything here is in the int8 kernel's own units: the weight after icd's smoothing (``W·2**k``, fp32 outlier
+columns zero) and the Hessian of the input the kernel sees (``x·2**-k``, the same columns zero).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from icd.transforms.refit import inverse_hessian_chol
+
+CODE_MAX = 127
+"""Largest |code|: the grid is symmetric, narrow range ``[-127, 127]``."""
+
+GPTQ_BLOCK = 128
+"""Columns per lazy-update block (the result does not depend on it, only the speed)."""
+
+GPTQ_DAMP = 0.01
+"""Damping of the Hessian's diagonal, as a fraction of its mean (GPTQ's default)."""
+
+
+def row_scales(weight: torch.Tensor) -> torch.Tensor:
+    """Per output channel ``max |w| / 127`` (float32; 1.0 for an all-zero row, whose codes are all 0)."""
+    absmax = weight.detach().abs().amax(dim=1).to(torch.float32)
+    return torch.where(absmax > 0, absmax / CODE_MAX, torch.ones_like(absmax))
+
+
+def round_nearest(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(codes int8, scales float32)`` of ``weight`` rounded to the nearest grid point."""
+    scales = row_scales(weight)
+    codes = torch.round(weight.detach().double() / scales.double().unsqueeze(1)).clamp(-CODE_MAX, CODE_MAX)
+    return codes.to(torch.int8), scales
+
+
+def gptq_codes(
+    weight: torch.Tensor, hessian: torch.Tensor, block: int = GPTQ_BLOCK, damp: float = GPTQ_DAMP
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(codes int8 [out, in], scales float32 [out])``: GPTQ of ``weight`` on the grid of :func:`row_scales`.
+
+    Args:
+        weight: ``out × in`` weight in the kernel's units.
+        hessian: ``in × in`` mean ``x xᵀ`` of the kernel's inputs; a column with a zero diagonal (an input that is
+            always zero, e.g. an fp32 outlier channel) is not used and its codes are 0.
+        block: columns per lazy-update block.
+        damp: Hessian damping as a fraction of its mean diagonal.
+
+    Raises:
+        ValueError: shapes disagree, or the Hessian is not positive definite even after damping.
+    """
+    rows, cols = weight.shape
+    if tuple(hessian.shape) != (cols, cols):
+        raise ValueError(f"gptq: Hessian {tuple(hessian.shape)} does not match a weight of {cols} input columns")
+    scales = row_scales(weight)
+    s = scales.double()
+    w = weight.detach().double().clone()
+    h = hessian.detach().double().clone()
+    dead = h.diagonal() == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    hinv = inverse_hessian_chol(h, damp)
+    codes = torch.zeros_like(w)
+    for i1 in range(0, cols, block):
+        i2 = min(i1 + block, cols)
+        w1 = w[:, i1:i2].clone()
+        err1 = torch.zeros_like(w1)
+        hinv1 = hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            column = w1[:, i]
+            code = torch.round(column / s).clamp(-CODE_MAX, CODE_MAX)
+            codes[:, i1 + i] = code
+            error = (column - code * s) / hinv1[i, i]
+            w1[:, i:] -= error.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
+            err1[:, i] = error
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    return codes.to(torch.int8), scales
+
+
+def output_error(weight: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, hessian: torch.Tensor) -> float:
+    """Relative output error ``tr(D H Dᵀ) / tr(W H Wᵀ)`` of the rounding (``D = W − codes·s``)."""
+    w = weight.detach().double()
+    delta = w - codes.double() * scales.double().unsqueeze(1)
+    h = hessian.double()
+    total = float(torch.einsum("oi,ij,oj->", w, h, w))
+    return float(torch.einsum("oi,ij,oj->", delta, h, delta)) / max(total, 1e-300)
+
+
+def kernel_weight(weight: torch.Tensor, exponents: torch.Tensor | None, fp32_channels: torch.Tensor | None) -> torch.Tensor:
+    """The weight the int8 kernel packs: ``W·2**k`` per input column (icd's runtime smoothing), fp32 columns zero."""
+    from icd.transforms.smoothing import scale_of
+
+    w = weight.detach().to(torch.float32).clone()
+    if exponents is not None:
+        w.mul_(scale_of(exponents))
+    if fp32_channels is not None and fp32_channels.numel():
+        w[:, fp32_channels] = 0.0
+    return w
+
+
+def kernel_hessian(hessian: torch.Tensor, exponents: torch.Tensor | None,
+                   fp32_channels: torch.Tensor | None) -> torch.Tensor:
+    """The Hessian of the kernel's input ``x·2**-k`` (fp32 channels zero) from that of the Linear's input ``x``."""
+    from icd.transforms.smoothing import scale_of
+
+    h = hessian.detach().double()
+    multiplier = torch.ones(h.shape[0], dtype=torch.float64)
+    if exponents is not None:
+        multiplier = scale_of(-exponents).double()
+    if fp32_channels is not None and fp32_channels.numel():
+        multiplier = multiplier.clone()
+        multiplier[fp32_channels] = 0.0
+    return h * multiplier.unsqueeze(0) * multiplier.unsqueeze(1)
+
+
+def check_codes(codes: Mapping[str, tuple[torch.Tensor, torch.Tensor]], name: str, out_features: int,
+                in_features: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``codes[name]`` after checking dtype, shape and range; ValueError naming the Linear otherwise."""
+    if name not in codes:
+        raise ValueError(f"int8 weight codes: none for Linear {name!r}")
+    q, s = codes[name]
+    if q.dtype != torch.int8 or tuple(q.shape) != (out_features, in_features):
+        raise ValueError(f"int8 weight codes of {name!r}: need int8 [{out_features}, {in_features}], "
+                         f"got {q.dtype} {list(q.shape)}")
+    if tuple(s.shape) != (out_features,) or not bool(torch.isfinite(s).all()) or not bool((s > 0).all()):
+        raise ValueError(f"int8 weight scales of {name!r}: need {out_features} finite positive values")
+    if int(q.min()) < -CODE_MAX:
+        raise ValueError(f"int8 weight codes of {name!r}: {int(q.min())} is below -{CODE_MAX}")
+    return q, s.to(torch.float32)
