@@ -51,6 +51,9 @@ def gptq_codes(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(codes int8 [out, in], scales float32 [out])``: GPTQ of ``weight`` on the grid of :func:`row_scales`.
 
+    A weight that is exactly zero stays zero (its code is 0 whatever the updates moved onto it): N:M sparsity's
+    pattern survives, and the error of keeping it zero is moved on like any rounding error (SparseGPT's update).
+
     Args:
         weight: ``out × in`` weight in the kernel's units.
         hessian: ``in × in`` mean ``x xᵀ`` of the kernel's inputs; a column with a zero diagonal (an input that is
@@ -67,6 +70,7 @@ def gptq_codes(
     scales = row_scales(weight)
     s = scales.double()
     w = weight.detach().double().clone()
+    support = w != 0
     h = hessian.detach().double().clone()
     dead = h.diagonal() == 0
     h[dead, dead] = 1.0
@@ -80,7 +84,7 @@ def gptq_codes(
         hinv1 = hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
             column = w1[:, i]
-            code = torch.round(column / s).clamp(-CODE_MAX, CODE_MAX)
+            code = torch.round(column / s).clamp(-CODE_MAX, CODE_MAX) * support[:, i1 + i]
             codes[:, i1 + i] = code
             error = (column - code * s) / hinv1[i, i]
             w1[:, i:] -= error.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)

@@ -49,6 +49,17 @@ def test_gptq_lowers_the_output_error_it_minimises():
     assert float(direct / ((x @ weight.double().T) ** 2).sum()) == pytest.approx(gptq, rel=1e-6)
 
 
+def test_zero_weights_stay_zero_so_a_2_of_4_pattern_survives():
+    from icd.transforms.nm_sparsity import is_nm, magnitude_prune
+
+    gen = torch.Generator().manual_seed(4)
+    weight = magnitude_prune(torch.randn(32, 64, generator=gen), 2, 4)
+    x = _correlated_inputs(1500, 64)
+    codes, scales = gptq_codes(weight, x.T @ x / x.shape[0])
+    assert is_nm(codes.float() * scales[:, None], 2, 4)
+    assert bool((codes[weight == 0] == 0).all())
+
+
 def test_grid_is_symmetric_per_row_and_zero_rows_and_dead_columns_give_zero_codes():
     weight = torch.tensor([[0.5, -1.0, 0.25], [0.0, 0.0, 0.0], [2.0, 1.0, -0.5]])
     codes, scales = round_nearest(weight)
