@@ -169,6 +169,29 @@ def test_gptq_from_calibration_stats_equals_gptq_from_a_pass(context):
     assert all(g.count > 0 for g in grams.values())
 
 
+def test_hessians_from_statistics_follow_a_v_to_o_fold(context):
+    """The statistics predate the search's V->O folds; the Gram of a folded O's input must be the folded model's."""
+    from icd.calibrate.run import calibrate
+    from icd.transforms.api import TransformContext
+    from icd.transforms.int8 import SmoothingChoice, _linear_grams, _value_of_attention_output
+    from icd.transforms.smoothing import fold_value_output_scale_
+
+    fp32 = tiny_encoder()
+    stats = calibrate(fp32, context.tokenizer, context.calibration_texts, 8, 32, progress=False)
+    output, value = next(iter(_value_of_attention_output(fp32).items()))
+    modules = dict(fp32.bert.named_modules())
+    exponents = torch.randint(-3, 4, (modules[output].in_features,), generator=torch.Generator().manual_seed(5),
+                              dtype=torch.int8)
+    fold_value_output_scale_(modules[value], modules[output], exponents)
+    choice = SmoothingChoice(output, 0.5, exponents, 0.0, 0.0, folded=True)
+    with_stats = TransformContext(tokenizer=context.tokenizer, calibration_texts=context.calibration_texts,
+                                  batch_size=8, max_length=32, stats=stats)
+    from_stats, source = _linear_grams(fp32, [output], with_stats, [choice])
+    assert source == "the calibration statistics of this model"
+    measured = collect_grams(fp32, [output], context.calibration_batches())[output]
+    torch.testing.assert_close(from_stats[output].hessian, measured.hessian, rtol=1e-4, atol=1e-6)
+
+
 def test_codes_survive_save_and_load_and_a_missing_file_is_named(tmp_path, batch, context,
                                                                     minilm_tokenizer):
     from icd.config.schema import ModelSection
