@@ -559,8 +559,9 @@ def prepare_int8_runtime(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Choose smoothing and fp32 exceptions for ``config``; fold the foldable part into ``fp32`` (in place).
 
-    ``fp32`` stays an fp32 model computing the same function (only V→O scalings are folded into it); the int8
-    model is ``apply_runtime_transforms_(copy.deepcopy(fp32), [record])``.
+    ``fp32`` stays an fp32 model computing the same function (only V→O scalings are folded into it; with
+    ``weight_rounding: gptq`` the int8 codes are attached as ``fp32.int8_weights``, its weights unchanged); the
+    int8 model is ``apply_runtime_transforms_(copy.deepcopy(fp32), [record])``.
 
     Args:
         fp32: the model after every weight transform (an ``Encoder``).
