@@ -44,7 +44,7 @@ from icd.pipeline.stages.transform import (
     RuntimeModel,
     build_runtime_model,
     carry_runtime_model,
-    is_runtime,
+    has_runtime_transforms,
     run_weight_transforms,
 )
 from icd.transforms.compact_slice import layer_sizes
@@ -152,8 +152,8 @@ class Runner:
         self._set_reorder(None if weight_records else (stats, dense, perms))
         with ctx.events.stage("measure") as event:
             # int8 reads its activation ranges from the working model's statistics when they follow from `stats`
-            has_runtime = any(is_runtime(config) for config in ctx.cfg.transforms)
-            runtime = build_runtime_model(ctx, working, self._stats_after_folds() if has_runtime else None)
+            stats_now = self._stats_after_folds() if has_runtime_transforms(ctx) else None
+            runtime = build_runtime_model(ctx, working, stats_now)
             linear = measure_variant(ctx, "linear", runtime.encoder, reference)
             event.numbers.update(cos_mean=linear.fidelity.cos_mean, latency_median_ms=linear.latency.median_ms,
                                  speedup=linear.speedup_over(dense_metrics))
@@ -210,9 +210,8 @@ class Runner:
         with ctx.events.stage(prefix + "measure") as event:
             runtime = carry_runtime_model(result.runtime, working, candidate, second) if result.runtime else None
             if runtime is None:  # a new search, on the candidate's statistics (`stats` reordered by the fold)
-                has_runtime = any(is_runtime(config) for config in ctx.cfg.transforms)
-                runtime = build_runtime_model(ctx, candidate,
-                                              stats_after_fold(stats, working, second) if has_runtime else None)
+                runtime = build_runtime_model(ctx, candidate, stats_after_fold(stats, working, second)
+                                              if has_runtime_transforms(ctx) else None)
             elif runtime.runtime_records:
                 event.numbers.update(runtime_transforms="carried from the accepted model through the permutation")
             metrics = measure_variant(ctx, f"iterative{iteration}", runtime.encoder, reference)

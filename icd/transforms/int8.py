@@ -45,7 +45,7 @@ from icd.transforms.int8_rounding import (
     gptq_codes,
     kernel_hessian,
     kernel_weight,
-    output_error,
+    output_errors,
     round_nearest,
 )
 from icd.transforms.smoothing import InputScaled, fold_value_output_scale_, scale_of, smoothing_exponents
@@ -197,13 +197,14 @@ def quantize_linears_(
         raise ValueError(f"int8: fp32 channels for Linears that are not quantized: {outside}")
     _check_engine(engine)
     modules = dict(encoder.bert.named_modules())
+    checked: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for name in names:
         module = modules.get(name)
         target = module.inner if isinstance(module, InputScaled) else module
         if type(target) is not nn.Linear:
             raise ValueError(f"int8: {name!r} is not an fp32 nn.Linear of the model")
         if weight_codes is not None:
-            check_codes(weight_codes, name, target.out_features, target.in_features)
+            checked[name] = check_codes(weight_codes, name, target.out_features, target.in_features)
     if names and not reduce_range and not vnni_supported():
         warnings.warn("int8: 8-bit activations (reduce_range false) on a CPU without VNNI: u8*s8 int16 "
                       "accumulation may saturate; quantize with reduce_range true here", RuntimeWarning, stacklevel=2)
@@ -212,10 +213,8 @@ def quantize_linears_(
         inner, inv_scale = (module.inner, module.inv_scale) if isinstance(module, InputScaled) else (module, None)
         parent_name, _, leaf = name.rpartition(".")
         parent = encoder.bert.get_submodule(parent_name) if parent_name else encoder.bert
-        codes = None if weight_codes is None else check_codes(weight_codes, name, inner.out_features,
-                                                               inner.in_features)
         setattr(parent, leaf, int8_linear(inner, scheme, engine, reduce_range, name in tokens, inv_scale,
-                                          channels.get(name), codes))
+                                          channels.get(name), checked.get(name)))
 
 
 def quantized_names(encoder: nn.Module) -> list[str]:
@@ -444,7 +443,11 @@ class _Candidate:
     batches: list[Any]
     fp32_channels: dict[str, torch.Tensor] = field(default_factory=dict)
     reference: torch.Tensor | None = None
-    weight_rounding: str = "nearest"
+
+    @property
+    def weight_rounding(self) -> str:
+        """``gptq`` once :func:`_round_with_gptq` attached its codes to the fp32 model, else ``nearest``."""
+        return "gptq" if getattr(self.fp32, "int8_weights", None) else "nearest"
 
     def record(self, quantized: Sequence[str]) -> dict[str, Any]:
         from icd.transforms.runtime import int8_runtime_record
@@ -574,6 +577,8 @@ def prepare_int8_runtime(
         which Linears stayed fp32 and the measured reason).
     """
     names = resolve_scope(fp32, config.scope, config.keep_fp32)
+    if getattr(fp32, "int8_weights", None):
+        fp32.int8_weights = {}  # codes of an earlier search (e.g. a loaded GPTQ run) belong to that record
     kernel = _kernel(fp32, config, names)
     kept = [{"name": n, "reason": "not in scope or matched keep_fp32"} for n in linear_names(fp32) if n not in names]
     batches = _search_batches(context, config.search_texts)
@@ -646,11 +651,9 @@ def _round_with_gptq(candidate: _Candidate, quantized: Sequence[str], context: T
         weight = kernel_weight(modules[name].weight, exponents, channels)
         hessian = kernel_hessian(grams[name].hessian, exponents, channels)
         codes[name] = gptq_codes(weight, hessian)
-        nearest = round_nearest(weight)
-        layers.append({"name": name, "rel_output_error_nearest": output_error(weight, *nearest, hessian),
-                       "rel_output_error_gptq": output_error(weight, *codes[name], hessian)})
+        nearest, gptq = output_errors(weight, hessian, [round_nearest(weight), codes[name]])
+        layers.append({"name": name, "rel_output_error_nearest": nearest, "rel_output_error_gptq": gptq})
     candidate.fp32.int8_weights = codes
-    candidate.weight_rounding = "gptq"
     return {"method": "gptq", "hessians": source, "tokens": min(g.count for g in grams.values()),
             "seconds": time.perf_counter() - started,
             "rel_output_error_nearest_mean": sum(x["rel_output_error_nearest"] for x in layers) / len(layers),

@@ -21,7 +21,7 @@ from typing import Mapping
 
 import torch
 
-from icd.transforms.refit import inverse_hessian_chol
+from icd.transforms.refit import column_sweep
 
 CODE_MAX = 127
 """Largest |code|: the grid is symmetric, narrow range ``[-127, 127]``."""
@@ -64,42 +64,34 @@ def gptq_codes(
     Raises:
         ValueError: shapes disagree, or the Hessian is not positive definite even after damping.
     """
-    rows, cols = weight.shape
+    cols = weight.shape[1]
     if tuple(hessian.shape) != (cols, cols):
         raise ValueError(f"gptq: Hessian {tuple(hessian.shape)} does not match a weight of {cols} input columns")
     scales = row_scales(weight)
     s = scales.double()
-    w = weight.detach().double().clone()
-    support = w != 0
-    h = hessian.detach().double().clone()
-    dead = h.diagonal() == 0
-    h[dead, dead] = 1.0
-    w[:, dead] = 0.0
-    hinv = inverse_hessian_chol(h, damp)
-    codes = torch.zeros_like(w)
-    for i1 in range(0, cols, block):
-        i2 = min(i1 + block, cols)
-        w1 = w[:, i1:i2].clone()
-        err1 = torch.zeros_like(w1)
-        hinv1 = hinv[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            column = w1[:, i]
-            code = torch.round(column / s).clamp(-CODE_MAX, CODE_MAX) * support[:, i1 + i]
-            codes[:, i1 + i] = code
-            error = (column - code * s) / hinv1[i, i]
-            w1[:, i:] -= error.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
-            err1[:, i] = error
-        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    support = weight.detach() != 0
+    codes = torch.zeros(weight.shape, dtype=torch.float64)
+
+    def pick(w1: torch.Tensor, hinv1: torch.Tensor, i1: int, i: int) -> torch.Tensor:
+        code = torch.round(w1[:, i] / s).clamp(-CODE_MAX, CODE_MAX) * support[:, i1 + i]
+        codes[:, i1 + i] = code
+        return code * s
+
+    column_sweep(weight, hessian, damp, block, pick)
     return codes.to(torch.int8), scales
 
 
-def output_error(weight: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, hessian: torch.Tensor) -> float:
-    """Relative output error ``tr(D H Dᵀ) / tr(W H Wᵀ)`` of the rounding (``D = W − codes·s``)."""
+def output_errors(weight: torch.Tensor, hessian: torch.Tensor,
+                  roundings: list[tuple[torch.Tensor, torch.Tensor]]) -> list[float]:
+    """Relative output error ``tr(D H Dᵀ) / tr(W H Wᵀ)`` of each rounding ``(codes, scales)`` (``D = W − codes·s``)."""
     w = weight.detach().double()
-    delta = w - codes.double() * scales.double().unsqueeze(1)
     h = hessian.double()
-    total = float(torch.einsum("oi,ij,oj->", w, h, w))
-    return float(torch.einsum("oi,ij,oj->", delta, h, delta)) / max(total, 1e-300)
+    total = max(float(torch.einsum("oi,ij,oj->", w, h, w)), 1e-300)
+    errors = []
+    for codes, scales in roundings:
+        delta = w - codes.double() * scales.double().unsqueeze(1)
+        errors.append(float(torch.einsum("oi,ij,oj->", delta, h, delta)) / total)
+    return errors
 
 
 def kernel_weight(weight: torch.Tensor, exponents: torch.Tensor | None, fp32_channels: torch.Tensor | None) -> torch.Tensor:

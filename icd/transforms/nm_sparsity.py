@@ -47,8 +47,8 @@ from icd.transforms.configs import NMSparsityConfig
 from icd.transforms.refit import (
     augmented_problem,
     correct_layernorm,
+    column_sweep,
     feedback_target,
-    inverse_hessian_chol,
     mean_shift_bias,
     output_error_vs_dense,
     prepared_hessian,
@@ -164,34 +164,16 @@ def _sparsegpt(
     rows, cols = weight.shape
     if cols % m:
         raise ValueError(f"sparsegpt: {cols} input columns is not a multiple of m={m}")
-    w = weight.detach().double().clone()
-    h = hessian.double().clone()
-    dead = h.diagonal() == 0
-    h[dead, dead] = 1.0
-    w[:, dead] = 0.0
-    hinv = inverse_hessian_chol(h, damp)
-    block = max(m, blocksize - blocksize % m)
-    prune = torch.zeros_like(w, dtype=torch.bool)
-    for i1 in range(0, cols, block):
-        i2 = min(i1 + block, cols)
-        w1 = w[:, i1:i2].clone()
-        q1 = torch.zeros_like(w1)
-        err1 = torch.zeros_like(w1)
-        hinv1 = hinv[i1:i2, i1:i2]
-        prune1 = prune[:, i1:i2]
-        for i in range(i2 - i1):
-            if i % m == 0:
-                scores = w1[:, i : i + m] ** 2 / hinv1.diagonal()[i : i + m].unsqueeze(0) ** 2
-                drop = scores.topk(m - n, dim=1, largest=False).indices
-                prune1[:, i : i + m].scatter_(1, drop, True)
-            col = w1[:, i]
-            q = col.masked_fill(prune1[:, i], 0.0)
-            q1[:, i] = q
-            e = (col - q) / hinv1[i, i]
-            w1[:, i:] -= e.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
-            err1[:, i] = e
-        w[:, i1:i2] = q1
-        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    prune = torch.zeros(rows, cols, dtype=torch.bool)
+
+    def pick(w1: torch.Tensor, hinv1: torch.Tensor, i1: int, i: int) -> torch.Tensor:
+        if i % m == 0:  # the group's mask, from its current weights (a block holds whole groups)
+            scores = w1[:, i : i + m] ** 2 / hinv1.diagonal()[i : i + m].unsqueeze(0) ** 2
+            drop = scores.topk(m - n, dim=1, largest=False).indices
+            prune[:, i1 + i : i1 + i + m].scatter_(1, drop, True)
+        return w1[:, i].masked_fill(prune[:, i1 + i], 0.0)
+
+    w = column_sweep(weight, hessian, damp, max(m, blocksize - blocksize % m), pick)
     return w, ~prune
 
 

@@ -11,8 +11,8 @@ dense model, ``x`` (``k`` features; ``k̂ < k`` after channels were cut). The st
 * :func:`fit_to_dense` — that fit as new weights and bias (what compaction uses: nothing else constrains them);
 * :func:`refit_masked` — the same objective with a support per row (what N:M uses, the mask fixed);
 * :func:`mean_shift_bias` — the bias moved so mean outputs match (bias correction without a joint fit);
-* :func:`inverse_hessian_chol` — the upper Cholesky factor of ``(H + λI)⁻¹`` that SparseGPT's and GPTQ's
-  column-by-column updates read;
+* :func:`column_sweep` — SparseGPT's and GPTQ's column-by-column update (with :func:`inverse_hessian_chol`, the
+  upper Cholesky factor of ``(H + λI)⁻¹`` it reads);
 * :func:`correct_layernorm` — per-channel scale / shift of the LayerNorm after a residual add, fitted to the dense
   model's outputs.
 
@@ -21,7 +21,7 @@ All solves add damping ``λ = damp · mean diag(H)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -273,3 +273,39 @@ def inverse_hessian_chol(hessian: torch.Tensor, damp: float) -> torch.Tensor:
             return torch.linalg.cholesky(inv, upper=True)
         lam = max(float(lam) * 10.0, 1e-8 * float(scale))
     raise ValueError("Hessian is not positive definite even after damping")
+
+
+ColumnPick = Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor]
+"""``pick(w1, hinv1, i1, i)``: the new values of column ``i1 + i`` (its current values are ``w1[:, i]``)."""
+
+
+def column_sweep(weight: torch.Tensor, hessian: torch.Tensor, damp: float, block: int,
+                 pick: ColumnPick) -> torch.Tensor:
+    """The OBS column sweep of SparseGPT and GPTQ (float64): column by column, ``pick`` sets the column's new
+    values and the change is moved onto the columns not yet swept through ``(H + λI)⁻¹``'s Cholesky factor.
+
+    An input whose Hessian diagonal is zero (always zero) is not used: its weights are 0 before the sweep.
+    """
+    cols = weight.shape[1]
+    w = weight.detach().double().clone()
+    h = hessian.detach().double().clone()
+    dead = h.diagonal() == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    hinv = inverse_hessian_chol(h, damp)
+    for i1 in range(0, cols, block):
+        i2 = min(i1 + block, cols)
+        w1 = w[:, i1:i2].clone()
+        q1 = torch.zeros_like(w1)
+        err1 = torch.zeros_like(w1)
+        hinv1 = hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = w1[:, i]
+            q = pick(w1, hinv1, i1, i)
+            q1[:, i] = q
+            e = (col - q) / hinv1[i, i]
+            w1[:, i:] -= e.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
+            err1[:, i] = e
+        w[:, i1:i2] = q1
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    return w

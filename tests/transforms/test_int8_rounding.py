@@ -19,7 +19,7 @@ from icd.transforms.int8_rounding import (
     gptq_codes,
     kernel_hessian,
     kernel_weight,
-    output_error,
+    output_errors,
     round_nearest,
     row_scales,
 )
@@ -41,9 +41,8 @@ def test_gptq_lowers_the_output_error_it_minimises():
     weight = torch.randn(48, 96, generator=gen)
     x = _correlated_inputs(2000, 96)
     hessian = x.T @ x / x.shape[0]
-    nearest = output_error(weight, *round_nearest(weight), hessian)
     codes, scales = gptq_codes(weight, hessian)
-    gptq = output_error(weight, codes, scales, hessian)
+    nearest, gptq = output_errors(weight, hessian, [round_nearest(weight), (codes, scales)])
     assert gptq < 0.7 * nearest
     direct = ((x @ (weight.double() - codes.double() * scales.double()[:, None]).T) ** 2).sum()
     assert float(direct / ((x @ weight.double().T) ** 2).sum()) == pytest.approx(gptq, rel=1e-6)

@@ -56,6 +56,11 @@ class RuntimeModel:
     reports: list[dict[str, Any]] = field(default_factory=list)
 
 
+def has_runtime_transforms(ctx: RunContext) -> bool:
+    """Whether the config has a runtime transform (one that may read calibration statistics)."""
+    return any(is_runtime(config) for config in ctx.cfg.transforms)
+
+
 def run_weight_transforms(ctx: RunContext, encoder: Encoder, event: StageEvent, stats: Any = None) -> list[dict]:
     """Apply every weight transform in place; returns their records."""
     tctx = transform_context(ctx, stats)
