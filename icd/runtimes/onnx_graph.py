@@ -63,3 +63,14 @@ def matmul_nodes(model_path: Path, linear_names: list[str]) -> dict[str, list[st
         if not found[name]:
             raise ArtefactError(f"ONNX graph has no MatMul for Linear {name!r} (scope {scope})")
     return found
+
+
+def activation_matmuls(model_path: Path) -> list[str]:
+    """Names of the MatMul nodes whose inputs are both computed (no weight): attention's ``Q·Kᵀ`` and
+    ``softmax·V``."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    constants = {t.name for t in graph.initializer}
+    constants |= {out for n in graph.node if n.op_type == "Constant" for out in n.output}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and not constants.intersection(n.input)]

@@ -75,12 +75,12 @@ class OpenVinoRuntime(Runtime):
         try:
             onnx_path = work / "model.onnx"
             if precision == Precision.INT8:
-                from icd.runtimes.openvino_int8 import default_recipe, quantize_with_recipe
+                from icd.runtimes.openvino_int8 import default_recipe, export_encoder, quantize_with_recipe
 
                 plan = recipe or default_recipe(source)
-                export_onnx(source.smoothed_encoder(output_gather) if plan.icd_smoothing
-                            else source.torch_encoder(Precision.FP32, output_gather), onnx_path)
-                model = quantize_with_recipe(convert_onnx(onnx_path), onnx_path, source, plan)
+                encoder, split_fp32 = export_encoder(source, plan, output_gather)
+                export_onnx(encoder, onnx_path)
+                model = quantize_with_recipe(convert_onnx(onnx_path), onnx_path, source, plan, split_fp32)
                 described = plan.describe(source)
                 hint = plan.inference_precision
                 extra = plan.compile_properties()

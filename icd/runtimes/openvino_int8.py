@@ -18,9 +18,19 @@ A recipe says which of icd's decisions reach ``nncf.quantize``:
   (``nncf.compress_weights``, INT8_ASYM, per output channel) instead of staying fp32;
 * ``dynamic_quantization_group_size``: the CPU plugin quantizes the activations of those weight-only MatMuls at
   run time per group of this many channels of each token — OpenVINO's counterpart of icd's per-token activation
-  scales on the same Linears (``DYNAMIC_QUANTIZATION_GROUP_SIZE``; None = off).
+  scales on the same Linears (``DYNAMIC_QUANTIZATION_GROUP_SIZE``; None = off);
+* ``fp32_ffn_neurons``: per layer, this many FFN neurons (the widest ranges on the calibration texts) go to a
+  branch of their own, split by weights (:func:`icd.runtimes.outlier_split.split_ffn_neurons_`), that stays fp32 —
+  the rest of FFN-out gets static int8 with the narrower range of the kept neurons (0 = no split);
+* ``fp32_input_channels``: per Linear of ``fp32_input_roles`` (of those reading the residual stream: query, key,
+  value, ffn_in), this many input channels (the widest ranges) are masked out of its int8 product and added back by
+  a small fp32 Linear (:func:`icd.runtimes.outlier_split.split_input_channels_`; 0 = none);
+* ``smooth_quant_alpha``: NNCF's SmoothQuant exponent for MatMuls (None = NNCF's default);
+* ``attention_matmuls_fp32``: attention's two activation × activation products (``Q·Kᵀ``, ``softmax·V``) stay fp32
+  (NNCF's transformer scheme quantizes them).
 
-:data:`DEFAULT_RECIPE` is the one ``openvino:int8`` exports; bench/runtimes.py measures the others.
+The two splits are LLM.int8()'s fp32 outliers carried into a static int8 graph; neither goes with
+``icd_smoothing`` (which rewrites the same Linears) or with ``ignore_per_token`` (which leaves FFN-out fp32 whole).
 """
 
 from __future__ import annotations
@@ -29,7 +39,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from icd.runtimes.onnx_graph import matmul_nodes
+import torch
+
+from icd.runtimes.onnx_graph import activation_matmuls, matmul_nodes
 from icd.runtimes.source import ModelSource
 
 
@@ -47,6 +59,21 @@ class OpenVinoInt8Recipe:
     inference_precision: str = "f32"
     ignored_weight_only: bool = False
     dynamic_quantization_group_size: int | None = None
+    fp32_ffn_neurons: int = 0
+    fp32_input_channels: int = 0
+    fp32_input_roles: tuple[str, ...] = ("query", "key", "value", "ffn_in")
+    smooth_quant_alpha: float | None = None
+    attention_matmuls_fp32: bool = False
+
+    def __post_init__(self) -> None:
+        for field_name in ("fp32_ffn_neurons", "fp32_input_channels"):
+            if getattr(self, field_name) < 0:
+                raise ValueError(f"recipe {self.name}: {field_name} must be >= 0, got {getattr(self, field_name)}")
+            if getattr(self, field_name) and (self.icd_smoothing or self.ignore_per_token):
+                raise ValueError(f"recipe {self.name}: {field_name} splits Linears that icd_smoothing rewrites and "
+                                 f"ignore_per_token leaves fp32 whole; use it without them")
+        if self.smooth_quant_alpha is not None and not (0.0 < self.smooth_quant_alpha <= 1.0):
+            raise ValueError(f"recipe {self.name}: smooth_quant_alpha must be in (0, 1], got {self.smooth_quant_alpha}")
 
     def compile_properties(self) -> dict[str, str]:
         """CPU plugin properties this recipe needs at compile time (besides threads and precision)."""
@@ -66,6 +93,12 @@ class OpenVinoInt8Recipe:
         return {"method": "nncf.quantize", "model_type": "TRANSFORMER", **asdict(self),
                 "icd_smoothing_applied": self.icd_smoothing and source.int8_record is not None,
                 "fp32_linears": self.ignored_linears(source)}
+
+
+def _outliers(name: str, **fields: Any) -> OpenVinoInt8Recipe:
+    """An outlier-split recipe: NNCF's SmoothQuant on the plain fp32 graph (no icd smoothing, FFN-out not left out)."""
+    return OpenVinoInt8Recipe(name, **{"icd_smoothing": False, "nncf_smooth_quant": True, "keep_icd_fp32": False,
+                                       **fields})
 
 
 RECIPES: dict[str, OpenVinoInt8Recipe] = {
@@ -90,11 +123,22 @@ RECIPES: dict[str, OpenVinoInt8Recipe] = {
     "nncf_ffn_out_per_token": OpenVinoInt8Recipe("nncf_ffn_out_per_token", icd_smoothing=False,
                                                  nncf_smooth_quant=True, ignore_per_token=True,
                                                  ignored_weight_only=True, dynamic_quantization_group_size=32),
+    **{f"nncf_fp32_ffn{count}": _outliers(f"nncf_fp32_ffn{count}", fp32_ffn_neurons=count) for count in (8, 16, 32)},
+    "nncf_fp32_ffn32_sq075": _outliers("nncf_fp32_ffn32_sq075", fp32_ffn_neurons=32, smooth_quant_alpha=0.75),
+    "icd_outliers": _outliers("icd_outliers", keep_icd_fp32=True, fp32_ffn_neurons=32, smooth_quant_alpha=0.75,
+                              attention_matmuls_fp32=True),
+    "icd_outliers_ffn_in8": _outliers("icd_outliers_ffn_in8", keep_icd_fp32=True, fp32_ffn_neurons=32,
+                                      fp32_input_channels=8, fp32_input_roles=("ffn_in",), smooth_quant_alpha=0.75,
+                                      attention_matmuls_fp32=True),
+    "icd_outliers_qkv_ffn_in8": _outliers("icd_outliers_qkv_ffn_in8", keep_icd_fp32=True, fp32_ffn_neurons=32,
+                                          fp32_input_channels=8, smooth_quant_alpha=0.75, attention_matmuls_fp32=True),
 }
-DEFAULT_RECIPE = "nncf_ffn_out_fp32"
-"""Decided by bench/results/runtimes.json (docs/int8.md, "Runtimes"): the most faithful int8 recipe measured —
-NNCF's own SmoothQuant, with the Linears icd quantizes per token (FFN-out) and the ones icd keeps fp32 left out of
-static int8."""
+DEFAULT_RECIPE = "icd_outliers"
+"""Decided by bench/results/runtimes_outliers.json (docs/int8.md, "Runtimes"): at NNCF int8's speed (within a few
+per cent) the most faithful recipe measured — NNCF's static int8 with its SmoothQuant (exponent 0.75), each
+layer's 32 widest FFN neurons in an fp32 branch, attention's activation products and the Linears icd keeps fp32
+left fp32. The input-channel splits add fidelity at a measured cost in speed (``icd_outliers_ffn_in8``,
+``icd_outliers_qkv_ffn_in8``)."""
 
 
 def default_recipe(source: ModelSource) -> OpenVinoInt8Recipe:
@@ -103,17 +147,48 @@ def default_recipe(source: ModelSource) -> OpenVinoInt8Recipe:
     return replace(recipe, calibration_texts=min(recipe.calibration_texts, len(source.calibration_texts)))
 
 
-def quantize_with_recipe(model, onnx_path: Path, source: ModelSource, recipe: OpenVinoInt8Recipe):
-    """``nncf.quantize`` of the converted ``model`` (from ``onnx_path``) as ``recipe`` says."""
+def export_encoder(source: ModelSource, recipe: OpenVinoInt8Recipe, output_gather: bool) -> tuple[Any, list[str]]:
+    """The Encoder the recipe quantizes (icd-smoothed or plain fp32, with the outlier splits it asks for) and the
+    fp32 branches the splits add (Linear paths)."""
+    from icd.runtimes.base import Precision
+
+    if recipe.icd_smoothing:
+        return source.smoothed_encoder(output_gather), []
+    encoder = source.torch_encoder(Precision.FP32, output_gather)
+    if not (recipe.fp32_ffn_neurons or recipe.fp32_input_channels):
+        return encoder, []
+    from icd.runtimes import outlier_split
+
+    batches = [{key: torch.from_numpy(value) for key, value in batch.items()}
+               for batch in source.calibration_inputs(recipe.calibration_texts, batch_size=16)]
+    branches = []
+    if recipe.fp32_ffn_neurons:
+        neurons = outlier_split.widest_ffn_neurons(encoder, batches, recipe.fp32_ffn_neurons)
+        branches += outlier_split.split_ffn_neurons_(encoder, neurons)
+    if recipe.fp32_input_channels:
+        readers = outlier_split.residual_readers(encoder, recipe.fp32_input_roles)
+        channels = outlier_split.widest_input_channels(encoder, readers, batches, recipe.fp32_input_channels)
+        branches += outlier_split.split_input_channels_(encoder, channels)
+    return encoder, branches
+
+
+def quantize_with_recipe(model, onnx_path: Path, source: ModelSource, recipe: OpenVinoInt8Recipe,
+                         split_fp32: list[str] | None = None):
+    """``nncf.quantize`` of the converted ``model`` (from ``onnx_path``) as ``recipe`` says; ``split_fp32``: the
+    split's fp32 Linears (:func:`export_encoder`), left out too."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
-    ignored = recipe.ignored_linears(source)
+    ignored = recipe.ignored_linears(source) + list(split_fp32 or [])
     names = [node for nodes in matmul_nodes(onnx_path, ignored).values() for node in nodes] if ignored else []
+    if recipe.attention_matmuls_fp32:
+        names += activation_matmuls(onnx_path)
     samples = source.calibration_inputs(recipe.calibration_texts, batch_size=1)
-    advanced = AdvancedQuantizationParameters(
-        smooth_quant_alphas=AdvancedSmoothQuantParameters() if recipe.nncf_smooth_quant
-        else AdvancedSmoothQuantParameters(matmul=-1))
+    alphas = AdvancedSmoothQuantParameters(matmul=-1)
+    if recipe.nncf_smooth_quant:
+        alphas = (AdvancedSmoothQuantParameters() if recipe.smooth_quant_alpha is None
+                  else AdvancedSmoothQuantParameters(matmul=recipe.smooth_quant_alpha))
+    advanced = AdvancedQuantizationParameters(smooth_quant_alphas=alphas)
     quantized = nncf.quantize(
         model, nncf.Dataset(samples), preset=nncf.QuantizationPreset(recipe.preset),
         model_type=nncf.ModelType.TRANSFORMER, subset_size=len(samples),
