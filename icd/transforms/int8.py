@@ -252,11 +252,14 @@ class _ErrorAccumulator:
         return min(self.relative(alpha) for alpha in self.candidates)
 
 
-def _input_absmax(encoder: nn.Module, names: Sequence[str], batches: Sequence[Any]) -> dict[str, torch.Tensor]:
-    """Per input channel max |x| of each named Linear over the non-padding tokens of ``batches``.
+def _input_absmax(encoder: nn.Module, names: Sequence[str], batches: Sequence[Any],
+                  padded_rows: bool = False) -> dict[str, torch.Tensor]:
+    """Per input channel max |x| of each named Linear over the non-padding tokens of ``batches`` — or, with
+    ``padded_rows``, over every row the model computed, padding included (what a per-call kernel's range sees).
 
-    The same figure as calibration's ``ChannelStats.absmax`` (:mod:`icd.calibrate.collector` also counts only
-    non-padding tokens), so :func:`_activation_ranges` may take it from there instead of running the model.
+    Over real tokens it is the same figure as calibration's ``ChannelStats.absmax`` (:mod:`icd.calibrate.collector`
+    also counts only non-padding tokens), so :func:`_activation_ranges` may take it from there instead of running
+    the model.
     """
     modules = dict(encoder.bert.named_modules())
     absmax: dict[str, torch.Tensor] = {}
@@ -264,7 +267,8 @@ def _input_absmax(encoder: nn.Module, names: Sequence[str], batches: Sequence[An
 
     def hook_for(name: str):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            rows = real_token_rows(inputs[0].detach(), mask[0])
+            x = inputs[0].detach()
+            rows = x.reshape(-1, x.shape[-1]) if padded_rows else real_token_rows(x, mask[0])
             if rows.shape[0] == 0:
                 return
             m = rows.abs().amax(dim=0)
@@ -294,6 +298,22 @@ def _activation_ranges(encoder: nn.Module, names: Sequence[str],
         ranges = {n: torch.from_numpy(inputs[n].absmax).to(torch.float32) for n in names}
         return ranges, "the calibration statistics of this model"
     return _input_absmax(encoder, names, context.calibration_batches()), "measured: one pass over the calibration texts"
+
+
+def _kernel_ranges(encoder: nn.Module, names: Sequence[str], context: TransformContext,
+                   batches: Sequence[Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """The ranges smoothing is chosen from: the calibration texts' real tokens (:func:`_activation_ranges`),
+    widened by every row of the padded search ``batches``.
+
+    A per-call kernel's range at run time includes the padded rows of its batch; smoothing exponents chosen from
+    real tokens alone turn a padded row's wide channels into outliers of that range (measured on MiniLM: cos 0.99834
+    instead of 0.99898 for ``Int8Config()``; docs/int8.md). One pass over the search texts, not over every
+    calibration text.
+    """
+    ranges, how = _activation_ranges(encoder, names, context)
+    padded = _input_absmax(encoder, names, batches, padded_rows=True)
+    widened = {n: torch.maximum(ranges[n], padded[n]) if n in padded else ranges[n] for n in names}
+    return widened, f"{how}, widened by the padded rows of the search texts"
 
 
 def _run(encoder: nn.Module, batches: Sequence[Any]) -> torch.Tensor:
@@ -589,7 +609,7 @@ def prepare_int8_runtime(
     choices: list[SmoothingChoice] = []
     ranges: dict[str, torch.Tensor] = {}
     if batches and (_alphas(config) or config.outlier_channels):
-        ranges, report["activation_ranges"] = _activation_ranges(fp32, names, context)
+        ranges, report["activation_ranges"] = _kernel_ranges(fp32, names, context, batches)
     if batches and _alphas(config):
         choices = _smooth_and_fold(fp32, names, context, batches, config, kernel, ranges)
     elif not batches:

@@ -292,6 +292,30 @@ def test_activation_ranges_count_only_real_tokens_and_equal_the_calibration(cont
     assert all(torch.equal(again[n], measured[n]) for n in names)
 
 
+def test_smoothing_ranges_include_the_padded_rows_a_per_call_kernel_sees(context):
+    """Real-token ranges alone let a padded row's wide channel become an outlier of the kernel's per-call range
+    (the regression of 57864a4, docs/int8.md): the search widens them by every row of its padded batches."""
+    from icd.measure.encode import Batch
+    from icd.transforms.int8 import _activation_ranges, _input_absmax, _kernel_ranges
+
+    enc = tiny_encoder()
+    names = linear_names(enc)
+    batches = context.calibration_batches()
+    real, _ = _activation_ranges(enc, names, context)
+    widened, how = _kernel_ranges(enc, names, context, batches[:1])
+    padded = _input_absmax(enc, names, batches[:1], padded_rows=True)
+    assert "padded rows" in how
+    for name in names:
+        torch.testing.assert_close(widened[name], torch.maximum(real[name], padded[name]))
+    # a padded position with a different token changes what the kernel sees, so the widened ranges move
+    ids, mask = batches[0].input_ids.clone(), batches[0].attention_mask
+    row, col = (mask == 0).nonzero()[0].tolist()
+    ids[row, col] = int(ids.max())
+    moved, _ = _kernel_ranges(enc, names, context, [Batch(ids, mask)])
+    assert any(not torch.equal(moved[n], widened[n]) for n in names)
+    assert all(bool((moved[n] >= real[n]).all()) for n in names)
+
+
 def test_search_with_calibration_stats_makes_the_same_choices(context):
     from icd.calibrate import calibrate
 
