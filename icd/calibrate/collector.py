@@ -11,13 +11,16 @@ channels) activation. Activations of another shape (pooler, classifier: one vect
 row. Q, K and V read the same tensor, which is also a LayerNorm output: its statistics are computed once per
 batch and added to each reader.
 
+:func:`input_absmax` is the light collector: per input channel max |x| of a few modules (real tokens, or every row
+a per-call int8 kernel sees), and the encoder's outputs of the same forward.
+
 This is icd's one Gram collector: :func:`icd.calibrate.gram.collect_grams` (the input Grams a transform needs for
 a few Linears, with the forward stopped once the last of them has its input) runs it with ``linears`` set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -42,6 +45,46 @@ def real_token_rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
         return x[mask]
     return x.reshape(-1, x.shape[-1])
+
+
+def input_absmax(
+    encoder: nn.Module, modules: Mapping[Hashable, nn.Module], batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    padded_rows: bool = False, outputs: list[torch.Tensor] | None = None,
+) -> dict[Hashable, torch.Tensor]:
+    """Per key of ``modules``, the per input channel max |x| of that module over ``batches`` (``(input_ids,
+    attention_mask)`` pairs, run through ``encoder``): over the non-padding tokens, or with ``padded_rows`` over every
+    row the model computed, padding included (what a per-call int8 kernel's range sees). A module that saw no row has
+    no key.
+
+    Over real tokens it is the same figure as :attr:`ChannelStats.absmax` of a calibration. With ``outputs`` the
+    encoder's fp32 output of each batch is appended to it: the same forward gives the model's reference.
+    """
+    absmax: dict[Hashable, torch.Tensor] = {}
+    mask: list[torch.Tensor] = []
+
+    def hook_for(key: Hashable) -> Callable:
+        def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
+            x = inputs[0].detach()
+            rows = x.reshape(-1, x.shape[-1]) if padded_rows else real_token_rows(x, mask[0])
+            if rows.shape[0] == 0:
+                return
+            seen = rows.abs().amax(dim=0)
+            absmax[key] = torch.maximum(absmax[key], seen) if key in absmax else seen
+
+        return hook
+
+    handles = [module.register_forward_hook(hook_for(key)) for key, module in modules.items()]
+    try:
+        with torch.inference_mode():
+            for input_ids, attention_mask in batches:
+                mask[:] = [attention_mask.bool()]
+                out = encoder(input_ids, attention_mask)
+                if outputs is not None:
+                    outputs.append(out.float())
+    finally:
+        for handle in handles:
+            handle.remove()
+    return absmax
 
 
 class StopForward(Exception):

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import sparse
 from torch import nn
 
-from icd.calibrate.stats import CalibrationStats
+from icd.calibrate.stats import CalibrationStats, ChannelStats
 from icd.model.families import family_of
 from icd.model.layout import Dim, DimKind, bert_shape, input_readers, permutable_dims
 from icd.transforms.permute import head_rows, inverse_permutation

@@ -23,13 +23,16 @@ few channels. ``main``'s columns ``c`` are zero too, so they widen neither the a
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
 
+from icd.calibrate.collector import input_absmax
 from icd.model.families import family_of
 from icd.model.layout import bert_of, model_shape
+from icd.transforms.compact_slice import channel_index, keep_columns_, keep_rows_
 
 
 def activation_of(encoder: nn.Module) -> nn.Module:
@@ -85,23 +88,10 @@ def widest_ffn_neurons(encoder: nn.Module, batches: Iterable[Mapping[str, torch.
 
 def _widest(encoder: nn.Module, modules: Mapping, batches: Iterable[Mapping[str, torch.Tensor]],
             count: int) -> dict:
-    """Per key of ``modules``, the ``count`` input channels of that module with the widest max |x|, sorted."""
-    widest: dict = {}
-
-    def hook(key):
-        def record(_module, inputs, _output):
-            seen = inputs[0].detach().abs().flatten(0, -2).amax(0)
-            widest[key] = torch.maximum(widest[key], seen) if key in widest else seen
-        return record
-
-    handles = [module.register_forward_hook(hook(key)) for key, module in modules.items()]
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                encoder(batch["input_ids"], batch["attention_mask"])
-    finally:
-        for handle in handles:
-            handle.remove()
+    """Per key of ``modules``, the ``count`` input channels of that module with the widest max |x| over every row
+    (padding included: what the int8 range sees), sorted."""
+    pairs = ((batch["input_ids"], batch["attention_mask"]) for batch in batches)
+    widest = input_absmax(encoder, modules, pairs, padded_rows=True)
     if not widest:
         raise ValueError("outlier split: no calibration batch")
     return {key: torch.topk(seen, min(count, seen.numel())).indices.sort().values for key, seen in widest.items()}
@@ -199,11 +189,9 @@ def split_input_channels_(encoder: nn.Module, channels: Mapping[str, torch.Tenso
 
 
 def _checked(index: torch.Tensor, size: int, where: str, what: str) -> torch.Tensor:
-    tail = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+    tail = channel_index(index, size, f"{where}: {what} to split")
     if tail.numel() == 0 or tail.numel() >= size:
         raise ValueError(f"{where}: split {tail.numel()} of {size} {what} (needs 1 to {size - 1})")
-    if int(tail.min()) < 0 or int(tail.max()) >= size or tail.unique().numel() != tail.numel():
-        raise ValueError(f"{where}: {what} to split must be distinct indices in range({size})")
     return tail.sort().values
 
 
@@ -214,20 +202,16 @@ def _complement(tail: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _rows(linear: nn.Linear, index: torch.Tensor) -> nn.Linear:
-    part = nn.Linear(linear.in_features, index.numel(), bias=linear.bias is not None)
-    with torch.no_grad():
-        part.weight.copy_(linear.weight.index_select(0, index))
-        if linear.bias is not None:
-            part.bias.copy_(linear.bias.index_select(0, index))
+    part = copy.deepcopy(linear)
+    keep_rows_(part, index)
     return part
 
 
 def _columns(linear: nn.Linear, index: torch.Tensor, bias: bool) -> nn.Linear:
-    part = nn.Linear(index.numel(), linear.out_features, bias=bias and linear.bias is not None)
-    with torch.no_grad():
-        part.weight.copy_(linear.weight.index_select(1, index))
-        if part.bias is not None:
-            part.bias.copy_(linear.bias)
+    part = copy.deepcopy(linear)
+    keep_columns_(part, index)
+    if not bias:
+        part.bias = None
     return part
 
 

@@ -102,7 +102,8 @@ def is_uniform(encoder: nn.Module) -> bool:
     return all(s == LayerSize(shape.heads, shape.intermediate) for s in layer_sizes(encoder))
 
 
-def _keep_rows_(linear: nn.Linear, index: torch.Tensor) -> None:
+def keep_rows_(linear: nn.Linear, index: torch.Tensor) -> None:
+    """Keep only the output channels ``index`` of ``linear`` (weight rows and bias), in place."""
     with torch.no_grad():
         linear.weight = nn.Parameter(linear.weight.index_select(0, index).clone())
         if linear.bias is not None:
@@ -110,7 +111,8 @@ def _keep_rows_(linear: nn.Linear, index: torch.Tensor) -> None:
     linear.out_features = int(index.numel())
 
 
-def _keep_columns_(linear: nn.Linear, index: torch.Tensor) -> None:
+def keep_columns_(linear: nn.Linear, index: torch.Tensor) -> None:
+    """Keep only the input channels ``index`` of ``linear`` (weight columns), in place."""
     with torch.no_grad():
         linear.weight = nn.Parameter(linear.weight.index_select(1, index).clone())
     linear.in_features = int(index.numel())
@@ -118,17 +120,27 @@ def _keep_columns_(linear: nn.Linear, index: torch.Tensor) -> None:
 
 def _keep(base: nn.Module, writers: Sequence[str], readers: Sequence[str], index: torch.Tensor) -> None:
     for name in writers:
-        _keep_rows_(base.get_submodule(name), index)
+        keep_rows_(base.get_submodule(name), index)
     for name in readers:
-        _keep_columns_(base.get_submodule(name), index)
+        keep_columns_(base.get_submodule(name), index)
+
+
+def channel_index(index: Sequence[int] | torch.Tensor, size: int, what: str) -> torch.Tensor:
+    """``index`` as a 1-D long tensor of distinct channels in ``range(size)``, in its order.
+
+    Raises:
+        ValueError: naming ``what``, when a channel repeats or lies outside the range.
+    """
+    index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= size or index.unique().numel() != index.numel()):
+        raise ValueError(f"{what} must be distinct indices in range({size}), got {index.tolist()}")
+    return index
 
 
 def _index(keep: Sequence[int] | torch.Tensor, size: int, what: str) -> torch.Tensor:
-    index = torch.as_tensor(keep, dtype=torch.long).reshape(-1)
+    index = channel_index(keep, size, f"{what}: keep")
     if index.numel() == 0:
         raise ValueError(f"{what}: at least one must be kept")
-    if int(index.min()) < 0 or int(index.max()) >= size or index.unique().numel() != index.numel():
-        raise ValueError(f"{what}: keep must be distinct indices in range({size}), got {index.tolist()}")
     return index
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from icd.calibrate.collector import real_token_rows
+from icd.calibrate.collector import input_absmax
 from icd.model.families import family_of
 from icd.model.layout import model_shape
 from icd.transforms.api import TransformContext, TransformKind, register_transform
@@ -252,40 +252,12 @@ class _ErrorAccumulator:
         return min(self.relative(alpha) for alpha in self.candidates)
 
 
-def _input_absmax(encoder: nn.Module, names: Sequence[str], batches: Sequence[Any],
-                  padded_rows: bool = False) -> dict[str, torch.Tensor]:
-    """Per input channel max |x| of each named Linear over the non-padding tokens of ``batches`` — or, with
-    ``padded_rows``, over every row the model computed, padding included (what a per-call kernel's range sees).
-
-    Over real tokens it is the same figure as calibration's ``ChannelStats.absmax`` (:mod:`icd.calibrate.collector`
-    also counts only non-padding tokens), so :func:`_activation_ranges` may take it from there instead of running
-    the model.
-    """
+def _input_absmax(encoder: nn.Module, names: Sequence[str], batches: Sequence[Any], padded_rows: bool = False,
+                  outputs: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """:func:`icd.calibrate.collector.input_absmax` of the named Linears (names as in ``encoder.bert``)."""
     modules = dict(encoder.bert.named_modules())
-    absmax: dict[str, torch.Tensor] = {}
-    mask: list[torch.Tensor] = []
-
-    def hook_for(name: str):
-        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            x = inputs[0].detach()
-            rows = x.reshape(-1, x.shape[-1]) if padded_rows else real_token_rows(x, mask[0])
-            if rows.shape[0] == 0:
-                return
-            m = rows.abs().amax(dim=0)
-            absmax[name] = m if name not in absmax else torch.maximum(absmax[name], m)
-
-        return hook
-
-    handles = [modules[n].register_forward_hook(hook_for(n)) for n in names]
-    try:
-        with torch.inference_mode():
-            for batch in batches:
-                mask[:] = [batch.attention_mask.bool()]
-                encoder(batch.input_ids, batch.attention_mask)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return absmax
+    return input_absmax(encoder, {n: modules[n] for n in names}, ((b.input_ids, b.attention_mask) for b in batches),
+                        padded_rows=padded_rows, outputs=outputs)
 
 
 def _activation_ranges(encoder: nn.Module, names: Sequence[str],
@@ -301,19 +273,21 @@ def _activation_ranges(encoder: nn.Module, names: Sequence[str],
 
 
 def _kernel_ranges(encoder: nn.Module, names: Sequence[str], context: TransformContext,
-                   batches: Sequence[Any]) -> tuple[dict[str, torch.Tensor], str]:
+                   batches: Sequence[Any]) -> tuple[dict[str, torch.Tensor], str, torch.Tensor]:
     """The ranges smoothing is chosen from: the calibration texts' real tokens (:func:`_activation_ranges`),
-    widened by every row of the padded search ``batches``.
+    widened by every row of the padded search ``batches``; and the fp32 output of those batches (the search's
+    reference: the V->O fold that follows is exact, powers of two, so the folded model computes it too).
 
     A per-call kernel's range at run time includes the padded rows of its batch; smoothing exponents chosen from
     real tokens alone turn a padded row's wide channels into outliers of that range (measured on MiniLM: cos 0.99834
-    instead of 0.99898 for ``Int8Config()``; docs/int8.md). One pass over the search texts, not over every
-    calibration text.
+    instead of 0.99898 for ``Int8Config()``; docs/int8.md). The widening pass is also the reference pass, so it
+    costs no forward the search did not already run.
     """
     ranges, how = _activation_ranges(encoder, names, context)
-    padded = _input_absmax(encoder, names, batches, padded_rows=True)
-    widened = {n: torch.maximum(ranges[n], padded[n]) if n in padded else ranges[n] for n in names}
-    return widened, f"{how}, widened by the padded rows of the search texts"
+    outputs: list[torch.Tensor] = []
+    padded = _input_absmax(encoder, names, batches, padded_rows=True, outputs=outputs)
+    widened = {n: torch.maximum(ranges[n], padded[n]) for n in names}
+    return widened, f"{how}, widened by the padded rows of the search texts", torch.cat(outputs)
 
 
 def _run(encoder: nn.Module, batches: Sequence[Any]) -> torch.Tensor:
@@ -608,8 +582,9 @@ def prepare_int8_runtime(
     kernel = _pick_per_token(fp32, config, kernel, batches, report)
     choices: list[SmoothingChoice] = []
     ranges: dict[str, torch.Tensor] = {}
+    reference = None
     if batches and (_alphas(config) or config.outlier_channels):
-        ranges, report["activation_ranges"] = _kernel_ranges(fp32, names, context, batches)
+        ranges, report["activation_ranges"], reference = _kernel_ranges(fp32, names, context, batches)
     if batches and _alphas(config):
         choices = _smooth_and_fold(fp32, names, context, batches, config, kernel, ranges)
     elif not batches:
@@ -621,7 +596,7 @@ def prepare_int8_runtime(
         report["fp32_channels"] = {"per_linear": config.outlier_channels, "how": (
             "the input channels with the widest calibration range after smoothing, multiplied in fp32 outside the "
             "int8 product")}
-    candidate = _Candidate(fp32, config, kernel, scales, batches, channels)
+    candidate = _Candidate(fp32, config, kernel, scales, batches, channels, reference)
     quantized = list(names)
     if batches:
         report["calibration_cos_mean_all_int8"] = candidate.calibration_cos(quantized)

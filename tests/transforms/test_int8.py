@@ -302,16 +302,18 @@ def test_smoothing_ranges_include_the_padded_rows_a_per_call_kernel_sees(context
     names = linear_names(enc)
     batches = context.calibration_batches()
     real, _ = _activation_ranges(enc, names, context)
-    widened, how = _kernel_ranges(enc, names, context, batches[:1])
+    widened, how, reference = _kernel_ranges(enc, names, context, batches[:1])
     padded = _input_absmax(enc, names, batches[:1], padded_rows=True)
     assert "padded rows" in how
+    with torch.inference_mode():  # the same pass gives the search's fp32 reference
+        torch.testing.assert_close(reference, enc(batches[0].input_ids, batches[0].attention_mask), rtol=0, atol=0)
     for name in names:
         torch.testing.assert_close(widened[name], torch.maximum(real[name], padded[name]))
     # a padded position with a different token changes what the kernel sees, so the widened ranges move
     ids, mask = batches[0].input_ids.clone(), batches[0].attention_mask
     row, col = (mask == 0).nonzero()[0].tolist()
     ids[row, col] = int(ids.max())
-    moved, _ = _kernel_ranges(enc, names, context, [Batch(ids, mask)])
+    moved, _, _ = _kernel_ranges(enc, names, context, [Batch(ids, mask)])
     assert any(not torch.equal(moved[n], widened[n]) for n in names)
     assert all(bool((moved[n] >= real[n]).all()) for n in names)
 

@@ -77,6 +77,25 @@ def _batch(tokenizer, texts):
     return enc["input_ids"], enc["attention_mask"]
 
 
+def test_value_output_fold_is_exact_on_minilm(minilm_encoder, minilm_tokenizer, corpus_split):
+    """Powers of two scale V's rows and O's columns exactly: the folded model computes the same embeddings to
+    rounding noise (the int8 search takes its fp32 reference from before the fold, icd/transforms/int8.py)."""
+    ids, mask = _batch(minilm_tokenizer, corpus_split.heldout[:16])
+    with torch.inference_mode():
+        expected = minilm_encoder(ids, mask)
+    model = copy.deepcopy(minilm_encoder)
+    gen = torch.Generator().manual_seed(2)
+    for layer in model.bert.encoder.layer:
+        attn = layer.attention
+        k = torch.randint(-6, 7, (attn.output.dense.in_features,), generator=gen, dtype=torch.int8)
+        fold_value_output_scale_(attn.self.value, attn.output.dense, k)
+    with torch.inference_mode():
+        got = model(ids, mask)
+    assert not torch.equal(model.bert.encoder.layer[0].attention.self.value.weight,
+                           minilm_encoder.bert.encoder.layer[0].attention.self.value.weight)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
 def test_smoothing_alone_preserves_minilm_on_heldout_text(minilm_encoder, minilm_tokenizer, corpus_split):
     """Every Linear smoothed (random exponents in [-4, 4]) and every V->O folded: same embeddings (1e-5 rel)."""
     ids, mask = _batch(minilm_tokenizer, corpus_split.heldout[:16])
