@@ -23,7 +23,6 @@ lets every search use its whole share of the budget).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

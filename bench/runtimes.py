@@ -6,7 +6,9 @@ what is timed is the artefact ``icd export-triton --runtime`` writes. One proces
 * fidelity: mean-pooled embeddings vs the torch fp32 model on two held-out sets (256 docstrings of the default corpus each,
   seeds 0 and 1 of the held-out pool; calibration texts are never among them): cos mean / min, NN agreement;
 * latency: ``icd.measure.latency.measure_latency_interleaved`` at batch 8×128, ``--threads`` threads, every
-  variant once per round, round after round (load from other processes falls on all alike).
+  variant once per round in a shuffled order, round after round (load from other processes falls on all alike);
+  each row keeps its samples and its latency relative to NNCF int8's (``nncf_default``) round by round: the median
+  per-round ratio and its 95 % bootstrap interval (``icd.measure.latency.paired_ratio``).
 
 The icd int8 decisions (smoothing exponents, per-token Linears, fp32 Linears) come from ``Int8Config()`` searched
 on 512 calibration texts, as ``icd run`` does. Writes ``bench/results/runtimes.json`` and prints a table.
@@ -33,6 +35,8 @@ import torch
 from icd.io.bench_result import load_is_high
 
 RESULT = Path(__file__).parent / "results" / "runtimes.json"
+NNCF_DEFAULT = "openvino:int8 nncf_default"
+"""The anchor of the runtime target: every row also gives its latency relative to this one, round by round."""
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     from icd.io.atomic import write_json_atomic
     from icd.measure.encode import encode
     from icd.measure.fidelity import fidelity
-    from icd.measure.latency import measure_latency_interleaved
+    from icd.measure.latency import measure_latency_interleaved, paired_ratio
     from icd.model.loader import load_encoder, load_tokenizer
 
     load_start = os.getloadavg()
@@ -157,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     base = latency["torch_fp32"].median_ms
+    nncf = latency.get(NNCF_DEFAULT)
     rows = []
     for name, v in variants.items():
         a, b = fid[name]["heldout_seed0"], fid[name]["heldout_seed1"]
@@ -165,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
             "nn_agreement": a.nn_agreement, "cos_mean_set2": b.cos_mean, "nn_agreement_set2": b.nn_agreement,
             "latency_median_ms": latency[name].median_ms, "latency_p95_ms": latency[name].p95_ms,
             "speedup": base / latency[name].median_ms, "export_s": v.get("export_s"), "recipe": v.get("recipe"),
+            "latency_samples_ms": list(latency[name].samples_ms),
+            "latency_ratio_to_nncf_default": None if nncf is None else paired_ratio(
+                latency[name].samples_ms, nncf.samples_ms).to_dict(),
         })
     loaded = load_is_high(load_start[0], load_timing[0], load_end[0])
     doc = {
@@ -181,11 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         "variants": rows,
     }
     write_json_atomic(args.out, doc)
-    print(f"{'variant':44} {'cos':>8} {'cos_min':>8} {'nn':>6} {'cos2':>8} {'nn2':>6} {'med_ms':>8} {'x':>6}")
+    print(f"{'variant':44} {'cos':>8} {'cos_min':>8} {'nn':>6} {'cos2':>8} {'nn2':>6} {'med_ms':>8} {'x':>6}"
+          f"  {'/ nncf_default (95% CI)':>24}")
     for r in rows:
+        ratio = r["latency_ratio_to_nncf_default"]
+        paired = "" if ratio is None else f"{ratio['median']:.3f} ({ratio['ci95'][0]:.3f}-{ratio['ci95'][1]:.3f})"
         print(f"{r['variant']:44} {r['cos_mean']:8.5f} {r['cos_min']:8.5f} {r['nn_agreement']:6.3f} "
               f"{r['cos_mean_set2']:8.5f} {r['nn_agreement_set2']:6.3f} {r['latency_median_ms']:8.1f} "
-              f"{r['speedup']:6.2f}")
+              f"{r['speedup']:6.2f}  {paired:>24}")
     print(f"load average start / before timing / end: {load_start} / {load_timing} / {load_end} -> {args.out}")
     return 0
 

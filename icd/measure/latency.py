@@ -5,7 +5,9 @@ This is the single latency harness of icd (the pipeline, benches and reports use
 
 from __future__ import annotations
 
+import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -93,8 +95,10 @@ def measure_latency_interleaved(
     threads: int = 2,
     seed: int = 0,
 ) -> dict[str, Latency]:
-    """Time several models in rounds (each round runs every model once), so that a change in machine load
-    during the measurement affects all of them alike; same inputs, threads and warm-up for each.
+    """Time several models in rounds (each round runs every model once, in an order shuffled per round from
+    ``seed``), so that a change in machine load during the measurement affects all of them alike and no model
+    always runs right after the same one; same inputs, threads and warm-up for each. ``samples_ms[i]`` of every
+    model is round ``i``: :func:`paired_ratio` compares two models round by round.
 
     With one model this is :func:`measure_latency`. The previous torch thread count is restored afterwards.
     """
@@ -106,20 +110,23 @@ def measure_latency_interleaved(
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     samples: dict[str, list[float]] = {name: [] for name in encoders}
+    order, rng = list(encoders), random.Random(seed)
     try:
         with torch.inference_mode():
             for encoder in encoders.values():
                 for _ in range(warmup):
                     encoder(ids, mask)
             for _ in range(runs):
-                for name, encoder in encoders.items():
-                    samples[name].append(_time_once(encoder, ids, mask))
+                rng.shuffle(order)
+                for name in order:
+                    samples[name].append(_time_once(encoders[name], ids, mask))
     finally:
         torch.set_num_threads(previous)
     how = (
         f"in-process forward, torch.inference_mode, {threads} threads, batch {batch_size}x{seq_len} random "
         f"token ids, {warmup} warm-up + {runs} timed runs (perf_counter)"
-        + (f", interleaved round-robin with {len(encoders)} models" if len(encoders) > 1 else "")
+        + (f", interleaved: {len(encoders)} models, each once per round in a shuffled order"
+           if len(encoders) > 1 else "")
     )
     return {
         name: Latency(
@@ -134,3 +141,44 @@ def measure_latency_interleaved(
         )
         for name, values in samples.items()
     }
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """``a`` / ``b`` latency, round by round: the median of the per-round ratios and its bootstrap interval."""
+
+    median: float
+    low: float
+    high: float
+    confidence: float
+    rounds: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {"median": self.median, f"ci{round(self.confidence * 100)}": [self.low, self.high],
+                "rounds": self.rounds, "how": "median of per-round latency ratios (same round of one interleaved "
+                                              "run), percentile bootstrap interval (scipy.stats.bootstrap, seed 0)"}
+
+
+def paired_ratio(a_ms: Sequence[float], b_ms: Sequence[float], confidence: float = 0.95) -> PairedRatio:
+    """How much slower ``a`` is than ``b`` (< 1: faster), from the samples of one interleaved run.
+
+    Each round timed both under the same machine load, so the per-round ratio cancels what a loaded, shared
+    machine adds to both; below 1 with ``high`` < 1 means faster beyond this run's noise.
+
+    Raises:
+        ValueError: the sample lists differ in length, are empty or hold a non-positive time.
+    """
+    from scipy.stats import bootstrap
+
+    a, b = np.asarray(a_ms, dtype=float), np.asarray(b_ms, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"paired_ratio: needs two equally long sample lists of one run, got {a.size} and {b.size}")
+    if (a <= 0).any() or (b <= 0).any():
+        raise ValueError("paired_ratio: latency samples must be > 0 ms")
+    ratios = a / b
+    median = float(np.median(ratios))
+    if ratios.size < 2 or np.all(ratios == ratios[0]):
+        return PairedRatio(median, median, median, confidence, int(ratios.size))
+    ci = bootstrap((ratios,), np.median, confidence_level=confidence, method="percentile",
+                   random_state=np.random.default_rng(0)).confidence_interval
+    return PairedRatio(median, float(ci.low), float(ci.high), confidence, int(ratios.size))

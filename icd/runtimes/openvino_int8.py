@@ -134,11 +134,12 @@ RECIPES: dict[str, OpenVinoInt8Recipe] = {
                                           fp32_input_channels=8, smooth_quant_alpha=0.75, attention_matmuls_fp32=True),
 }
 DEFAULT_RECIPE = "icd_outliers"
-"""Decided by bench/results/runtimes_outliers.json (docs/int8.md, "Runtimes"): at NNCF int8's speed (within a few
-per cent) the most faithful recipe measured — NNCF's static int8 with its SmoothQuant (exponent 0.75), each
-layer's 32 widest FFN neurons in an fp32 branch, attention's activation products and the Linears icd keeps fp32
-left fp32. The input-channel splits add fidelity at a measured cost in speed (``icd_outliers_ffn_in8``,
-``icd_outliers_qkv_ffn_in8``)."""
+"""Decided by bench/results/runtimes.json (docs/int8.md, "Runtimes"): the only recipe measured at cos >= 0.999 and
+NN >= 0.98 on both held-out sets with the fewest fp32 parts — NNCF's static int8 with its SmoothQuant (exponent
+0.75), each layer's 32 widest FFN neurons in an fp32 branch, attention's activation products and the Linears icd
+keeps fp32 left fp32. It costs speed: about 1.1x NNCF int8's latency round by round
+(bench/results/runtimes_head_to_head.json), most of it attention's products in fp32. The input-channel splits add
+cos at a further cost in speed (``icd_outliers_ffn_in8``, ``icd_outliers_qkv_ffn_in8``)."""
 
 
 def default_recipe(source: ModelSource) -> OpenVinoInt8Recipe:

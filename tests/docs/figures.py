@@ -24,7 +24,6 @@ The rule (what counts as a figure, how it is matched) — keep README and docs w
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass

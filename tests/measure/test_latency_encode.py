@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from transformers import BertConfig, BertModel
 
 from icd.measure.encode import encode
-from icd.measure.latency import measure_latency, measure_latency_interleaved
+from icd.measure.latency import measure_latency, measure_latency_interleaved, paired_ratio
 from icd.model.encoder import Encoder
 
 
@@ -37,6 +38,41 @@ def test_interleaved_latency_times_every_model(tiny):
     assert "interleaved" in lat["a"].how
     with pytest.raises(ValueError, match="no models"):
         measure_latency_interleaved({})
+
+
+def test_interleaved_rounds_shuffle_the_order_and_keep_rounds_paired(tiny):
+    calls: list[str] = []
+
+    class Logged(torch.nn.Module):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name, self.bert = name, tiny.bert
+
+        def forward(self, ids, mask):
+            calls.append(self.name)
+            return tiny(ids, mask)
+
+    lat = measure_latency_interleaved({n: Logged(n) for n in "abc"}, batch_size=1, seq_len=4, warmup=0, runs=12,
+                                      threads=1)
+    rounds = [calls[i:i + 3] for i in range(0, len(calls), 3)]
+    assert all(sorted(r) == ["a", "b", "c"] for r in rounds) and len(rounds) == 12
+    assert len({r[0] for r in rounds}) > 1, "every round started with the same model"
+    assert all(len(x.samples_ms) == 12 for x in lat.values())
+    assert "shuffled" in lat["a"].how
+
+
+def test_paired_ratio_compares_round_by_round():
+    gen = np.random.default_rng(3)
+    load = 50 + 20 * gen.random(60)  # a shared machine: every round's load hits both models
+    slower = paired_ratio(load * 1.05, load)
+    assert slower.median == pytest.approx(1.05) and slower.low == pytest.approx(1.05) and slower.rounds == 60
+    noisy = paired_ratio(load * 0.9 * (1 + 0.02 * gen.standard_normal(60)), load)
+    assert noisy.low < 0.9 < noisy.high and noisy.high < 1.0
+    assert set(noisy.to_dict()) == {"median", "ci95", "rounds", "how"}
+    with pytest.raises(ValueError, match="equally long"):
+        paired_ratio([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="> 0"):
+        paired_ratio([1.0, 0.0], [1.0, 1.0])
 
 
 def test_latency_rejects_bad_sizes(tiny):
