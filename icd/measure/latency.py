@@ -163,7 +163,8 @@ def paired_ratio(a_ms: Sequence[float], b_ms: Sequence[float], confidence: float
     """How much slower ``a`` is than ``b`` (< 1: faster), from the samples of one interleaved run.
 
     Each round timed both under the same machine load, so the per-round ratio cancels what a loaded, shared
-    machine adds to both; below 1 with ``high`` < 1 means faster beyond this run's noise.
+    machine adds to both; below 1 with ``high`` < 1 means faster beyond this run's noise. The interval is this
+    run's: another run of the same models can land outside it (measured: docs/int8.md), so compare within a run.
 
     Raises:
         ValueError: the sample lists differ in length, are empty or hold a non-positive time.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -65,12 +66,44 @@ def matmul_nodes(model_path: Path, linear_names: list[str]) -> dict[str, list[st
     return found
 
 
-def activation_matmuls(model_path: Path) -> list[str]:
-    """Names of the MatMul nodes whose inputs are both computed (no weight): attention's ``Q·Kᵀ`` and
-    ``softmax·V``."""
+ATTENTION_PRODUCTS = ("scores", "values")
+"""Attention's two activation × activation products: ``scores`` (``Q·Kᵀ``) and ``values`` (``softmax·V``)."""
+_SOFTMAX_DEPTH = 4
+"""How many nodes up from a MatMul input a Softmax may be (exporters add casts, dropout, a NaN guard: Where(IsNaN))."""
+_STOP = ("MatMul", "Shape")
+"""The search goes no further up than another product or a shape computation."""
+
+
+def activation_matmuls(model_path: Path, products: Sequence[str] = ATTENTION_PRODUCTS) -> list[str]:
+    """Names of the MatMul nodes whose inputs are both computed (no weight) — attention's products — of the kinds in
+    ``products``: ``values`` when a Softmax feeds one of its inputs (within a few nodes, not through another MatMul or
+    a shape computation), else ``scores``.
+
+    Raises:
+        ValueError: a kind not in :data:`ATTENTION_PRODUCTS`.
+    """
     import onnx
 
+    unknown = sorted(set(products) - set(ATTENTION_PRODUCTS))
+    if unknown:
+        raise ValueError(f"attention products {unknown}: expected some of {list(ATTENTION_PRODUCTS)}")
     graph = onnx.load(str(model_path), load_external_data=False).graph
     constants = {t.name for t in graph.initializer}
     constants |= {out for n in graph.node if n.op_type == "Constant" for out in n.output}
-    return [n.name for n in graph.node if n.op_type == "MatMul" and not constants.intersection(n.input)]
+    producer = {out: node for node in graph.node for out in node.output}
+
+    def after_softmax(node) -> bool:
+        frontier = [producer[t] for t in node.input if t in producer]
+        for _ in range(_SOFTMAX_DEPTH):
+            if any(n.op_type == "Softmax" for n in frontier):
+                return True
+            frontier = [producer[t] for n in frontier if n.op_type not in _STOP for t in n.input if t in producer]
+        return False
+
+    names = []
+    for node in graph.node:
+        if node.op_type == "MatMul" and not constants.intersection(node.input):
+            kind = "values" if after_softmax(node) else "scores"
+            if kind in products:
+                names.append(node.name)
+    return names

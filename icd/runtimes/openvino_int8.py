@@ -26,8 +26,8 @@ A recipe says which of icd's decisions reach ``nncf.quantize``:
   value, ffn_in), this many input channels (the widest ranges) are masked out of its int8 product and added back by
   a small fp32 Linear (:func:`icd.runtimes.outlier_split.split_input_channels_`; 0 = none);
 * ``smooth_quant_alpha``: NNCF's SmoothQuant exponent for MatMuls (None = NNCF's default);
-* ``attention_matmuls_fp32``: attention's two activation × activation products (``Q·Kᵀ``, ``softmax·V``) stay fp32
-  (NNCF's transformer scheme quantizes them).
+* ``attention_matmuls_fp32``: which of attention's two activation × activation products stay fp32 — ``scores``
+  (``Q·Kᵀ``), ``values`` (``softmax·V``); NNCF's transformer scheme quantizes them (empty = both int8).
 
 The two splits are LLM.int8()'s fp32 outliers carried into a static int8 graph; neither goes with
 ``icd_smoothing`` (which rewrites the same Linears) or with ``ignore_per_token`` (which leaves FFN-out fp32 whole).
@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from icd.runtimes.onnx_graph import activation_matmuls, matmul_nodes
+from icd.runtimes.onnx_graph import ATTENTION_PRODUCTS, activation_matmuls, matmul_nodes
 from icd.runtimes.source import ModelSource
 
 
@@ -63,7 +63,7 @@ class OpenVinoInt8Recipe:
     fp32_input_channels: int = 0
     fp32_input_roles: tuple[str, ...] = ("query", "key", "value", "ffn_in")
     smooth_quant_alpha: float | None = None
-    attention_matmuls_fp32: bool = False
+    attention_matmuls_fp32: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for field_name in ("fp32_ffn_neurons", "fp32_input_channels"):
@@ -72,6 +72,10 @@ class OpenVinoInt8Recipe:
             if getattr(self, field_name) and (self.icd_smoothing or self.ignore_per_token):
                 raise ValueError(f"recipe {self.name}: {field_name} splits Linears that icd_smoothing rewrites and "
                                  f"ignore_per_token leaves fp32 whole; use it without them")
+        products = self.attention_matmuls_fp32
+        if not set(products) <= set(ATTENTION_PRODUCTS) or len(set(products)) != len(products):
+            raise ValueError(f"recipe {self.name}: attention_matmuls_fp32 takes distinct names of "
+                             f"{list(ATTENTION_PRODUCTS)}, got {list(products)}")
         if self.smooth_quant_alpha is not None and not (0.0 < self.smooth_quant_alpha <= 1.0):
             raise ValueError(f"recipe {self.name}: smooth_quant_alpha must be in (0, 1], got {self.smooth_quant_alpha}")
 
@@ -126,19 +130,26 @@ RECIPES: dict[str, OpenVinoInt8Recipe] = {
     **{f"nncf_fp32_ffn{count}": _outliers(f"nncf_fp32_ffn{count}", fp32_ffn_neurons=count) for count in (8, 16, 32)},
     "nncf_fp32_ffn32_sq075": _outliers("nncf_fp32_ffn32_sq075", fp32_ffn_neurons=32, smooth_quant_alpha=0.75),
     "icd_outliers": _outliers("icd_outliers", keep_icd_fp32=True, fp32_ffn_neurons=32, smooth_quant_alpha=0.75,
-                              attention_matmuls_fp32=True),
+                              attention_matmuls_fp32=ATTENTION_PRODUCTS),
+    "icd_outliers_bf16": _outliers("icd_outliers_bf16", keep_icd_fp32=True, fp32_ffn_neurons=32,
+                                   smooth_quant_alpha=0.75, attention_matmuls_fp32=ATTENTION_PRODUCTS,
+                                   inference_precision="bf16"),
+    "icd_outliers_scores_fp32": _outliers("icd_outliers_scores_fp32", keep_icd_fp32=True, fp32_ffn_neurons=32,
+                                          smooth_quant_alpha=0.75, attention_matmuls_fp32=("scores",)),
     "icd_outliers_ffn_in8": _outliers("icd_outliers_ffn_in8", keep_icd_fp32=True, fp32_ffn_neurons=32,
                                       fp32_input_channels=8, fp32_input_roles=("ffn_in",), smooth_quant_alpha=0.75,
-                                      attention_matmuls_fp32=True),
+                                      attention_matmuls_fp32=ATTENTION_PRODUCTS),
     "icd_outliers_qkv_ffn_in8": _outliers("icd_outliers_qkv_ffn_in8", keep_icd_fp32=True, fp32_ffn_neurons=32,
-                                          fp32_input_channels=8, smooth_quant_alpha=0.75, attention_matmuls_fp32=True),
+                                          fp32_input_channels=8, smooth_quant_alpha=0.75,
+                                          attention_matmuls_fp32=ATTENTION_PRODUCTS),
 }
 DEFAULT_RECIPE = "icd_outliers"
 """Decided by bench/results/runtimes.json (docs/int8.md, "Runtimes"): the only recipe measured at cos >= 0.999 and
 NN >= 0.98 on both held-out sets with the fewest fp32 parts — NNCF's static int8 with its SmoothQuant (exponent
 0.75), each layer's 32 widest FFN neurons in an fp32 branch, attention's activation products and the Linears icd
-keeps fp32 left fp32. It costs speed: about 1.1x NNCF int8's latency round by round
-(bench/results/runtimes_head_to_head.json), most of it attention's products in fp32. The input-channel splits add
+keeps fp32 left fp32. It costs speed: 1.07-1.11x NNCF int8's latency round by round in two runs
+(bench/results/runtimes_head_to_head.json, runtimes_attention.json), most of it attention's products in fp32,
+which are also what keeps NN agreement at 0.98. The input-channel splits add
 cos at a further cost in speed (``icd_outliers_ffn_in8``, ``icd_outliers_qkv_ffn_in8``)."""
 
 
@@ -183,7 +194,7 @@ def quantize_with_recipe(model, onnx_path: Path, source: ModelSource, recipe: Op
     ignored = recipe.ignored_linears(source) + list(split_fp32 or [])
     names = [node for nodes in matmul_nodes(onnx_path, ignored).values() for node in nodes] if ignored else []
     if recipe.attention_matmuls_fp32:
-        names += activation_matmuls(onnx_path)
+        names += activation_matmuls(onnx_path, recipe.attention_matmuls_fp32)
     samples = source.calibration_inputs(recipe.calibration_texts, batch_size=1)
     alphas = AdvancedSmoothQuantParameters(matmul=-1)
     if recipe.nncf_smooth_quant:

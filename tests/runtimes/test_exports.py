@@ -46,6 +46,19 @@ def test_onnx_export_of_the_optimized_run_equals_the_in_process_model(runtime_re
         assert params["icd_runtime"] == model.removeprefix("bert_") and params["icd_threads"] == "0"
 
 
+def test_attention_products_are_told_apart_in_the_exported_graph(runtime_repo):
+    """Q·Kᵀ (scores) and softmax·V (values): the two MatMuls per layer with no weight input, by the Softmax."""
+    from icd.runtimes.onnx_graph import activation_matmuls
+
+    model = runtime_repo / "bert_onnx" / "1" / "model.onnx"
+    scores, values = activation_matmuls(model, ("scores",)), activation_matmuls(model, ("values",))
+    assert len(scores) == len(values) == 6 and not set(scores) & set(values)
+    assert sorted(activation_matmuls(model)) == sorted(scores + values)
+    assert all(n.endswith("/MatMul") for n in scores) and all(n.endswith("/MatMul_1") for n in values)
+    with pytest.raises(ValueError, match="keys"):
+        activation_matmuls(model, ("keys",))
+
+
 def test_openvino_int8_export_is_verified_and_faithful(runtime_repo, optimized_source, corpus_split):
     version = runtime_repo / "bert_openvino" / "1"
     texts = corpus_split.heldout[:16]

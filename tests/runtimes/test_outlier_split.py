@@ -95,6 +95,10 @@ def test_recipe_refuses_a_split_with_what_already_rewrites_ffn_out():
         OpenVinoInt8Recipe("x", icd_smoothing=False, fp32_ffn_neurons=-1)
     with pytest.raises(ValueError, match="smooth_quant_alpha"):
         OpenVinoInt8Recipe("x", icd_smoothing=False, smooth_quant_alpha=1.5)
+    with pytest.raises(ValueError, match="attention_matmuls_fp32 takes distinct names"):
+        OpenVinoInt8Recipe("x", icd_smoothing=False, attention_matmuls_fp32=("keys",))
+    with pytest.raises(ValueError, match="attention_matmuls_fp32 takes distinct names"):
+        OpenVinoInt8Recipe("x", icd_smoothing=False, attention_matmuls_fp32=("scores", "scores"))
 
 
 @pytest.mark.slow

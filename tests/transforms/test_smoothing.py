@@ -77,6 +77,14 @@ def _batch(tokenizer, texts):
     return enc["input_ids"], enc["attention_mask"]
 
 
+def _fold_every_layer_(model, gen: torch.Generator, bound: int) -> None:
+    """Fold random V->O exponents in [-bound, bound] into every layer of ``model``."""
+    for layer in model.bert.encoder.layer:
+        attn = layer.attention
+        k = torch.randint(-bound, bound + 1, (attn.output.dense.in_features,), generator=gen, dtype=torch.int8)
+        fold_value_output_scale_(attn.self.value, attn.output.dense, k)
+
+
 def test_value_output_fold_is_exact_on_minilm(minilm_encoder, minilm_tokenizer, corpus_split):
     """Powers of two scale V's rows and O's columns exactly: the folded model computes the same embeddings to
     rounding noise (the int8 search takes its fp32 reference from before the fold, icd/transforms/int8.py)."""
@@ -84,11 +92,7 @@ def test_value_output_fold_is_exact_on_minilm(minilm_encoder, minilm_tokenizer, 
     with torch.inference_mode():
         expected = minilm_encoder(ids, mask)
     model = copy.deepcopy(minilm_encoder)
-    gen = torch.Generator().manual_seed(2)
-    for layer in model.bert.encoder.layer:
-        attn = layer.attention
-        k = torch.randint(-6, 7, (attn.output.dense.in_features,), generator=gen, dtype=torch.int8)
-        fold_value_output_scale_(attn.self.value, attn.output.dense, k)
+    _fold_every_layer_(model, torch.Generator().manual_seed(2), 6)
     with torch.inference_mode():
         got = model(ids, mask)
     assert not torch.equal(model.bert.encoder.layer[0].attention.self.value.weight,
@@ -103,10 +107,7 @@ def test_smoothing_alone_preserves_minilm_on_heldout_text(minilm_encoder, minilm
         expected = minilm_encoder(ids, mask)
     model = copy.deepcopy(minilm_encoder)
     gen = torch.Generator().manual_seed(1)
-    for layer in model.bert.encoder.layer:
-        attn = layer.attention
-        k = torch.randint(-4, 5, (attn.output.dense.in_features,), generator=gen, dtype=torch.int8)
-        fold_value_output_scale_(attn.self.value, attn.output.dense, k)
+    _fold_every_layer_(model, gen, 4)
     for name in ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
                  "intermediate.dense", "output.dense"]:
         for i in range(len(model.bert.encoder.layer)):
