@@ -82,7 +82,8 @@ def widest_ffn_neurons(encoder: nn.Module, batches: Iterable[Mapping[str, torch.
     """Per layer, the ``count`` FFN neurons with the widest range (max |ffn_out input|) over ``batches``
     (``{"input_ids", "attention_mask"}``), sorted."""
     family, base = family_of(encoder), bert_of(encoder)
-    readers = {layer: base.get_submodule(family.linears(layer)["ffn_out"]) for layer in range(model_shape(encoder).layers)}
+    readers = {layer: base.get_submodule(family.linears(layer)["ffn_out"])
+               for layer in range(model_shape(encoder).layers)}
     return _widest(encoder, readers, batches, count)
 
 
@@ -113,8 +114,8 @@ def split_ffn_neurons_(encoder: nn.Module, neurons: Mapping[int, torch.Tensor]) 
         writer_linear, reader_linear = base.get_submodule(paths["ffn_in"]), base.get_submodule(paths["ffn_out"])
         tail = _checked(index, writer_linear.out_features, f"layer {layer}", "FFN neurons")
         writer = FfnWriter(writer_linear, tail, activation)
-        _replace(base, paths["ffn_in"], writer)
-        _replace(base, paths["ffn_out"], FfnReader(reader_linear, tail, writer))
+        base.set_submodule(paths["ffn_in"], writer)
+        base.set_submodule(paths["ffn_out"], FfnReader(reader_linear, tail, writer))
         tails += [f"{paths['ffn_in']}.tail", f"{paths['ffn_out']}.tail"]
     return tails
 
@@ -128,11 +129,9 @@ class InputSplitLinear(nn.Module):
         mask[channels] = 0.0
         self.register_buffer("mask", mask)
         self.register_buffer("channels", channels.clone())
-        self.main = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        self.main = copy.deepcopy(linear)
         with torch.no_grad():
-            self.main.weight.copy_(linear.weight * mask)
-            if linear.bias is not None:
-                self.main.bias.copy_(linear.bias)
+            self.main.weight.mul_(mask)
         self.tail = _columns(linear, channels, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,7 +182,7 @@ def split_input_channels_(encoder: nn.Module, channels: Mapping[str, torch.Tenso
         linear = base.get_submodule(path)
         if not isinstance(linear, nn.Linear):
             raise ValueError(f"{path}: input channels split only from a Linear, found {type(linear).__name__}")
-        _replace(base, path, InputSplitLinear(linear, _checked(index, linear.in_features, path, "input channels")))
+        base.set_submodule(path, InputSplitLinear(linear, _checked(index, linear.in_features, path, "input channels")))
         tails.append(f"{path}.tail")
     return tails
 
@@ -213,8 +212,3 @@ def _columns(linear: nn.Linear, index: torch.Tensor, bias: bool) -> nn.Linear:
     if not bias:
         part.bias = None
     return part
-
-
-def _replace(base: nn.Module, path: str, module: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(base.get_submodule(parent), name, module)
