@@ -35,12 +35,17 @@ The two splits are LLM.int8()'s fp32 outliers carried into a static int8 graph; 
 
 from __future__ import annotations
 
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from icd.errors import ArtefactError
 from icd.runtimes.onnx_graph import ATTENTION_PRODUCTS, activation_matmuls, matmul_nodes
 from icd.runtimes.source import ModelSource
 
@@ -201,14 +206,41 @@ def quantize_with_recipe(model, onnx_path: Path, source: ModelSource, recipe: Op
         alphas = (AdvancedSmoothQuantParameters() if recipe.smooth_quant_alpha is None
                   else AdvancedSmoothQuantParameters(matmul=recipe.smooth_quant_alpha))
     advanced = AdvancedQuantizationParameters(smooth_quant_alphas=alphas)
-    quantized = nncf.quantize(
-        model, nncf.Dataset(samples), preset=nncf.QuantizationPreset(recipe.preset),
-        model_type=nncf.ModelType.TRANSFORMER, subset_size=len(samples),
-        ignored_scope=nncf.IgnoredScope(names=names) if names else None, advanced_parameters=advanced,
-    )
-    if not (recipe.ignored_weight_only and names):
-        return quantized
-    others = [op.get_friendly_name() for op in quantized.get_ops()
-              if op.get_type_name() in ("MatMul", "Gather") and op.get_friendly_name() not in names]
-    return nncf.compress_weights(quantized, mode=nncf.CompressWeightsMode.INT8_ASYM,
-                                 ignored_scope=nncf.IgnoredScope(names=others, validate=False))
+    with _nncf_warnings_only():
+        try:
+            quantized = nncf.quantize(
+                model, nncf.Dataset(samples), preset=nncf.QuantizationPreset(recipe.preset),
+                model_type=nncf.ModelType.TRANSFORMER, subset_size=len(samples),
+                ignored_scope=nncf.IgnoredScope(names=names) if names else None, advanced_parameters=advanced,
+            )
+        except nncf.ValidationError as exc:  # e.g. a node the recipe leaves fp32 is not in the converted graph
+            raise ArtefactError(f"NNCF quantization (recipe {recipe.name}) failed: {_one_line(exc)}") from None
+        if not (recipe.ignored_weight_only and names):
+            return quantized
+        others = [op.get_friendly_name() for op in quantized.get_ops()
+                  if op.get_type_name() in ("MatMul", "Gather") and op.get_friendly_name() not in names]
+        return nncf.compress_weights(quantized, mode=nncf.CompressWeightsMode.INT8_ASYM,
+                                     ignored_scope=nncf.IgnoredScope(names=others, validate=False))
+
+
+def _one_line(exc: Exception) -> str:
+    """NNCF's message on one line, a long list of node names cut to its first name and count."""
+    def shorten(match: re.Match) -> str:
+        items = match.group(1).split(", ")
+        return f"[{items[0]}, ... {len(items)} in all]" if len(items) > 2 else match.group(0)
+
+    return re.sub(r"\[([^\]]*)\]", shorten, " ".join(str(exc).split()))
+
+
+@contextmanager
+def _nncf_warnings_only() -> Iterator[None]:
+    """NNCF's logger at WARNING while it quantizes: its INFO lines (one per node it leaves unquantized, dozens per
+    model) would otherwise fill the output of ``icd export-triton`` and ``icd profile``; its progress bars stay."""
+    from nncf import nncf_logger
+
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        nncf_logger.setLevel(level)

@@ -110,3 +110,39 @@ def test_layers_of_different_widths_export(runtime, minilm_encoder, minilm_token
     got = encode(rt.load(tmp_path, 1), minilm_tokenizer, texts, 8, 128)
     expected = encode(encoder, minilm_tokenizer, texts, 8, 128)
     assert np.abs((got - expected).numpy()).max() < 1e-4
+
+
+def _outliers_recipe(**fields):
+    from dataclasses import replace
+
+    from icd.runtimes.openvino_int8 import RECIPES
+
+    return replace(RECIPES["icd_outliers"], keep_icd_fp32=False, calibration_texts=8, **fields)
+
+
+def test_openvino_int8_export_keeps_nncf_info_lines_out_of_the_output(minilm_encoder, minilm_tokenizer, corpus_split,
+                                                                      tmp_path, capfd):
+    source = ModelSource(minilm_encoder, [], minilm_tokenizer, corpus_split.calibration, 128)
+    get_runtime("openvino").export(source, tmp_path, Precision.INT8, output_gather=True, threads=1,
+                                   recipe=_outliers_recipe())
+    out, err = capfd.readouterr()
+    assert (tmp_path / "model.xml").is_file()
+    assert "Not adding activation input quantizer" not in out + err, "NNCF's per-node INFO lines reached the user"
+    from nncf import nncf_logger
+
+    assert nncf_logger.level == 20, "NNCF's own log level is restored (INFO)"
+
+
+def test_a_recipe_node_missing_from_the_converted_graph_fails_in_one_line(minilm_encoder, minilm_tokenizer,
+                                                                          corpus_split, tmp_path):
+    """Eager attention converts into OpenVINO's fused attention operation: there is no Q·Kᵀ node to leave fp32."""
+    from icd.errors import ArtefactError
+
+    eager = copy.deepcopy(minilm_encoder)
+    eager.bert.set_attn_implementation("eager")
+    source = ModelSource(eager, [], minilm_tokenizer, corpus_split.calibration, 128)
+    with pytest.raises(ArtefactError, match=r"NNCF quantization \(recipe icd_outliers\) failed: .*not found") as info:
+        get_runtime("openvino").export(source, tmp_path, Precision.INT8, output_gather=True, threads=1,
+                                       recipe=_outliers_recipe(attention_matmuls_fp32=("scores",)))
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400
+    assert not (tmp_path / "model.xml").exists()
