@@ -1,7 +1,8 @@
 """int8 on CPU: fp32 vs plain torch dynamic int8 vs icd's int8 schemes, on real MiniLM-L6 weights.
 
-Fidelity: mean-pooled embeddings of held-out stdlib docstrings (never the calibration texts) against the fp32
-model (cos mean / min, nearest-neighbour agreement); deterministic. Latency:
+Fidelity: mean-pooled embeddings of held-out docstrings of icd's default corpus (stdlib + numpy, scipy, torch,
+transformers, networkx; never the calibration texts) against the fp32 model (cos mean / min, nearest-neighbour
+agreement); deterministic. Latency:
 ``icd.measure.latency.measure_latency_interleaved`` at batch 8x128 with fixed torch threads: every variant runs once
 per round, round after round, in this one process, so that load from other processes falls on all of them alike.
 Writes ``bench/results/int8.json`` and prints a table.
@@ -140,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                     "quantized_engine": torch.backends.quantized.engine, "loadavg_during_timing": loads},
         "latency_how": next(iter(timings.values()))["fp32"].how + (
             f"; threads {args.threads} (first = headline, fields with _Nt: N threads); median / p95 over the runs"),
-        "fidelity_how": f"{args.heldout} held-out stdlib docstrings, mean-pooled embeddings vs fp32 (calibration texts "
+        "fidelity_how": f"{args.heldout} held-out docstrings of the default corpus (stdlib + numpy, scipy, torch, "
+                        f"transformers, networkx; seed 0), mean-pooled embeddings vs fp32 (calibration texts "
                         f"({args.calibration}) used only by the search)",
         "command": "python bench/int8.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "variants": rows,
