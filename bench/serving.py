@@ -10,7 +10,9 @@
 2. **Alone**: icd's load generator (``icd.load.run_load``, closed loop, ``--concurrency`` clients, real tokenized
    text, one text per request) on one model at a time, the other idle; Triton's dynamic batcher forms batches.
 3. **Together**: both models under the same load at once; per-second completions of each model come from the
-   generator's interval series (a second with zero completions is reported).
+   generator's interval series (a second with zero completions inside the load window is reported; the drain
+   after it — no new sends, in-flight requests finishing, as long as the slower model's take — is kept apart in
+   ``drain_completions_per_interval``). ``--max-batch-size`` bounds Triton's batches and so how long one takes.
 4. **In-process**: bert_icd's exported artefact loaded in this process through the same runtime with the served
    instance's thread count runs exactly the multiset of batch sizes Triton formed in step 2 (statistics API) on
    the same texts. Ratio = served / in-process throughput (target >= 0.85).
@@ -53,13 +55,16 @@ def _load(server, models: tuple[str, ...], settings) -> dict[str, Any]:
     from icd.load.target import Target
 
     report = run_load(settings, Target(server.http_url, models))
+    window_end = settings.warmup_s + settings.duration_s + 1e-6
     out = {}
     for name in models:
         summary = report.model_summary(name)
-        per_second = [row.ok for row in report.series.get(name, []) if not row.warmup]
+        rows = [row for row in report.series.get(name, []) if not row.warmup]
+        per_second = [row.ok for row in rows if row.t_s <= window_end]
         out[name] = {"throughput_rps": summary["throughput_rps"], "latency_ms": summary["latency_ms"],
                      "errors": summary["errors"]["total"], "completions_per_interval": per_second,
-                     "zero_completion_intervals": sum(1 for n in per_second if n == 0)}
+                     "zero_completion_intervals": sum(1 for n in per_second if n == 0),
+                     "drain_completions_per_interval": [row.ok for row in rows if row.t_s > window_end]}
     return out
 
 

@@ -50,11 +50,6 @@ KNOWN_UNBACKED_DOCS: dict[str, set[str]] = {
     'scaling.md': {
         '3.5 s',
     },
-    # h13 re-measures bench/serving.py into bench/results/serving.json
-    'serving.md': {
-        '0.841', '0.858', '0.910', '1.035', '1.4', '1.88 texts/s', '1.95 texts/s', '133.6 texts/s', '155.7 texts/s',
-        '2.64 texts/s', '3.14 texts/s', '69.0 texts/s', '75.9 texts/s',
-    },
     # h15 (docs/transforms.md): codesign.json / ablation_nm.json lack provenance: re-run
     'transforms.md': {
         '+0.001', '0.002', '0.766', '0.768', '0.77',
