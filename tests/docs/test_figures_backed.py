@@ -33,11 +33,6 @@ KNOWN_UNBACKED_DOCS: dict[str, set[str]] = {
     'guide.md': {
         '2 req/s', '5 s', '60 s',
     },
-    # h13 (docs/int8.md): earlier int8 / codesign runs without a JSON, derived ratios
-    'int8.md': {
-        '0.941', '0.949', '0.973', '0.9899', '0.9969', '0.99778', '0.99831', '0.99837', '0.99902', '1.97×', '1.99×',
-        '2.01×', '2.03×',
-    },
     # h16 (docs/rollout.md): derived differences (+22 ms) not stored in the JSON
     'rollout.md': {
         '+22 ms',
