@@ -41,7 +41,7 @@ from icd.measure.fidelity import fidelity
 from icd.measure.latency import measure_latency_interleaved, paired_ratio, synthetic_batch
 from icd.model.loader import load_encoder, load_tokenizer
 from icd.runtimes.base import Precision
-from icd.runtimes.openvino import compile_model, compile_properties
+from icd.runtimes.openvino import compile_model, load_properties
 from icd.runtimes.openvino_int8 import RECIPES
 from icd.runtimes.registry import get_runtime
 from icd.runtimes.sidecar import read_sidecar
@@ -77,12 +77,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def _sources(fp32, tokenizer, calibration: list[str]) -> dict[str, ModelSource]:
     """One ModelSource per graph, both with icd's int8 record (``Int8Config()`` on the calibration texts)."""
-    from icd.transforms.api import TransformContext
-    from icd.transforms.configs import Int8Config
-    from icd.transforms.int8 import prepare_int8_runtime
+    from runtimes import icd_int8_record
 
-    context = TransformContext(tokenizer=tokenizer, calibration_texts=calibration, batch_size=32, max_length=128)
-    record, _ = prepare_int8_runtime(copy.deepcopy(fp32), Int8Config(), context)
+    record, _ = icd_int8_record(fp32, tokenizer, calibration)
     eager = copy.deepcopy(fp32)
     eager.bert.set_attn_implementation("eager")
     return {graph: ModelSource(model, [record], tokenizer, calibration, 128)
@@ -101,10 +98,8 @@ def _op_times(folders: dict[str, Path], inputs: tuple[np.ndarray, np.ndarray], a
     ``profile_runs`` shuffled rounds after ``warmup``."""
     requests = {}
     for name, folder in folders.items():
-        sidecar = read_sidecar(folder, "openvino")
-        properties = {**compile_properties(sidecar.variant.precision, args.threads), **sidecar.properties,
-                      "INFERENCE_NUM_THREADS": str(args.threads), "PERF_COUNT": "YES"}
-        compiled = compile_model(folder / "model.xml", properties)
+        properties = load_properties(read_sidecar(folder, "openvino"), args.threads)
+        compiled = compile_model(folder / "model.xml", {**properties, "PERF_COUNT": "YES"})
         feed = dict(zip((port.get_any_name() for port in compiled.inputs), inputs))
         requests[name] = (compiled.create_infer_request(), feed)
     totals: dict[str, Counter] = {name: Counter() for name in folders}
@@ -134,17 +129,17 @@ def run(args) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="icd-bench-ov-profile-"))
     runtime = get_runtime("openvino")
     try:
-        folders, sessions = {}, {}
+        folders, sessions, rows = {}, {}, {}
         for graph, recipe in VARIANTS:
             name = f"{graph} / {recipe.name}"
+            rows[name] = {"graph": graph, "recipe": recipe.name}
             folders[name] = Path(tempfile.mkdtemp(dir=work))
             runtime.export(sources[graph], folders[name], Precision.INT8, output_gather=True, threads=args.threads,
                            recipe=recipe)
             sessions[name] = runtime.load(folders[name], args.threads)
+            rows[name]["fake_quantize_ops"] = _fake_quantize_count(folders[name])
             print(f"[{name}] exported", flush=True)
         torch.set_num_threads(args.threads)
-        rows = {name: {"graph": name.split(" / ")[0], "recipe": name.split(" / ")[1],
-                       "fake_quantize_ops": _fake_quantize_count(folders[name])} for name in folders}
         for set_name, texts in (("heldout_seed0", split.heldout), ("heldout_seed1", second)):
             reference = encode(fp32, tokenizer, texts, 32, 128)
             for name, session in sessions.items():

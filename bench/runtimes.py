@@ -72,7 +72,9 @@ def _machine() -> dict[str, Any]:
             "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__, "nncf": nncf.__version__}
 
 
-def _icd_int8_record(fp32, tokenizer, calibration: list[str]) -> tuple[dict, float]:
+def icd_int8_record(fp32, tokenizer, calibration: list[str]) -> tuple[dict, float]:
+    """icd's int8 record of ``fp32`` (``Int8Config()`` searched on ``calibration``, as ``icd run`` does) and the
+    search's seconds (bench/ov_profile.py uses it too)."""
     from icd.transforms.api import TransformContext
     from icd.transforms.configs import Int8Config
     from icd.transforms.int8 import prepare_int8_runtime
@@ -102,7 +104,7 @@ def _variants(args, fp32, tokenizer, split, work: Path) -> dict[str, dict[str, A
     from icd.runtimes.openvino_int8 import RECIPES
     from icd.runtimes.source import ModelSource
 
-    record, search_s = _icd_int8_record(fp32, tokenizer, split.calibration)
+    record, search_s = icd_int8_record(fp32, tokenizer, split.calibration)
     icd_source = ModelSource(fp32, [record], tokenizer, split.calibration, 128)
     plain = ModelSource(fp32, [], tokenizer, split.calibration, 128)
     out: dict[str, dict[str, Any]] = {"torch_fp32": {"model": fp32, "how": "eager torch fp32 (reference)"}}

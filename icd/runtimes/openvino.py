@@ -44,6 +44,13 @@ def compile_model(model, properties: Mapping[str, str]):
     return ov.Core().compile_model(model if not isinstance(model, Path) else str(model), "CPU", dict(properties))
 
 
+def load_properties(sidecar, threads: int) -> dict[str, str]:
+    """The compile properties an exported folder's sidecar (``icd_runtime.json``) records, with ``threads``
+    inference threads: what every loader of the folder compiles with."""
+    return {**compile_properties(sidecar.variant.precision, threads), **sidecar.properties,
+            "INFERENCE_NUM_THREADS": str(threads)}
+
+
 def convert_onnx(path: Path):
     """``ov.convert_model`` of an ONNX file, with a one-line error on failure."""
     import openvino as ov
@@ -99,8 +106,7 @@ class OpenVinoRuntime(Runtime):
         from icd.runtimes.sidecar import read_sidecar
 
         sidecar = read_sidecar(folder, self.name)
-        properties = {**compile_properties(sidecar.variant.precision, threads), **sidecar.properties,
-                      "INFERENCE_NUM_THREADS": str(threads)}
+        properties = load_properties(sidecar, threads)
         compiled = compile_model(Path(folder) / MODEL_FILES[0], properties)
         request = compiled.create_infer_request()
         names = [port.get_any_name() for port in compiled.inputs]
