@@ -21,7 +21,9 @@ A recipe says which of icd's decisions reach ``nncf.quantize``:
   scales on the same Linears (``DYNAMIC_QUANTIZATION_GROUP_SIZE``; None = off);
 * ``fp32_ffn_neurons``: per layer, this many FFN neurons (the widest ranges on the calibration texts) go to a
   branch of their own, split by weights (:func:`icd.runtimes.outlier_split.split_ffn_neurons_`), that stays fp32 —
-  the rest of FFN-out gets static int8 with the narrower range of the kept neurons (0 = no split);
+  the rest of FFN-out gets static int8 with the narrower range of the kept neurons (0 = no split); a layer with no
+  more neurons than that (compacted) keeps its FFN-out fp32 whole
+  (:func:`icd.runtimes.outlier_split.split_ffn_outliers_`);
 * ``fp32_input_channels``: per Linear of ``fp32_input_roles`` (of those reading the residual stream: query, key,
   value, ffn_in), this many input channels (the widest ranges) are masked out of its int8 product and added back by
   a small fp32 Linear (:func:`icd.runtimes.outlier_split.split_input_channels_`; 0 = none);
@@ -181,7 +183,7 @@ def export_encoder(source: ModelSource, recipe: OpenVinoInt8Recipe, output_gathe
     branches = []
     if recipe.fp32_ffn_neurons:
         neurons = outlier_split.widest_ffn_neurons(encoder, batches, recipe.fp32_ffn_neurons)
-        branches += outlier_split.split_ffn_neurons_(encoder, neurons)
+        branches += outlier_split.split_ffn_outliers_(encoder, neurons)
     if recipe.fp32_input_channels:
         readers = outlier_split.residual_readers(encoder, recipe.fp32_input_roles)
         channels = outlier_split.widest_input_channels(encoder, readers, batches, recipe.fp32_input_channels)

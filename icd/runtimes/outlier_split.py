@@ -120,6 +120,22 @@ def split_ffn_neurons_(encoder: nn.Module, neurons: Mapping[int, torch.Tensor]) 
     return tails
 
 
+def split_ffn_outliers_(encoder: nn.Module, neurons: Mapping[int, torch.Tensor]) -> list[str]:
+    """:func:`split_ffn_neurons_` for what :func:`widest_ffn_neurons` found, where a layer may be no wider than the
+    count asked for (a compacted model): a layer whose listed neurons are all of its FFN is not split — its FFN
+    output Linear stays fp32 whole (its path is returned with the branches'), its FFN input goes to int8 as in an
+    unsplit model. Returns the Linears to leave fp32, in layer order."""
+    family, base = family_of(encoder), bert_of(encoder)
+    fp32: list[str] = []
+    for layer, index in sorted(neurons.items()):
+        paths = family.linears(layer)
+        if index.numel() >= base.get_submodule(paths["ffn_in"]).out_features:
+            fp32.append(paths["ffn_out"])
+        else:
+            fp32 += split_ffn_neurons_(encoder, {layer: index})
+    return fp32
+
+
 class InputSplitLinear(nn.Module):
     """``main(x ⊙ mask) + tail(x[..., channels])``: the Linear with its input channels ``channels`` in fp32."""
 

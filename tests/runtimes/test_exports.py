@@ -133,6 +133,21 @@ def test_openvino_int8_export_keeps_nncf_info_lines_out_of_the_output(minilm_enc
     assert nncf_logger.level == 20, "NNCF's own log level is restored (INFO)"
 
 
+def test_a_compacted_layer_narrower_than_the_outlier_count_exports_int8(minilm_encoder, minilm_tokenizer,
+                                                                        corpus_split, tmp_path):
+    """The default recipe splits 32 FFN neurons per layer; a compacted layer of 28 keeps its FFN-out fp32 whole."""
+    encoder = copy.deepcopy(minilm_encoder)
+    _shrink_ffn(encoder, layer=0, keep=28)
+    source = ModelSource(encoder, [], minilm_tokenizer, corpus_split.calibration, 128)
+    rt = get_runtime("openvino")
+    rt.export(source, tmp_path, Precision.INT8, output_gather=True, threads=1, recipe=_outliers_recipe())
+    texts = corpus_split.heldout[:8]
+    got = encode(rt.load(tmp_path, 1), minilm_tokenizer, texts, 8, 128)
+    expected = encode(encoder, minilm_tokenizer, texts, 8, 128)
+    cos = torch.nn.functional.cosine_similarity(got, expected)
+    assert cos.mean() > 0.99 and cos.min() > 0.98  # int8 calibrated on 8 texts
+
+
 def test_a_recipe_node_missing_from_the_converted_graph_fails_in_one_line(minilm_encoder, minilm_tokenizer,
                                                                           corpus_split, tmp_path):
     """Eager attention converts into OpenVINO's fused attention operation: there is no Q·Kᵀ node to leave fp32."""

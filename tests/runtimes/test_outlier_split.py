@@ -11,7 +11,9 @@ import torch
 
 from icd.measure.encode import encode, tokenize
 from icd.runtimes.outlier_split import (FfnReader, FfnWriter, InputSplitLinear, residual_readers, split_ffn_neurons_,
-                                        split_input_channels_, widest_ffn_neurons, widest_input_channels)
+                                        split_ffn_outliers_, split_input_channels_, widest_ffn_neurons,
+                                        widest_input_channels)
+from icd.transforms.compact_slice import keep_ffn_
 from icd.runtimes.openvino_int8 import RECIPES, OpenVinoInt8Recipe
 
 
@@ -31,6 +33,26 @@ def test_split_model_equals_the_original_on_real_inputs(minilm_encoder, minilm_t
     expected = encode(minilm_encoder, minilm_tokenizer, texts, 8, 128)
     got = encode(split, minilm_tokenizer, texts, 8, 128)
     assert np.abs((got - expected).numpy()).max() < 1e-5
+
+
+def test_a_layer_no_wider_than_the_count_keeps_its_ffn_out_fp32_whole(minilm_encoder, minilm_tokenizer,
+                                                                      corpus_split):
+    """A compacted layer with fewer FFN neurons than the recipe's count is not split (found exporting a compacted
+    model: 'layer 0: split 28 of 28 FFN neurons')."""
+    compacted = copy.deepcopy(minilm_encoder)
+    keep_ffn_(compacted, 2, list(range(20)))
+    neurons = widest_ffn_neurons(compacted, _batches(minilm_tokenizer, corpus_split.calibration[:8]), 32)
+    assert neurons[2].numel() == 20 and neurons[3].numel() == 32
+    split = copy.deepcopy(compacted)
+    fp32 = split_ffn_outliers_(split, neurons)
+    assert fp32[4] == "encoder.layer.2.output.dense" and len(fp32) == 5 * 2 + 1
+    assert fp32[:4] == ["encoder.layer.0.intermediate.dense.tail", "encoder.layer.0.output.dense.tail",
+                        "encoder.layer.1.intermediate.dense.tail", "encoder.layer.1.output.dense.tail"]
+    assert isinstance(split.bert.encoder.layer[2].output.dense, torch.nn.Linear)
+    assert isinstance(split.bert.encoder.layer[3].output.dense, FfnReader)
+    texts = corpus_split.heldout[:8]
+    expected = encode(compacted, minilm_tokenizer, texts, 8, 128)
+    assert np.abs((encode(split, minilm_tokenizer, texts, 8, 128) - expected).numpy()).max() < 1e-5
 
 
 def test_input_split_after_ffn_split_equals_the_original(minilm_encoder, minilm_tokenizer, corpus_split):
