@@ -192,9 +192,11 @@ class CompactConfig(_TransformConfig):
     )
     seq_len: int = Field(128, gt=0, description="sequence length the cost model assumes (attention's L² terms)")
     importance: Literal["act_weight", "obs", "fisher"] = Field(
-        "obs", description="unit importance from calibration: act_weight (energy of the unit's contribution to the "
-                           "Linear that reads it), obs (output error left after the least-squares re-fit without it), "
-                           "fisher (diagonal Fisher of a mask on the unit, from the loss against the fp32 outputs)",
+        "act_weight", description="unit importance from calibration: act_weight (energy of the unit's contribution "
+                                  "to the Linear that reads it; the default: the most faithful of the three at every "
+                                  "budget measured, bench/results/compaction.json), obs (output error left after the "
+                                  "least-squares re-fit without it), fisher (diagonal Fisher of a mask on the unit, "
+                                  "from the loss against the fp32 outputs)",
     )
     reconstruct: bool = Field(
         True, description="least-squares re-fit of the Linear that reads the cut dim (attention output, FFN output) "
