@@ -34,7 +34,10 @@ Writes ``bench/results/compaction.json`` (this model's entry under ``models``, o
 ``bench/results/compaction_<model>.png`` (speed vs cos mean, speed vs NN agreement).
 
 Usage:
-    .venv/bin/python bench/compaction.py [--model minilm] [--groups probe,criteria,...] [--runs 10]
+    .venv/bin/python bench/compaction.py [--model minilm|mpnet-base] [--groups probe,criteria,...] [--runs 20]
+        [--budgets 0.85,0.75,...] [--units both|ffn]
+    (the committed MPNet-base entry: --model mpnet-base --groups pareto_act --budgets 0.85,0.7 --units ffn
+    --calibration 256 --heldout 128 --runs 10)
 """
 
 from __future__ import annotations
@@ -380,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 variants")
     parser.add_argument("--no-runtimes", action="store_true", help="torch only (no OpenVINO exports)")
+    parser.add_argument("--units", choices=("both", "ffn"), default="both",
+                        help="what budget variants may cut (ffn: MPNet, whose heads share one relative bias)")
     parser.add_argument("--budgets", default=",".join(str(b) for b in PARETO_BUDGETS),
                         help="comma-separated FLOPs budgets of the pareto group")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -431,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
                              1.0, None, layer_sizes(fp32)))
     budgets = tuple(float(b) for b in args.budgets.split(",") if b)
     for name, group, config, steps in _plans(groups, _probe_flops(fp32, args.latency_seq), budgets):
+        if config.budget is not None:
+            config = config.model_copy(update={"units": args.units})
         model, build_s = _compact(fp32, calibration, config, steps)
         built = Built(name, group, model, config.model_dump(mode="json"), build_s, steps)
         sizes = layer_sizes(model)
