@@ -279,16 +279,15 @@ def _equal_flops(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def _targets(rows: list[dict[str, Any]], equal_flops: dict[str, Any]) -> dict[str, Any]:
     """Each speed target: the fastest compacted row meeting its fidelity floor on both held-out sets."""
     out: dict[str, Any] = {"equal_flops_vs_probe": equal_flops}
+    compacted = [r for r in rows if r["group"] != "baseline" and r.get("speed_vs_nncf_int8")]
     for key, text, min_cos, min_nn, min_speed in TARGETS:
-        eligible = [r for r in rows if r["group"] != "baseline" and r.get("speed_vs_nncf_int8")
-                    and min(r["cos_mean"], r["cos_mean_stdlib"]) >= min_cos
-                    and min(r["nn_agreement"], r["nn_agreement_stdlib"]) >= min_nn]
-        if not any(r.get("speed_vs_nncf_int8") for r in rows):
-            out[key] = {"target": text, "measured": False, "why": "no NNCF int8 anchor in this run"}
+        if not compacted:
+            out[key] = {"target": text, "measured": False, "why": "no compacted row timed against an NNCF int8 anchor in this run"}
             continue
+        eligible = [r for r in compacted if min(r["cos_mean"], r["cos_mean_stdlib"]) >= min_cos
+                    and min(r["nn_agreement"], r["nn_agreement_stdlib"]) >= min_nn]
         best = max(eligible, key=lambda r: r["speed_vs_nncf_int8"]["median"], default=None)
-        fast = [r for r in rows if r["group"] != "baseline" and r.get("speed_vs_nncf_int8")
-                and r["speed_vs_nncf_int8"]["median"] >= min_speed]
+        fast = [r for r in compacted if r["speed_vs_nncf_int8"]["median"] >= min_speed]
         closest = max(fast, key=lambda r: min(r["cos_mean"], r["cos_mean_stdlib"]), default=None)
         out[key] = {"target": text, "measured": True, "best": None if best is None else best["variant"],
                     "speed_vs_nncf_int8": None if best is None else best["speed_vs_nncf_int8"],
