@@ -31,11 +31,12 @@ round (``icd.measure.latency.paired_ratio``: median and 95 % bootstrap interval;
 says, for each of the issue's targets, the best row that meets its fidelity floor on both held-out sets.
 
 Writes ``bench/results/compaction.json`` (this model's entry under ``models``, other models' entries kept) and
-``bench/results/compaction_<model>.png`` (speed vs cos mean, speed vs NN agreement).
+``bench/results/compaction_<model>.png`` (speed vs cos mean, speed vs NN agreement; with ``--out X.json``,
+``X_<model>.png`` beside it).
 
 Usage:
     .venv/bin/python bench/compaction.py [--model minilm|mpnet-base] [--groups probe,criteria,...] [--runs 20]
-        [--budgets 0.85,0.75,...] [--units both|ffn]
+        [--budgets 0.85,0.75,...] [--units both|ffn] [--recipes nncf_default,icd_outliers,...] [--out PATH]
     (the committed MPNet-base entry: --model mpnet-base --groups pareto_act --budgets 0.85,0.7 --units ffn
     --calibration 256 --heldout 128 --runs 10)
 """
@@ -386,8 +387,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="what budget variants may cut (ffn: MPNet, whose heads share one relative bias)")
     parser.add_argument("--budgets", default=",".join(str(b) for b in PARETO_BUDGETS),
                         help="comma-separated FLOPs budgets of the pareto group")
+    parser.add_argument("--recipes", default=f"nncf_default,{DEFAULT_RECIPE}",
+                        help="comma-separated OpenVINO int8 recipes (icd.runtimes.openvino_int8.RECIPES) every "
+                             "pareto model and the full model are exported with; nncf_default is the anchor")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    recipes = tuple(r for r in args.recipes.split(",") if r)
+    from icd.runtimes.openvino_int8 import RECIPES
+
+    bad = [r for r in recipes if r not in RECIPES]
+    if bad or "nncf_default" not in recipes:
+        print(f"--recipes: unknown {bad} or no nncf_default (the anchor); known: {sorted(RECIPES)}", file=sys.stderr)
+        return 2
     groups = [g for g in args.groups.split(",") if g]
     unknown = [g for g in groups if g not in GROUPS]
     if unknown:
@@ -428,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_runtimes and Runtimes.available():
         runtimes = Runtimes(tokenizer, split.calibration, args.max_length, args.threads,
                             Path(tempfile.mkdtemp(prefix="icd-bench-compaction-")),
-                            nncf_recipes=("nncf_default", DEFAULT_RECIPE))
+                            nncf_recipes=recipes)
         for suffix, session in runtimes.sessions(fp32, "full", runtimes.int8_record(fp32)).items():
             timed[suffix] = session
             rows.append(_row(suffix, "baseline", "openvino", "int8" if "int8" in suffix else "fp32", measure(session),
@@ -503,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     doc.update(command=entry["command"], machine=entry["machine"], date=entry["measured_at"],
                load_average={"start": load_start, "before_timing": load_timing, "end": load_end})
     write_json_atomic(args.out, doc)
-    _plot(rows, args.out.with_name(f"compaction_{args.model}.png"),
+    _plot(rows, args.out.with_name(f"{args.out.stem}_{args.model}.png"),
           f"compaction on {args.model}: {len(split.heldout)} held-out texts, batch {args.latency_batch}x"
           f"{args.latency_seq}, {args.threads} threads, load {load_start:.1f}->{load_end:.1f}")
     _print(rows, console, f"compaction: {args.model}")

@@ -81,6 +81,9 @@ def export_triton(
     dynamic_batching: bool = typer.Option(None, "--dynamic-batching/--no-dynamic-batching"),
     threads: int = typer.Option(None, "--threads", "--torch-threads",
                                 help="threads per instance (0 = the thread budget: cores / instances served) [0]"),
+    int8_recipe: str = typer.Option(None, "--int8-recipe",
+                                    help="OpenVINO int8 recipe: icd_outliers | icd_outliers_fused | nncf_default | "
+                                         "... (docs/int8.md) [icd_outliers]"),
     export_config: Path = typer.Option(None, "--export-config", help="JSON/YAML file of these options"),
 ) -> None:
     """Export a run to a Triton model repository (config.pbtxt, the runtime's artefact, python backend, checksums)."""
@@ -93,7 +96,7 @@ def export_triton(
         "preferred_batch_sizes": _int_list(preferred_batch_sizes, "--preferred-batch-sizes"),
         "max_queue_delay_us": max_queue_delay_us, "preserve_ordering": preserve_ordering,
         "priority_levels": priority_levels, "dynamic_batching": dynamic_batching, "threads": threads,
-        "runtime": runtime, "precision": precision,
+        "runtime": runtime, "precision": precision, "int8_recipe": int8_recipe,
     }
     options = _build_options(flags, _options_file(export_config), str(export_config or "export options"))
     result = export_model(input_dir, output_dir, options)

@@ -70,6 +70,8 @@ class ExportOptions(BaseModel):
         precision: ``fp32`` | ``bf16`` | ``int8`` (None: the profile's choice, else the run's own: int8 when the
             run has icd's int8).
         threads: threads per instance (0 = the thread budget: cores / instances served; also ``torch_threads``).
+        int8_recipe: OpenVINO int8 only: a recipe of :data:`icd.runtimes.openvino_int8.RECIPES` (None: the
+            default, ``icd_outliers``; ``icd_outliers_fused`` is faster and less faithful, docs/int8.md).
         trace_seq_len: sequence length of the example input used to trace (the trace is shape-generic).
     """
 
@@ -92,6 +94,7 @@ class ExportOptions(BaseModel):
     precision: str | None = None
     threads: int = Field(0, ge=0, validation_alias=AliasChoices("threads", "torch_threads"))
     trace_seq_len: int = Field(DEFAULT_TRACE_SEQ_LEN, ge=2, le=512)
+    int8_recipe: str | None = None
 
     @field_validator("model_name")
     @classmethod
@@ -108,6 +111,24 @@ class ExportOptions(BaseModel):
         if value is not None and value not in {p.value for p in Precision}:
             raise ValueError(f"precision {value!r} must be one of {[p.value for p in Precision]}")
         return value
+
+    @field_validator("int8_recipe")
+    @classmethod
+    def _int8_recipe(cls, value: str | None) -> str | None:
+        from icd.runtimes.openvino_int8 import RECIPES
+
+        if value is not None and value not in RECIPES:
+            raise ValueError(f"int8 recipe {value!r} is not one of {sorted(RECIPES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _recipe_variant(self) -> ExportOptions:
+        if self.int8_recipe is None:
+            return self
+        if self.runtime not in (None, "openvino") or self.precision not in (None, "int8"):
+            raise ValueError(f"int8_recipe {self.int8_recipe} is for runtime openvino, precision int8; got runtime "
+                             f"{self.runtime or '(profile choice)'}, precision {self.precision or '(profile choice)'}")
+        return self
 
     @model_validator(mode="after")
     def _platform_runtime(self) -> ExportOptions:

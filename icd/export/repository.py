@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from icd.errors import ArtefactError
+from icd.errors import ArtefactError, UserError
 from icd.export.config_pbtxt import parse_config, render_config
 from icd.export.gpu_shapes import gpu_shape_warning
 from icd.export.layout_efficiency import BLOCK, layout_efficiency
@@ -169,7 +169,13 @@ def _write_version(tmp: Path, inputs: RunInputs, source: ModelSource, options: E
     python_backend = options.platform == Platform.PYTHON
     layout = _layout_record(inputs, source.fp32, options)
     # The python backend applies (and times) an embedding model's output gather itself; native backends keep it.
-    artefact = runtime.export(source, tmp, variant.precision, output_gather=not python_backend, threads=threads)
+    if options.int8_recipe is None:
+        artefact = runtime.export(source, tmp, variant.precision, output_gather=not python_backend, threads=threads)
+    else:  # only openvino int8 (checked by export_model)
+        from icd.runtimes.openvino_int8 import default_recipe
+
+        artefact = runtime.export(source, tmp, variant.precision, output_gather=not python_backend, threads=threads,
+                                  recipe=default_recipe(source, options.int8_recipe))
     verification = _verify(runtime, tmp, source, inputs, python_backend, threads)
     if python_backend:
         for name in BACKEND_FILES:
@@ -221,6 +227,9 @@ def export_model(run_dir: Path, output_dir: Path, options: ExportOptions) -> Exp
     variant, where = resolve_variant(inputs.run_dir, options, source.int8_record is not None)
     runtime = get_runtime(variant.runtime)
     runtime.check_precision(variant.precision)
+    if options.int8_recipe is not None and (variant.runtime, variant.precision.value) != ("openvino", "int8"):
+        raise UserError(f"--int8-recipe {options.int8_recipe} is for openvino int8; this export is {variant.name} "
+                        f"({where})")
     budget = _budget(Path(output_dir), options)
     model_dir = Path(output_dir) / options.model_name
     model_dir.mkdir(parents=True, exist_ok=True)

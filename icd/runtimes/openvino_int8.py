@@ -29,7 +29,12 @@ A recipe says which of icd's decisions reach ``nncf.quantize``:
   a small fp32 Linear (:func:`icd.runtimes.outlier_split.split_input_channels_`; 0 = none);
 * ``smooth_quant_alpha``: NNCF's SmoothQuant exponent for MatMuls (None = NNCF's default);
 * ``attention_matmuls_fp32``: which of attention's two activation × activation products stay fp32 — ``scores``
-  (``Q·Kᵀ``), ``values`` (``softmax·V``); NNCF's transformer scheme quantizes them (empty = both int8).
+  (``Q·Kᵀ``), ``values`` (``softmax·V``); NNCF's transformer scheme quantizes them (empty = both int8);
+* ``fused_attention``: export the model with transformers' eager attention (MatMul, scale, additive mask, Softmax,
+  MatMul) instead of its default SDPA, a pattern OpenVINO's conversion fuses into one ``ScaledDotProductAttention``
+  operation per layer; NNCF then quantizes its query and key inputs and the product with V stays in the fused
+  kernel. Faster than the SDPA graph, and less faithful in NN agreement (bench/results/ov_profile.json); needs
+  ``attention_matmuls_fp32`` empty (the fused graph has no product node of its own to leave out).
 
 The two splits are LLM.int8()'s fp32 outliers carried into a static int8 graph; neither goes with
 ``icd_smoothing`` (which rewrites the same Linears) or with ``ignore_per_token`` (which leaves FFN-out fp32 whole).
@@ -71,6 +76,7 @@ class OpenVinoInt8Recipe:
     fp32_input_roles: tuple[str, ...] = ("query", "key", "value", "ffn_in")
     smooth_quant_alpha: float | None = None
     attention_matmuls_fp32: tuple[str, ...] = ()
+    fused_attention: bool = False
 
     def __post_init__(self) -> None:
         for field_name in ("fp32_ffn_neurons", "fp32_input_channels"):
@@ -83,6 +89,9 @@ class OpenVinoInt8Recipe:
         if not set(products) <= set(ATTENTION_PRODUCTS) or len(set(products)) != len(products):
             raise ValueError(f"recipe {self.name}: attention_matmuls_fp32 takes distinct names of "
                              f"{list(ATTENTION_PRODUCTS)}, got {list(products)}")
+        if self.fused_attention and products:
+            raise ValueError(f"recipe {self.name}: fused_attention leaves no attention product node to keep fp32; "
+                             f"attention_matmuls_fp32 must be empty, got {list(products)}")
         if self.smooth_quant_alpha is not None and not (0.0 < self.smooth_quant_alpha <= 1.0):
             raise ValueError(f"recipe {self.name}: smooth_quant_alpha must be in (0, 1], got {self.smooth_quant_alpha}")
 
@@ -149,6 +158,8 @@ RECIPES: dict[str, OpenVinoInt8Recipe] = {
     "icd_outliers_qkv_ffn_in8": _outliers("icd_outliers_qkv_ffn_in8", keep_icd_fp32=True, fp32_ffn_neurons=32,
                                           fp32_input_channels=8, smooth_quant_alpha=0.75,
                                           attention_matmuls_fp32=ATTENTION_PRODUCTS),
+    "icd_outliers_fused": _outliers("icd_outliers_fused", keep_icd_fp32=True, fp32_ffn_neurons=32,
+                                    smooth_quant_alpha=0.75, fused_attention=True),
 }
 DEFAULT_RECIPE = "icd_outliers"
 """Decided by bench/results/runtimes.json (docs/int8.md, "Runtimes"): the only recipe measured at cos >= 0.999 and
@@ -160,9 +171,10 @@ which are also what keeps NN agreement at 0.98. The input-channel splits add
 cos at a further cost in speed (``icd_outliers_ffn_in8``, ``icd_outliers_qkv_ffn_in8``)."""
 
 
-def default_recipe(source: ModelSource) -> OpenVinoInt8Recipe:
-    """The recipe ``openvino:int8`` exports (:data:`DEFAULT_RECIPE`, calibration texts capped by the run's)."""
-    recipe = RECIPES[DEFAULT_RECIPE]
+def default_recipe(source: ModelSource, name: str = DEFAULT_RECIPE) -> OpenVinoInt8Recipe:
+    """The recipe ``openvino:int8`` exports: :data:`DEFAULT_RECIPE` or the one ``name``s (``icd export-triton
+    --int8-recipe``), calibration texts capped by the run's."""
+    recipe = RECIPES[name]
     return replace(recipe, calibration_texts=min(recipe.calibration_texts, len(source.calibration_texts)))
 
 
@@ -172,8 +184,8 @@ def export_encoder(source: ModelSource, recipe: OpenVinoInt8Recipe, output_gathe
     from icd.runtimes.base import Precision
 
     if recipe.icd_smoothing:
-        return source.smoothed_encoder(output_gather), []
-    encoder = source.torch_encoder(Precision.FP32, output_gather)
+        return _attention_for(source.smoothed_encoder(output_gather), recipe), []
+    encoder = _attention_for(source.torch_encoder(Precision.FP32, output_gather), recipe)
     if not (recipe.fp32_ffn_neurons or recipe.fp32_input_channels):
         return encoder, []
     from icd.runtimes import outlier_split
@@ -189,6 +201,15 @@ def export_encoder(source: ModelSource, recipe: OpenVinoInt8Recipe, output_gathe
         channels = outlier_split.widest_input_channels(encoder, readers, batches, recipe.fp32_input_channels)
         branches += outlier_split.split_input_channels_(encoder, channels)
     return encoder, branches
+
+
+def _attention_for(encoder, recipe: OpenVinoInt8Recipe):
+    """``encoder`` (a copy) switched to transformers' eager attention when the recipe exports fused attention."""
+    if recipe.fused_attention:
+        from icd.model.layout import bert_of
+
+        bert_of(encoder).set_attn_implementation("eager")
+    return encoder
 
 
 def quantize_with_recipe(model, onnx_path: Path, source: ModelSource, recipe: OpenVinoInt8Recipe,

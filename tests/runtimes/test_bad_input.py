@@ -41,6 +41,12 @@ def extra_runtimes():
     (["--runtime", "onnx", "--platform", "openvino"], "platform openvino serves runtime openvino, not onnx"),
     (["--runtime", "onnx_missing"], "needs the Python package 'icd_no_such_runtime_package'"),
     (["--runtime", "onnx_drifting"], "onnx_drifting:fp32: verification failed: exported artefact differs"),
+    (["--runtime", "openvino", "--precision", "int8", "--int8-recipe", "icd_fast"],
+     "int8_recipe: int8 recipe 'icd_fast' is not one of ["),
+    (["--runtime", "onnx", "--int8-recipe", "icd_outliers_fused"],
+     "int8_recipe icd_outliers_fused is for runtime openvino, precision int8; got runtime onnx"),
+    (["--int8-recipe", "icd_outliers_fused"],  # the identity run has no profile: torchscript fp32
+     "--int8-recipe icd_outliers_fused is for openvino int8; this export is torchscript:fp32"),
 ])
 def test_export_refuses_with_one_line_and_writes_nothing(args, needle, identity_run_dir, tmp_path, capsys,
                                                           extra_runtimes):

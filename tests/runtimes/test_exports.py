@@ -85,6 +85,24 @@ def test_openvino_int8_export_is_verified_and_faithful(runtime_repo, optimized_s
     assert {"model.xml", "model.bin"} <= {p.name for p in version.iterdir()}
 
 
+def test_export_with_a_named_int8_recipe(optimized_run, optimized_source, corpus_split, tmp_path, capsys):
+    """``--int8-recipe icd_outliers_fused``: the artefact is that recipe's (recorded in the sidecar and provenance),
+    verified, and the served path computes the model."""
+    from icd.cli.main import main
+
+    rc = main(["export-triton", "--input-dir", str(optimized_run), "--model-name", "bert_fused", "--output-dir",
+               str(tmp_path), "--runtime", "openvino", "--precision", "int8", "--int8-recipe", "icd_outliers_fused"])
+    assert rc == 0, capsys.readouterr().err
+    version = tmp_path / "bert_fused" / "1"
+    recipe = json.loads((version / "icd_runtime.json").read_text())["recipe"]
+    assert recipe["name"] == "icd_outliers_fused" and recipe["fused_attention"] is True
+    assert recipe["attention_matmuls_fp32"] == []
+    assert "icd_outliers_fused" in (version / "provenance.json").read_text()
+    texts = corpus_split.heldout[:16]
+    fp32 = encode(optimized_source.torch_encoder(Precision.FP32), optimized_source.tokenizer, texts, 8, 128)
+    assert fidelity(fp32, _served_path(version, texts, optimized_source.tokenizer, "openvino")).cos_mean > 0.99
+
+
 def _shrink_ffn(encoder, layer: int, keep: int):
     """Drop FFN channels of one layer (a structured prune): the layers then differ in width."""
     bert = encoder.bert
@@ -145,6 +163,42 @@ def test_a_compacted_layer_narrower_than_the_outlier_count_exports_int8(minilm_e
     got = encode(rt.load(tmp_path, 1), minilm_tokenizer, texts, 8, 128)
     expected = encode(encoder, minilm_tokenizer, texts, 8, 128)
     cos = torch.nn.functional.cosine_similarity(got, expected)
+    assert cos.mean() > 0.99 and cos.min() > 0.98  # int8 calibrated on 8 texts
+
+
+def _producer_past_layout(node) -> str:
+    """The type of the first operation feeding ``node`` that is not a Reshape / Transpose."""
+    while node.get_type_name() in ("Reshape", "Transpose"):
+        node = node.input_value(0).get_node()
+    return node.get_type_name()
+
+
+def test_fused_attention_recipe_exports_one_attention_operation_per_layer(minilm_encoder, minilm_tokenizer,
+                                                                         corpus_split, tmp_path):
+    """``icd_outliers_fused`` exports eager attention, which OpenVINO fuses; NNCF quantizes its query and key only.
+    The compacted model (a head cut) exports too, and the source's own attention implementation is not changed."""
+    import openvino as ov
+
+    from icd.transforms.compact_slice import keep_heads_
+
+    encoder = copy.deepcopy(minilm_encoder)
+    keep_heads_(encoder, 1, list(range(8)))
+    attention = encoder.bert.config._attn_implementation
+    source = ModelSource(encoder, [], minilm_tokenizer, corpus_split.calibration, 128)
+    rt = get_runtime("openvino")
+    rt.export(source, tmp_path, Precision.INT8, output_gather=True, threads=1,
+              recipe=_outliers_recipe(name="icd_outliers_fused", attention_matmuls_fp32=(), fused_attention=True))
+    assert encoder.bert.config._attn_implementation == attention
+    assert json.loads((tmp_path / "icd_runtime.json").read_text())["recipe"]["fused_attention"] is True
+    model = ov.Core().read_model(str(tmp_path / "model.xml"))
+    fused = [op for op in model.get_ops() if op.get_type_name() == "ScaledDotProductAttention"]
+    assert len(fused) == 6
+    for op in fused:  # inputs: query, key, value (each after its heads' Reshape / Transpose), mask
+        assert [_producer_past_layout(op.input_value(i).get_node()) == "FakeQuantize" for i in range(3)] == [
+            True, True, False]
+    texts = corpus_split.heldout[:8]
+    got = encode(rt.load(tmp_path, 1), minilm_tokenizer, texts, 8, 128)
+    cos = torch.nn.functional.cosine_similarity(got, encode(encoder, minilm_tokenizer, texts, 8, 128))
     assert cos.mean() > 0.99 and cos.min() > 0.98  # int8 calibrated on 8 texts
 
 
