@@ -137,6 +137,9 @@ def profile(
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     seq_len: int = typer.Option(128, "--seq-len", min=1),
     texts: int = typer.Option(None, "--texts", min=2, help="held-out texts for fidelity [all of the run's]"),
+    int8_recipe: list[str] = typer.Option([], "--int8-recipe",
+                                          help="also profile openvino:int8 with this recipe (repeatable), e.g. "
+                                               "icd_outliers_fused [the default recipe only]"),
 ) -> None:
     """Time every runtime × precision of a run's model in one interleaved run; choose what to serve."""
     from rich.console import Console
@@ -151,7 +154,7 @@ def profile(
         if name not in {p.value for p in Precision}:
             raise ConfigError(f"--precision {name!r}: expected one of {[p.value for p in Precision]}")
     doc = profile_run(run_dir, runtimes=runtime, precisions=precision, threads=threads, runs=runs, warmup=warmup, batch_size=batch_size,
-                      seq_len=seq_len, texts=texts, progress=typer.echo)
+                      seq_len=seq_len, texts=texts, int8_recipes=int8_recipe, progress=typer.echo)
     Console(width=120).print(render_table(doc))
     choice = doc["choice"]
     typer.echo(f"chosen: {choice['variant']} — {choice['reason']}")

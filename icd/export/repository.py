@@ -75,6 +75,17 @@ def load_model_for(inputs: RunInputs, baseline: bool) -> Encoder:
     return load_run_encoder(inputs.model_dir)
 
 
+def chosen_recipe(run_dir: Path, options: ExportOptions, variant: Variant) -> str | None:
+    """The OpenVINO int8 recipe to export: ``options.int8_recipe``, else the profile's when it chose exactly this
+    variant with a recipe (``openvino:int8+<recipe>``), else None (the default recipe)."""
+    from icd.runtimes.profile import read_choice
+
+    if options.int8_recipe is not None or options.baseline:
+        return options.int8_recipe
+    chosen = read_choice(run_dir)
+    return chosen[1] if chosen is not None and chosen[0] == variant else None
+
+
 def resolve_variant(run_dir: Path, options: ExportOptions, has_int8: bool) -> tuple[Variant, str]:
     """The runtime and precision to export, and where the choice came from.
 
@@ -85,7 +96,7 @@ def resolve_variant(run_dir: Path, options: ExportOptions, has_int8: bool) -> tu
     from icd.runtimes.profile import read_choice
     from icd.runtimes.registry import DEFAULT_RUNTIME, get_runtime
 
-    chosen = None if options.baseline else read_choice(run_dir)
+    chosen, _ = (None, None) if options.baseline else (read_choice(run_dir) or (None, None))
     if options.runtime is None and chosen is not None:
         runtime, where = chosen.runtime, "icd profile choice (runtime_profile.json)"
     else:
@@ -165,17 +176,18 @@ def _verify(runtime: Runtime, folder: Path, source: ModelSource, inputs: RunInpu
 
 
 def _write_version(tmp: Path, inputs: RunInputs, source: ModelSource, options: ExportOptions, runtime: Runtime,
-                   variant: Variant, threads: int) -> tuple[dict[str, Any], ExportedArtefact, dict[str, Any]]:
+                   variant: Variant, threads: int, recipe: str | None = None
+                   ) -> tuple[dict[str, Any], ExportedArtefact, dict[str, Any]]:
     python_backend = options.platform == Platform.PYTHON
     layout = _layout_record(inputs, source.fp32, options)
     # The python backend applies (and times) an embedding model's output gather itself; native backends keep it.
-    if options.int8_recipe is None:
+    if recipe is None:
         artefact = runtime.export(source, tmp, variant.precision, output_gather=not python_backend, threads=threads)
     else:  # only openvino int8 (checked by export_model)
         from icd.runtimes.openvino_int8 import default_recipe
 
         artefact = runtime.export(source, tmp, variant.precision, output_gather=not python_backend, threads=threads,
-                                  recipe=default_recipe(source, options.int8_recipe))
+                                  recipe=default_recipe(source, recipe))
     verification = _verify(runtime, tmp, source, inputs, python_backend, threads)
     if python_backend:
         for name in BACKEND_FILES:
@@ -230,6 +242,9 @@ def export_model(run_dir: Path, output_dir: Path, options: ExportOptions) -> Exp
     if options.int8_recipe is not None and (variant.runtime, variant.precision.value) != ("openvino", "int8"):
         raise UserError(f"--int8-recipe {options.int8_recipe} is for openvino int8; this export is {variant.name} "
                         f"({where})")
+    recipe = chosen_recipe(inputs.run_dir, options, variant)
+    if recipe is not None:
+        where += f", int8 recipe {recipe}" + ("" if options.int8_recipe else " (icd profile choice)")
     budget = _budget(Path(output_dir), options)
     model_dir = Path(output_dir) / options.model_name
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -237,7 +252,7 @@ def export_model(run_dir: Path, output_dir: Path, options: ExportOptions) -> Exp
     tmp = Path(tempfile.mkdtemp(prefix=f".{options.version}.", dir=model_dir))
     try:
         layout, artefact, verification = _write_version(tmp, inputs, source, options, runtime, variant,
-                                                        budget.threads)
+                                                        budget.threads, recipe)
         serving, params = _parameters(options, layout, variant, runtime, artefact, budget.threads)
         config_text = render_config(options, source.output_name, source.output_width, params, serving)
         if version_dir.exists():

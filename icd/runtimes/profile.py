@@ -37,21 +37,54 @@ def default_variants(has_int8_record: bool) -> list[Variant]:
             if has_int8_record or not (v.runtime == "torchscript" and v.precision == Precision.INT8)]
 
 
-def _build(variant: Variant, source, work: Path, threads: int):
+RECIPE_SEP = "+"
+"""A profile row of an OpenVINO int8 recipe other than the default is named ``openvino:int8+<recipe>``."""
+RECIPE_VARIANT = Variant("openvino", Precision.INT8)
+
+
+def recipe_rows(wanted: Sequence[Variant], int8_recipes: Sequence[str]) -> list[tuple[str, Variant, str | None]]:
+    """``(row name, variant, recipe)`` of every row to profile: each variant with its default recipe, and
+    ``openvino:int8`` once more per named recipe (not the default, no repeats).
+
+    Raises:
+        ConfigError: an unknown recipe, or recipes without ``openvino:int8`` among the variants.
+    """
+    from icd.runtimes.openvino_int8 import DEFAULT_RECIPE, RECIPES
+
+    unknown = [name for name in int8_recipes if name not in RECIPES]
+    if unknown:
+        raise ConfigError(f"icd profile: --int8-recipe {unknown[0]!r} is not one of {sorted(RECIPES)}")
+    if int8_recipes and RECIPE_VARIANT not in wanted:
+        raise ConfigError("icd profile: --int8-recipe needs openvino:int8 among the profiled variants")
+    rows: list[tuple[str, Variant, str | None]] = [(v.name, v, None) for v in wanted]
+    for name in dict.fromkeys(int8_recipes):
+        if name != DEFAULT_RECIPE:
+            rows.append((f"{RECIPE_VARIANT.name}{RECIPE_SEP}{name}", RECIPE_VARIANT, name))
+    return rows
+
+
+def _build(variant: Variant, source, work: Path, threads: int, recipe: str | None = None):
     from icd.runtimes.registry import get_runtime
 
     runtime = get_runtime(variant.runtime)
     folder = Path(tempfile.mkdtemp(prefix=variant.runtime + "-", dir=work))
-    artefact = runtime.export(source, folder, variant.precision, output_gather=True, threads=threads)
+    if recipe is None:
+        artefact = runtime.export(source, folder, variant.precision, output_gather=True, threads=threads)
+    else:
+        from icd.runtimes.openvino_int8 import default_recipe
+
+        artefact = runtime.export(source, folder, variant.precision, output_gather=True, threads=threads,
+                                  recipe=default_recipe(source, recipe))
     return runtime.load(folder, threads), artefact
 
 
 def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequence[str] = (), threads: int = 2,
                 runs: int = 10,
                 warmup: int = 3, batch_size: int = 8, seq_len: int = 128, texts: int | None = None,
+                int8_recipes: Sequence[str] = (),
                 progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Profile the run's model on every variant (or those of ``runtimes`` / ``precisions``), choose, write
-    ``RUN/runtime_profile.json``; returns the document.
+    """Profile the run's model on every variant (or those of ``runtimes`` / ``precisions``; ``openvino:int8`` also
+    with each of ``int8_recipes``), choose, write ``RUN/runtime_profile.json``; returns the document.
 
     Raises:
         ArtefactError / ConfigError: the run directory is not a complete run, or no variant matches.
@@ -77,6 +110,7 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
               if (not runtimes or v.runtime in runtimes) and (not precisions or v.precision.value in precisions)]
     if not wanted:
         raise ConfigError(f"icd profile: no variant matches runtimes {list(runtimes)} precisions {list(precisions)}")
+    planned = recipe_rows(wanted, int8_recipes)
     reference_out = encode(reference, source.tokenizer, heldout, cfg.data.batch_size, cfg.model.max_length)
     models: dict[str, Any] = {REFERENCE: reference}
     agreement = "argmax" if cfg.model.task.value == CLASSIFICATION_TASK else "NN"
@@ -84,20 +118,20 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
     recipes: dict[str, Any] = {}
     work = Path(tempfile.mkdtemp(prefix="icd-profile-"))
     try:
-        for variant in wanted:
-            progress(f"[profile] {variant.name}: export + load")
+        for name, variant, recipe in planned:
+            progress(f"[profile] {name}: export + load")
             try:
-                session, artefact = _build(variant, source, work, threads)
+                session, artefact = _build(variant, source, work, threads, recipe)
             except UserError as exc:
-                rows[variant.name] = ProfileRow(variant.name, None, None, None, None, str(exc))
-                progress(f"[profile] {variant.name}: skipped ({exc})")
+                rows[name] = ProfileRow(name, None, None, None, None, str(exc))
+                progress(f"[profile] {name}: skipped ({exc})")
                 continue
             fid = fidelity(reference_out, encode(session, source.tokenizer, heldout, cfg.data.batch_size,
                                                  cfg.model.max_length), cfg.model.task.value)
             agree = fid.argmax_agreement if agreement == "argmax" else fid.nn_agreement
-            rows[variant.name] = ProfileRow(variant.name, fid.cos_mean, fid.cos_min, agree, None)
-            models[variant.name] = session
-            recipes[variant.name] = dict(artefact.recipe)
+            rows[name] = ProfileRow(name, fid.cos_mean, fid.cos_min, agree, None)
+            models[name] = session
+            recipes[name] = dict(artefact.recipe)
         progress(f"[profile] timing {len(models)} models, {runs} interleaved rounds, {threads} threads")
         load_before = os.getloadavg()
         latency = measure_latency_interleaved(models, batch_size, seq_len, warmup=warmup, runs=runs, threads=threads)
@@ -130,8 +164,9 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
     return doc
 
 
-def read_choice(run_dir: Path) -> Variant | None:
-    """The variant ``icd profile`` chose for this run, or None when it was not profiled.
+def read_choice(run_dir: Path) -> tuple[Variant, str | None] | None:
+    """The variant ``icd profile`` chose for this run and its int8 recipe when the choice named one
+    (``openvino:int8+<recipe>``), or None when the run was not profiled.
 
     Raises:
         ArtefactError: the profile file is unreadable or names no valid variant.
@@ -143,9 +178,13 @@ def read_choice(run_dir: Path) -> Variant | None:
         return None
     doc = read_json_artefact(path)
     try:
-        return Variant.parse(doc["choice"]["variant"])
+        name, _, recipe = str(doc["choice"]["variant"]).partition(RECIPE_SEP)
+        variant = Variant.parse(name)
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtefactError(f"{path}: no valid choice ({exc})") from None
+    if recipe and variant != RECIPE_VARIANT:
+        raise ArtefactError(f"{path}: choice {doc['choice']['variant']!r}: only openvino:int8 takes a recipe")
+    return variant, recipe or None
 
 
 def render_table(doc: dict[str, Any]):

@@ -60,3 +60,61 @@ def test_the_reason_names_the_agreement_of_the_task():
     """Classifiers are judged on argmax agreement (their few logits make NN agreement noise); the reason says so."""
     assert "argmax >= 0.98" in choose(TABLE, 0.999, 0.98, agreement="argmax").reason
     assert "NN >= 0.98" in choose(TABLE, 0.999, 0.98).reason
+
+
+def test_recipe_rows_add_openvino_int8_once_per_named_recipe():
+    from icd.errors import ConfigError
+    from icd.runtimes.base import Precision, Variant
+    from icd.runtimes.profile import recipe_rows
+
+    wanted = [Variant("onnx", Precision.FP32), Variant("openvino", Precision.INT8)]
+    rows = recipe_rows(wanted, ["icd_outliers_fused", "icd_outliers", "icd_outliers_fused"])
+    assert [(name, recipe) for name, _, recipe in rows] == [
+        ("onnx:fp32", None), ("openvino:int8", None), ("openvino:int8+icd_outliers_fused", "icd_outliers_fused")]
+    assert rows[2][1] == Variant("openvino", Precision.INT8)
+    with pytest.raises(ConfigError, match="--int8-recipe 'fast' is not one of"):
+        recipe_rows(wanted, ["fast"])
+    with pytest.raises(ConfigError, match="needs openvino:int8 among the profiled variants"):
+        recipe_rows(wanted[:1], ["icd_outliers_fused"])
+
+
+@pytest.mark.parametrize("chosen, expected", [
+    ("openvino:int8+icd_outliers_fused", ("openvino:int8", "icd_outliers_fused")),
+    ("openvino:int8", ("openvino:int8", None)),
+    ("onnx:fp32", ("onnx:fp32", None)),
+])
+def test_read_choice_reads_the_recipe_of_a_chosen_row(chosen, expected, tmp_path):
+    import json
+
+    from icd.runtimes.profile import PROFILE_FILE, read_choice
+
+    (tmp_path / PROFILE_FILE).write_text(json.dumps({"choice": {"variant": chosen}}))
+    variant, recipe = read_choice(tmp_path)
+    assert (variant.name, recipe) == expected
+
+
+def test_read_choice_refuses_a_recipe_on_another_variant(tmp_path):
+    import json
+
+    from icd.errors import ArtefactError
+    from icd.runtimes.profile import PROFILE_FILE, read_choice
+
+    (tmp_path / PROFILE_FILE).write_text(json.dumps({"choice": {"variant": "onnx:fp32+icd_outliers_fused"}}))
+    with pytest.raises(ArtefactError, match="only openvino:int8 takes a recipe"):
+        read_choice(tmp_path)
+
+
+def test_export_takes_the_profiles_recipe_only_for_the_variant_it_chose(tmp_path):
+    import json
+
+    from icd.export.options import ExportOptions
+    from icd.export.repository import chosen_recipe
+    from icd.runtimes.base import Precision, Variant
+    from icd.runtimes.profile import PROFILE_FILE
+
+    (tmp_path / PROFILE_FILE).write_text(json.dumps({"choice": {"variant": "openvino:int8+icd_outliers_fused"}}))
+    int8, bf16 = Variant("openvino", Precision.INT8), Variant("openvino", Precision.BF16)
+    assert chosen_recipe(tmp_path, ExportOptions(), int8) == "icd_outliers_fused"
+    assert chosen_recipe(tmp_path, ExportOptions(), bf16) is None
+    assert chosen_recipe(tmp_path, ExportOptions(int8_recipe="nncf_default"), int8) == "nncf_default"
+    assert chosen_recipe(tmp_path, ExportOptions(baseline=True), int8) is None

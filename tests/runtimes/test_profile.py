@@ -31,3 +31,28 @@ def test_profile_records_a_choice_that_export_then_uses(optimized_run, tmp_path,
     assert f"{chosen} from icd profile choice" in printed
     sidecar = json.loads((models / "bert_icd" / "1" / "icd_runtime.json").read_text())
     assert f"{sidecar['runtime']}:{sidecar['precision']}" == chosen
+
+
+def test_profile_times_a_named_int8_recipe_and_export_serves_the_chosen_one(optimized_run, tmp_path, capsys):
+    """``--int8-recipe icd_outliers_fused`` adds a row ``openvino:int8+icd_outliers_fused``; export-triton exports
+    the chosen row with its recipe (whichever the measurement chose)."""
+    from icd.runtimes.openvino_int8 import DEFAULT_RECIPE
+
+    run = tmp_path / "run"
+    shutil.copytree(optimized_run, run)
+    rc = main(["profile", str(run), "--runtime", "openvino", "--precision", "int8", "--int8-recipe",
+               "icd_outliers_fused", "--runs", "2", "--warmup", "1", "--batch-size", "2", "--seq-len", "16",
+               "--texts", "8"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "openvino:int8+icd_outliers_fused" in out
+    doc = json.loads((run / "runtime_profile.json").read_text())
+    rows = {r["variant"]: r for r in doc["rows"]}
+    assert set(rows) == {"openvino:int8", "openvino:int8+icd_outliers_fused"}
+    assert rows["openvino:int8+icd_outliers_fused"]["recipe"]["fused_attention"] is True
+    assert rows["openvino:int8"]["recipe"]["name"] == DEFAULT_RECIPE
+    chosen = doc["choice"]["variant"]
+    models = tmp_path / "models"
+    assert main(["export-triton", "--input-dir", str(run), "--model-name", "bert_icd", "--output-dir",
+                 str(models)]) == 0
+    sidecar = json.loads((models / "bert_icd" / "1" / "icd_runtime.json").read_text())
+    assert sidecar["recipe"]["name"] == (chosen.partition("+")[2] or DEFAULT_RECIPE)
