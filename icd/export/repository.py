@@ -178,16 +178,14 @@ def _verify(runtime: Runtime, folder: Path, source: ModelSource, inputs: RunInpu
 def _write_version(tmp: Path, inputs: RunInputs, source: ModelSource, options: ExportOptions, runtime: Runtime,
                    variant: Variant, threads: int, recipe: str | None = None
                    ) -> tuple[dict[str, Any], ExportedArtefact, dict[str, Any]]:
+    from icd.runtimes.openvino_int8 import recipe_argument
+
     python_backend = options.platform == Platform.PYTHON
     layout = _layout_record(inputs, source.fp32, options)
     # The python backend applies (and times) an embedding model's output gather itself; native backends keep it.
-    if recipe is None:
-        artefact = runtime.export(source, tmp, variant.precision, output_gather=not python_backend, threads=threads)
-    else:  # only openvino int8 (checked by export_model)
-        from icd.runtimes.openvino_int8 import default_recipe
-
-        artefact = runtime.export(source, tmp, variant.precision, output_gather=not python_backend, threads=threads,
-                                  recipe=default_recipe(source, recipe))
+    # A recipe only reaches openvino int8 (export_model checks).
+    artefact = runtime.export(source, tmp, variant.precision, output_gather=not python_backend, threads=threads,
+                              **recipe_argument(source, recipe))
     verification = _verify(runtime, tmp, source, inputs, python_backend, threads)
     if python_backend:
         for name in BACKEND_FILES:

@@ -178,6 +178,12 @@ def default_recipe(source: ModelSource, name: str = DEFAULT_RECIPE) -> OpenVinoI
     return replace(recipe, calibration_texts=min(recipe.calibration_texts, len(source.calibration_texts)))
 
 
+def recipe_argument(source: ModelSource, name: str | None) -> dict[str, Any]:
+    """``Runtime.export``'s keyword for an OpenVINO int8 recipe named by the user or a profile row: none for None
+    (the runtime's default), else ``recipe=`` :func:`default_recipe` of that name."""
+    return {} if name is None else {"recipe": default_recipe(source, name)}
+
+
 def export_encoder(source: ModelSource, recipe: OpenVinoInt8Recipe, output_gather: bool) -> tuple[Any, list[str]]:
     """The Encoder the recipe quantizes (icd-smoothed or plain fp32, with the outlier splits it asks for) and the
     fp32 branches the splits add (Linear paths)."""

@@ -64,17 +64,13 @@ def recipe_rows(wanted: Sequence[Variant], int8_recipes: Sequence[str]) -> list[
 
 
 def _build(variant: Variant, source, work: Path, threads: int, recipe: str | None = None):
+    from icd.runtimes.openvino_int8 import recipe_argument
     from icd.runtimes.registry import get_runtime
 
     runtime = get_runtime(variant.runtime)
     folder = Path(tempfile.mkdtemp(prefix=variant.runtime + "-", dir=work))
-    if recipe is None:
-        artefact = runtime.export(source, folder, variant.precision, output_gather=True, threads=threads)
-    else:
-        from icd.runtimes.openvino_int8 import default_recipe
-
-        artefact = runtime.export(source, folder, variant.precision, output_gather=True, threads=threads,
-                                  recipe=default_recipe(source, recipe))
+    artefact = runtime.export(source, folder, variant.precision, output_gather=True, threads=threads,
+                              **recipe_argument(source, recipe))
     return runtime.load(folder, threads), artefact
 
 
