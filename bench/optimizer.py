@@ -5,7 +5,9 @@
   then the run's ``layout_efficiency`` (the ``triton_icd_layout_efficiency`` gauge's value, from its
   permutation.json and correlation_matrix.npz) and the same measure for the identity layout.
 * ``minilm`` / ``bert_base`` — stage wall times (events.jsonl) of ``configs/minilm.json`` (real weights) and
-  ``configs/bert_base.json`` (random weights, bert-base shapes) in ``--mode`` (iterative by default), in process.
+  ``configs/bert_base.json`` (random weights, bert-base shapes) in ``--mode`` (iterative by default), in process;
+* ``minilm_compact`` — ``configs/minilm.json`` with one ``compact`` transform (``budget`` 0.75, no distillation)
+  in place of its int8: the structured-compaction search's time on MiniLM (compaction issue's target: <= 90 s).
 
 Prints one table per model and writes bench/results/optimizer.json (command, machine, date, load average),
 rewritten after each part so a long run keeps what it measured.
@@ -34,7 +36,9 @@ from icd.io.permutation_file import read_permutation_file
 from icd.pipeline.runner import run_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {"minilm": "configs/minilm.json", "bert_base": "configs/bert_base.json"}
+CONFIGS = {"minilm": "configs/minilm.json", "bert_base": "configs/bert_base.json",
+           "minilm_compact": "configs/minilm.json"}
+OVERRIDES = {"minilm_compact": ['transforms=[{"type": "compact", "budget": 0.75}]']}
 GUIDE_ARGS = ["run", "-c", "configs/bert.json", "--override", "pipeline.mode=iterative"]
 PARTS = ("guide", *CONFIGS)
 
@@ -78,14 +82,15 @@ def bench_guide(console: Console, keep: Path | None = None) -> dict:
 
 
 def bench_stages(name: str, mode: str, console: Console) -> dict:
-    cfg = load_config(CONFIGS[name], [f"pipeline.mode={mode}"])
+    overrides = OVERRIDES.get(name, [])
+    cfg = load_config(CONFIGS[name], [f"pipeline.mode={mode}", *overrides])
     with tempfile.TemporaryDirectory(prefix="icd-bench-") as tmp:
         started = time.perf_counter()
         run_config(cfg, Path(tmp) / "run", progress=False)
         total = time.perf_counter() - started
         events = stage_times(Path(tmp) / "run")
     console.print(_table(f"{name} ({mode}): {total:.1f} s wall", events))
-    return {"config": CONFIGS[name], "mode": mode, "total_s": round(total, 1),
+    return {"config": CONFIGS[name], "overrides": overrides, "mode": mode, "total_s": round(total, 1),
             "stages": [{"stage": e["stage"], "seconds": e["seconds"]} for e in events]}
 
 

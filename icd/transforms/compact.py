@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -54,6 +55,7 @@ from icd.transforms.compact_slice import (
     layer_sizes,
 )
 from icd.transforms.configs import CompactConfig
+from icd.transforms.distill import DistillReport, DistillSettings, distill_
 from icd.transforms.refit import (
     augmented_problem,
     correct_layernorm,
@@ -88,6 +90,7 @@ class CompactReport:
     cost_after: float
     layers: list[LayerCompaction] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    distill: DistillReport | None = None
 
     @property
     def kept_cost(self) -> float:
@@ -97,7 +100,8 @@ class CompactReport:
     def to_dict(self) -> dict[str, Any]:
         return {"record": self.record.to_dict(), "criterion": self.criterion, "costs": self.costs.to_dict(),
                 "cost_before": self.cost_before, "cost_after": self.cost_after, "kept_cost": self.kept_cost,
-                "seconds": self.seconds, "layers": [asdict(x) for x in self.layers]}
+                "seconds": self.seconds, "layers": [asdict(x) for x in self.layers],
+                "distill": None if self.distill is None else self.distill.to_dict()}
 
 
 def cuts_heads(config: CompactConfig) -> bool:
@@ -307,12 +311,29 @@ def apply_compact(encoder: nn.Module, config: CompactConfig, context: TransformC
         scores = unit_scores(encoder, batches, config.importance, config.damp, config.fisher_probes, config.seed)
     seconds["importance"] = time.perf_counter() - mark
     allocation = allocate(encoder, config, scores, costs)
+    teacher = copy.deepcopy(encoder) if config.distill_steps else None
     mark = time.perf_counter()
     layers = _compact_layers_(encoder, allocation, config, batches)
     seconds["slice_refit"] = time.perf_counter() - mark
+    distilled = None
+    if teacher is not None:
+        distilled = _distill_(encoder, teacher, config, context)
+        seconds["distill"] = distilled.seconds
     seconds["total"] = time.perf_counter() - start
     return CompactReport(TransformRecord.from_config(config), config.importance, costs, cost_before,
-                         costs.model(layer_sizes(encoder)), layers, seconds)
+                         costs.model(layer_sizes(encoder)), layers, seconds, distilled)
+
+
+def _distill_(encoder: nn.Module, teacher: nn.Module, config: CompactConfig, context: TransformContext) -> DistillReport:
+    """``config``'s distillation of the compacted ``encoder`` towards ``teacher`` (the model before the cut) on the
+    context's calibration texts, in length-sorted batches of ``distill_batch_size``."""
+    if context.tokenizer is not None and context.calibration_texts:
+        batches = tokenize(context.tokenizer, list(context.calibration_texts), config.distill_batch_size,
+                           context.max_length, sort_by_length=True)
+    else:
+        batches = context.calibration_batches()
+    settings = DistillSettings(config.distill_steps, config.distill_lr, config.distill_hidden_weight, config.seed)
+    return distill_(encoder, teacher, batches, settings)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -224,7 +224,17 @@ class CompactConfig(_TransformConfig):
     min_ffn: int = Field(16, ge=1, description="FFN channels every layer keeps at least")
     ffn_multiple: int = Field(1, ge=1, description="kept FFN channels per layer rounded to a multiple of this")
     fisher_probes: int = Field(2, ge=1, description="fisher: random output projections per calibration batch")
-    seed: int = Field(0, description="fisher: seed of the random output projections")
+    seed: int = Field(0, description="fisher: seed of the random output projections; distill: of the batch order")
+    distill_steps: int = Field(
+        0, ge=0, description="after the re-fit, Adam steps of end-to-end distillation towards the model given, on "
+                             "the calibration texts (outputs and every layer's hidden states; icd.transforms.distill). "
+                             "0: off (the default: it is training, minutes not seconds)",
+    )
+    distill_lr: float = Field(3e-4, gt=0.0, description="distill: peak learning rate (cosine-annealed to 0)")
+    distill_batch_size: int = Field(16, ge=1, description="distill: calibration texts per step")
+    distill_hidden_weight: float = Field(
+        1.0, ge=0.0, description="distill: weight of the hidden-state error against the output's (1 - cos)",
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> CompactConfig:
