@@ -55,3 +55,24 @@ def save_tiny_checkpoint(folder: Path, model_type: str = "bert", task: str = "em
     """Save a tiny random checkpoint of ``model_type`` (safetensors + config.json) into ``folder``."""
     tiny_hf(model_type, task, seed).save_pretrained(str(folder), safe_serialization=True)
     return Path(folder)
+
+
+def random_batches(seed: int, count: int = 3, rows: int = 4, tokens: int = 12, padded_row: int = 0,
+                   padded_from: int = 8) -> list:
+    """``count`` batches of random token ids (MiniLM's vocabulary range), one row of each padded from a position."""
+    from icd.measure.encode import Batch
+
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        ids = torch.randint(1000, 30000, (rows, tokens), generator=gen)
+        mask = torch.ones_like(ids)
+        mask[padded_row, padded_from:] = 0
+        out.append(Batch(ids, mask))
+    return out
+
+
+def outputs(model, batches) -> torch.Tensor:
+    """``model``'s outputs for ``batches``, concatenated (inference mode)."""
+    with torch.inference_mode():
+        return torch.cat([model(b.input_ids, b.attention_mask) for b in batches])

@@ -23,7 +23,7 @@ from icd.transforms.compact_importance import CRITERIA, UnitScores
 from icd.transforms.compact_slice import LayerSize, keep_ffn_, keep_heads_, layer_sizes
 from icd.transforms.configs import CompactConfig
 from icd.transforms.refit import fit_to_dense
-from tests.model.tiny import TINY, tiny_encoder
+from tests.model.tiny import TINY, outputs, random_batches, tiny_encoder
 
 HEAD_DIM = TINY["hidden_size"] // TINY["num_attention_heads"]
 
@@ -35,19 +35,7 @@ def encoder():
 
 @pytest.fixture(scope="module")
 def batches() -> list[Batch]:
-    gen = torch.Generator().manual_seed(1)
-    out = []
-    for _ in range(3):
-        ids = torch.randint(1000, 30000, (4, 12), generator=gen)
-        mask = torch.ones_like(ids)
-        mask[0, 8:] = 0
-        out.append(Batch(ids, mask))
-    return out
-
-
-def _outputs(model, batches) -> torch.Tensor:
-    with torch.inference_mode():
-        return torch.cat([model(b.input_ids, b.attention_mask) for b in batches])
+    return random_batches(seed=1)
 
 
 def _compacted(encoder, batches, **config):
@@ -60,7 +48,7 @@ def _compacted(encoder, batches, **config):
 @pytest.mark.parametrize("importance", CRITERIA)
 def test_keep_everything_is_exact(encoder, batches, importance):
     model, report = _compacted(encoder, batches, heads_keep=1.0, ffn_keep=1.0, importance=importance)
-    assert torch.equal(_outputs(model, batches), _outputs(encoder, batches))
+    assert torch.equal(outputs(model, batches), outputs(encoder, batches))
     assert report.kept_cost == 1.0
     assert all(layer.ffn_after == layer.ffn_before for layer in report.layers)
 
@@ -83,7 +71,7 @@ def test_permute_to_front_and_slice_equals_masking(encoder, batches, data):
             drop = sorted(set(range(ffn)) - set(keep_f))
             block.output.dense.weight[:, drop] = 0
         assert layer_sizes(sliced)[layer] == LayerSize(len(keep_h), len(keep_f))
-    torch.testing.assert_close(_outputs(sliced, batches), _outputs(masked, batches), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outputs(sliced, batches), outputs(masked, batches), rtol=1e-5, atol=1e-5)
 
 
 def _stats(x_hat: np.ndarray, x: np.ndarray, r_gap: np.ndarray | None) -> LinearStats:
@@ -135,8 +123,8 @@ def test_refit_with_unchanged_inputs_keeps_the_dense_weights(with_bias):
 def test_reconstruction_lowers_the_output_error(encoder, batches):
     refit, report = _compacted(encoder, batches, heads_keep=0.5, ffn_keep=0.5)
     plain, _ = _compacted(encoder, batches, heads_keep=0.5, ffn_keep=0.5, reconstruct=False)
-    reference = _outputs(encoder, batches)
-    err = lambda m: float((_outputs(m, batches) - reference).pow(2).sum())  # noqa: E731
+    reference = outputs(encoder, batches)
+    err = lambda m: float((outputs(m, batches) - reference).pow(2).sum())  # noqa: E731
     assert err(refit) < err(plain)
     assert layer_sizes(refit) == layer_sizes(plain) == [LayerSize(2, 64)] * 2
     assert all(layer.ffn_out_error is not None and layer.ffn_out_error >= 0 for layer in report.layers)
@@ -193,7 +181,7 @@ def test_compacted_model_saves_and_reloads(tmp_path, encoder, batches, minilm_to
                                                      {"heads": 2, "intermediate": 17}]
     reloaded = load_run_encoder(folder)
     assert layer_sizes(reloaded) == layer_sizes(model)
-    torch.testing.assert_close(_outputs(reloaded, batches), _outputs(model, batches), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(outputs(reloaded, batches), outputs(model, batches), rtol=1e-5, atol=1e-6)
 
 
 def test_uncompacted_model_records_no_sizes(tmp_path, encoder, minilm_tokenizer):
@@ -220,7 +208,7 @@ def test_unreachable_budget_is_refused_and_changes_nothing(encoder, batches):
     model = copy.deepcopy(encoder)
     with pytest.raises(ValueError, match=r"compact\.budget=0\.01: no allocation reaches it"):
         optimize_(model, CompactConfig(budget=0.01), TransformContext(batches=batches))
-    assert torch.equal(_outputs(model, batches), _outputs(encoder, batches))
+    assert torch.equal(outputs(model, batches), outputs(encoder, batches))
 
 
 def _tiny(model_type: str):
@@ -255,7 +243,7 @@ def test_other_families_slice_as_they_mask(model_type, batches):
         with torch.no_grad():
             attn_out.weight[:, 0:16] = 0
             attn_out.weight[:, 32:48] = 0
-    torch.testing.assert_close(_outputs(sliced, batches), _outputs(masked, batches), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outputs(sliced, batches), outputs(masked, batches), rtol=1e-5, atol=1e-5)
 
 
 def test_a_family_sharing_a_head_table_cuts_ffn_only(batches):

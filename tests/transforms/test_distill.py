@@ -13,28 +13,16 @@ from icd.transforms.api import TransformContext, optimize_
 from icd.transforms.compact import apply_compact
 from icd.transforms.configs import CompactConfig
 from icd.transforms.distill import DistillSettings, distill_
-from tests.model.tiny import FAMILY_TYPES, tiny_encoder
+from tests.model.tiny import FAMILY_TYPES, outputs, random_batches, tiny_encoder
 
 
 @pytest.fixture(scope="module")
 def batches() -> list[Batch]:
-    gen = torch.Generator().manual_seed(2)
-    out = []
-    for _ in range(3):
-        ids = torch.randint(1000, 30000, (4, 12), generator=gen)
-        mask = torch.ones_like(ids)
-        mask[1, 7:] = 0
-        out.append(Batch(ids, mask))
-    return out
-
-
-def _outputs(model, batches) -> torch.Tensor:
-    with torch.inference_mode():
-        return torch.cat([model(b.input_ids, b.attention_mask) for b in batches])
+    return random_batches(seed=2, padded_row=1, padded_from=7)
 
 
 def _error(model, reference, batches) -> float:
-    out = _outputs(model, batches)
+    out = outputs(model, batches)
     return float((1 - torch.nn.functional.cosine_similarity(out, reference, dim=-1)).mean())
 
 
@@ -46,7 +34,7 @@ def test_distillation_lowers_the_error_against_the_teacher(model_type, batches):
     units = "ffn" if model_type == "mpnet" else "both"
     cut = CompactConfig(budget=0.5 if units == "both" else 0.8, units=units, min_ffn=8, reconstruct=False)  # a large error to take back
     apply_compact(student, cut, TransformContext(batches=batches))
-    reference = _outputs(teacher, batches)
+    reference = outputs(teacher, batches)
     cut_only = _error(student, reference, batches)
     embeddings = {k: v.clone() for k, v in student.state_dict().items() if "embeddings" in k}
     flags = {k: p.requires_grad for k, p in student.named_parameters()}
@@ -72,7 +60,7 @@ def test_compact_config_distills_and_reports_it(batches):
     report = ctx.applied[-1].result.to_dict()
     assert report["distill"]["steps"] == 30 and report["seconds"]["distill"] > 0
     assert plain_ctx.applied[-1].result.to_dict()["distill"] is None
-    reference = _outputs(encoder, batches)
+    reference = outputs(encoder, batches)
     assert _error(distilled, reference, batches) < _error(plain, reference, batches)
 
 
@@ -83,7 +71,7 @@ def test_same_settings_same_student(batches):
         student = copy.deepcopy(teacher)
         apply_compact(student, CompactConfig(ffn_keep=0.5), TransformContext(batches=batches))
         distill_(student, teacher, batches, DistillSettings(steps=6, lr=1e-3, seed=3), progress=False)
-        students.append(_outputs(student, batches))
+        students.append(outputs(student, batches))
     torch.testing.assert_close(students[0], students[1])
 
 
