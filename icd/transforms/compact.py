@@ -1,6 +1,6 @@
 """Structured compaction: remove whole attention heads and FFN channels, then re-fit what reads them.
 
-``optimize_(encoder, CompactConfig(ffn_keep=0.6), ctx)`` — or a ``budget`` — in four steps:
+``optimize_(encoder, CompactConfig(ffn_keep=0.6), ctx)`` — or a ``budget`` — in four steps, and an optional fifth:
 
 1. **importance** of every head and FFN channel on calibration text (:mod:`icd.transforms.compact_importance`);
 2. **allocation**: the kept units per layer, by uniform keep-ratios or a FLOPs / measured-latency budget spread
@@ -13,7 +13,9 @@
    mathematics as N:M's re-fit) so that, on the compacted model's own inputs, it reproduces the dense model's
    outputs, bias included (``bias_correction``) and, with ``residual_feedback``, the residual stream's error too.
    Layers after the first cut are re-fitted even where nothing was cut, so they absorb the error that reaches
-   them.
+   them;
+5. **distillation** (``distill_steps`` > 0, off by default): the re-fitted model trained end to end towards the model
+   given, on the calibration texts (:mod:`icd.transforms.distill`) — minutes of training, not a re-fit.
 
 Ratios and budgets are relative to the model given. Compacting in several steps (re-scoring the compacted,
 re-fitted model between them) is what the pipeline's iterative mode does, one measured and accepted / rolled-back
