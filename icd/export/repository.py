@@ -96,7 +96,8 @@ def resolve_variant(run_dir: Path, options: ExportOptions, has_int8: bool) -> tu
     from icd.runtimes.profile import read_choice
     from icd.runtimes.registry import DEFAULT_RUNTIME, get_runtime
 
-    chosen, _ = (None, None) if options.baseline else (read_choice(run_dir) or (None, None))
+    choice = None if options.baseline else read_choice(run_dir)
+    chosen = None if choice is None else choice[0]
     if options.runtime is None and chosen is not None:
         runtime, where = chosen.runtime, "icd profile choice (runtime_profile.json)"
     else:

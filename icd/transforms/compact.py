@@ -277,12 +277,12 @@ def _compact_layers_(encoder: nn.Module, allocation: Allocation, config: Compact
     return reports
 
 
-def _length_sorted_batches(context: TransformContext) -> list:
-    """The calibration texts in batches of similar length (far less padding to replay layer by layer); the
-    context's own batches when it holds no texts."""
+def _length_sorted_batches(context: TransformContext, batch_size: int | None = None) -> list:
+    """The calibration texts in batches of similar length (far less padding to replay layer by layer), of
+    ``batch_size`` texts (the context's by default); the context's own batches when it holds no texts."""
     if context.tokenizer is not None and context.calibration_texts:
-        return tokenize(context.tokenizer, list(context.calibration_texts), context.batch_size, context.max_length,
-                        sort_by_length=True)
+        return tokenize(context.tokenizer, list(context.calibration_texts), batch_size or context.batch_size,
+                        context.max_length, sort_by_length=True)
     return context.calibration_batches()
 
 
@@ -329,13 +329,8 @@ def apply_compact(encoder: nn.Module, config: CompactConfig, context: TransformC
 def _distill_(encoder: nn.Module, teacher: nn.Module, config: CompactConfig, context: TransformContext) -> DistillReport:
     """``config``'s distillation of the compacted ``encoder`` towards ``teacher`` (the model before the cut) on the
     context's calibration texts, in length-sorted batches of ``distill_batch_size``."""
-    if context.tokenizer is not None and context.calibration_texts:
-        batches = tokenize(context.tokenizer, list(context.calibration_texts), config.distill_batch_size,
-                           context.max_length, sort_by_length=True)
-    else:
-        batches = context.calibration_batches()
     settings = DistillSettings(config.distill_steps, config.distill_lr, config.distill_hidden_weight, config.seed)
-    return distill_(encoder, teacher, batches, settings)
+    return distill_(encoder, teacher, _length_sorted_batches(context, config.distill_batch_size), settings)
 
 
 # ----------------------------------------------------------------------------------------------------------------
