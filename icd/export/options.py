@@ -115,10 +115,11 @@ class ExportOptions(BaseModel):
     @field_validator("int8_recipe")
     @classmethod
     def _int8_recipe(cls, value: str | None) -> str | None:
-        from icd.runtimes.openvino_int8 import RECIPES
+        from icd.runtimes.openvino_int8 import recipe_problem
 
-        if value is not None and value not in RECIPES:
-            raise ValueError(f"int8 recipe {value!r} is not one of {sorted(RECIPES)}")
+        problem = None if value is None else recipe_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

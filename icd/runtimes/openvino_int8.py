@@ -171,6 +171,11 @@ which are also what keeps NN agreement at 0.98. The input-channel splits add
 cos at a further cost in speed (``icd_outliers_ffn_in8``, ``icd_outliers_qkv_ffn_in8``)."""
 
 
+def recipe_problem(name: str) -> str | None:
+    """What is wrong with an int8 recipe name given by a user or a file (None: a recipe of :data:`RECIPES`)."""
+    return None if name in RECIPES else f"int8 recipe {name!r} is not one of {sorted(RECIPES)}"
+
+
 def default_recipe(source: ModelSource, name: str = DEFAULT_RECIPE) -> OpenVinoInt8Recipe:
     """The recipe ``openvino:int8`` exports: :data:`DEFAULT_RECIPE` or the one ``name``s (``icd export-triton
     --int8-recipe``), calibration texts capped by the run's."""

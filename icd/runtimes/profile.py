@@ -49,11 +49,11 @@ def recipe_rows(wanted: Sequence[Variant], int8_recipes: Sequence[str]) -> list[
     Raises:
         ConfigError: an unknown recipe, or recipes without ``openvino:int8`` among the variants.
     """
-    from icd.runtimes.openvino_int8 import DEFAULT_RECIPE, RECIPES
+    from icd.runtimes.openvino_int8 import DEFAULT_RECIPE, recipe_problem
 
-    unknown = [name for name in int8_recipes if name not in RECIPES]
-    if unknown:
-        raise ConfigError(f"icd profile: --int8-recipe {unknown[0]!r} is not one of {sorted(RECIPES)}")
+    problems = [recipe_problem(name) for name in int8_recipes if recipe_problem(name)]
+    if problems:
+        raise ConfigError(f"icd profile: --int8-recipe: {problems[0]}")
     if int8_recipes and RECIPE_VARIANT not in wanted:
         raise ConfigError("icd profile: --int8-recipe needs openvino:int8 among the profiled variants")
     rows: list[tuple[str, Variant, str | None]] = [(v.name, v, None) for v in wanted]
@@ -165,9 +165,10 @@ def read_choice(run_dir: Path) -> tuple[Variant, str | None] | None:
     (``openvino:int8+<recipe>``), or None when the run was not profiled.
 
     Raises:
-        ArtefactError: the profile file is unreadable or names no valid variant.
+        ArtefactError: the profile file is unreadable or names no valid variant or recipe.
     """
     from icd.io.json_artefact import read_json_artefact
+    from icd.runtimes.openvino_int8 import recipe_problem
 
     path = Path(run_dir) / PROFILE_FILE
     if not path.is_file():
@@ -180,6 +181,9 @@ def read_choice(run_dir: Path) -> tuple[Variant, str | None] | None:
         raise ArtefactError(f"{path}: no valid choice ({exc})") from None
     if recipe and variant != RECIPE_VARIANT:
         raise ArtefactError(f"{path}: choice {doc['choice']['variant']!r}: only openvino:int8 takes a recipe")
+    problem = recipe_problem(recipe) if recipe else None
+    if problem:
+        raise ArtefactError(f"{path}: choice {doc['choice']['variant']!r}: {problem}")
     return variant, recipe or None
 
 

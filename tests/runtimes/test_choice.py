@@ -72,7 +72,7 @@ def test_recipe_rows_add_openvino_int8_once_per_named_recipe():
     assert [(name, recipe) for name, _, recipe in rows] == [
         ("onnx:fp32", None), ("openvino:int8", None), ("openvino:int8+icd_outliers_fused", "icd_outliers_fused")]
     assert rows[2][1] == Variant("openvino", Precision.INT8)
-    with pytest.raises(ConfigError, match="--int8-recipe 'fast' is not one of"):
+    with pytest.raises(ConfigError, match="--int8-recipe: int8 recipe 'fast' is not one of"):
         recipe_rows(wanted, ["fast"])
     with pytest.raises(ConfigError, match="needs openvino:int8 among the profiled variants"):
         recipe_rows(wanted[:1], ["icd_outliers_fused"])
@@ -101,6 +101,18 @@ def test_read_choice_refuses_a_recipe_on_another_variant(tmp_path):
 
     (tmp_path / PROFILE_FILE).write_text(json.dumps({"choice": {"variant": "onnx:fp32+icd_outliers_fused"}}))
     with pytest.raises(ArtefactError, match="only openvino:int8 takes a recipe"):
+        read_choice(tmp_path)
+
+
+def test_read_choice_refuses_a_recipe_it_does_not_know(tmp_path):
+    import json
+
+    from icd.errors import ArtefactError
+    from icd.runtimes.profile import PROFILE_FILE, read_choice
+
+    (tmp_path / PROFILE_FILE).write_text(json.dumps({"choice": {"variant": "openvino:int8+icd_fastest"}}))
+    with pytest.raises(ArtefactError, match=r"runtime_profile.json: choice 'openvino:int8\+icd_fastest': int8 recipe "
+                                            r"'icd_fastest' is not one of \["):
         read_choice(tmp_path)
 
 
