@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.metadata
 import json
 import random
 import shutil
@@ -49,7 +48,7 @@ import torch
 from scipy.stats import bootstrap, spearmanr
 
 from icd.data.corpus import load_split
-from icd.io.bench_result import BenchRecord, load_average
+from icd.io.bench_result import BenchRecord, load_average, package_versions
 from icd.measure.encode import encode
 from icd.measure.fidelity import fidelity
 from icd.measure.latency import PairedRatio, measure_latency_interleaved, paired_ratio
@@ -169,9 +168,10 @@ def _time_process(index: int, folders: dict[str, Path], args, work: Path) -> dic
         samples = _run_child({**base, "compile_order": order, "with_torch": condition == "with_torch_fp32"},
                              work / f"process{index}.json")
     anchor = samples[ANCHOR]
+    ratio_to = _ratio_alone if condition == "alone" else paired_ratio
     variants = {}
     for name, values in samples.items():
-        ratio = _ratio_alone(anchor, values) if condition == "alone" else paired_ratio(anchor, values)
+        ratio = ratio_to(anchor, values)
         variants[name] = {"median_ms": round(float(np.median(values)), 2),
                           "speed_vs_nncf_int8": {"median": round(ratio.median, 3), "low": round(ratio.low, 3),
                                                  "high": round(ratio.high, 3)}}
@@ -210,16 +210,6 @@ def _spread(processes: list[dict[str, Any]]) -> dict[str, Any]:
                 anchor_ms = [p["variants"][ANCHOR]["median_ms"] for p in chosen if name in p["variants"]]
                 summary[name]["spearman_ratio_vs_anchor_ms"] = round(float(spearmanr(anchor_ms, ratio)[0]), 3)
         out[condition] = {"processes": len(chosen), "variants": summary}
-    return out
-
-
-def _runtime_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for package in ("openvino", "nncf", "transformers"):
-        try:
-            out[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            out[package] = None
     return out
 
 
@@ -286,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     spread = _spread(processes)
     doc = record.write(args.out, {
-        "bench": "anchor_spread", "model": args.model, "runtime_versions": _runtime_versions(),
+        "bench": "anchor_spread", "model": args.model, "runtime_versions": package_versions(("openvino", "nncf", "transformers")),
         "threads": args.threads, "runs": args.runs,
         "calibration_texts": len(split.calibration), "heldout_texts": len(split.heldout),
         "latency_how": f"each process: the exported folders (alone: one folder) compiled in a shuffled order, then "

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.metadata
 import json
 import os
 import platform
@@ -72,7 +71,7 @@ from torch import nn
 from icd.config.schema import ModelSection
 from icd.data.corpus import load_split
 from icd.io.atomic import write_json_atomic
-from icd.io.bench_result import load_is_high
+from icd.io.bench_result import cpu_model, load_is_high, package_versions
 from icd.measure.encode import encode
 from icd.measure.fidelity import Fidelity, fidelity
 from icd.measure.latency import measure_latency_interleaved, paired_ratio
@@ -258,22 +257,9 @@ class Runtimes:
 
 
 def _machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for package in ("openvino", "nncf", "onnx", "transformers"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, **versions}
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            **package_versions(("openvino", "nncf", "onnx", "transformers"))}
 
 
 def _time_by_runtime(timed: dict[str, Any], runtime_of: dict[str, str], args, console: Console) -> dict[str, Any]:

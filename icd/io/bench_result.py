@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +66,19 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
 
 
-def versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for name in _VERSIONED:
+def package_versions(names: Iterable[str]) -> dict[str, str | None]:
+    """Each installed distribution's version (None when it is not installed); nothing is imported."""
+    found: dict[str, str | None] = {}
+    for name in names:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = None
     return found
+
+
+def versions() -> dict[str, str | None]:
+    return {"python": platform.python_version(), **package_versions(_VERSIONED)}
 
 
 def command_line(argv: list[str] | None = None) -> str:

@@ -51,7 +51,7 @@ def recipe_rows(wanted: Sequence[Variant], int8_recipes: Sequence[str]) -> list[
     """
     from icd.runtimes.openvino_int8 import DEFAULT_RECIPE, recipe_problem
 
-    problems = [recipe_problem(name) for name in int8_recipes if recipe_problem(name)]
+    problems = [problem for problem in map(recipe_problem, int8_recipes) if problem]
     if problems:
         raise ConfigError(f"icd profile: --int8-recipe: {problems[0]}")
     if int8_recipes and RECIPE_VARIANT not in wanted:
