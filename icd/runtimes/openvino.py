@@ -87,8 +87,9 @@ class OpenVinoRuntime(Runtime):
                 plan = recipe or default_recipe(source)
                 encoder, split_fp32 = export_encoder(source, plan, output_gather)
                 export_onnx(encoder, onnx_path)
-                model = quantize_with_recipe(convert_onnx(onnx_path), onnx_path, source, plan, split_fp32)
-                described = plan.describe(source)
+                model, rounding = quantize_with_recipe(convert_onnx(onnx_path), onnx_path, source, plan,
+                                                       split_fp32, threads)
+                described = {**plan.describe(source), **rounding}
                 hint = plan.inference_precision
                 extra = plan.compile_properties()
             else:

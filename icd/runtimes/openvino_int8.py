@@ -34,7 +34,10 @@ A recipe says which of icd's decisions reach ``nncf.quantize``:
   MatMul) instead of its default SDPA, a pattern OpenVINO's conversion fuses into one ``ScaledDotProductAttention``
   operation per layer; NNCF then quantizes its query and key inputs and the product with V stays in the fused
   kernel. Faster than the SDPA graph, and less faithful in NN agreement (bench/results/ov_profile.json); needs
-  ``attention_matmuls_fp32`` empty (the fused graph has no product node of its own to leave out).
+  ``attention_matmuls_fp32`` empty (the fused graph has no product node of its own to leave out);
+* ``weight_rounding``: ``nearest`` (NNCF's) or ``gptq`` — icd rounds the int8 weights itself on NNCF's grid,
+  Hessian-aware, with the Hessians of the quantized model's own MatMul inputs on the calibration texts
+  (:mod:`icd.runtimes.openvino_gptq`); same graph, same speed, a longer export.
 
 The two splits are LLM.int8()'s fp32 outliers carried into a static int8 graph; neither goes with
 ``icd_smoothing`` (which rewrites the same Linears) or with ``ignore_per_token`` (which leaves FFN-out fp32 whole).
@@ -57,6 +60,10 @@ from icd.runtimes.onnx_graph import ATTENTION_PRODUCTS, activation_matmuls, matm
 from icd.runtimes.source import ModelSource
 
 
+WEIGHT_ROUNDINGS = ("nearest", "gptq")
+"""How a recipe's int8 weights are rounded (``OpenVinoInt8Recipe.weight_rounding``)."""
+
+
 @dataclass(frozen=True)
 class OpenVinoInt8Recipe:
     """Which of icd's decisions NNCF gets (see the module docstring)."""
@@ -77,6 +84,7 @@ class OpenVinoInt8Recipe:
     smooth_quant_alpha: float | None = None
     attention_matmuls_fp32: tuple[str, ...] = ()
     fused_attention: bool = False
+    weight_rounding: str = "nearest"
 
     def __post_init__(self) -> None:
         for field_name in ("fp32_ffn_neurons", "fp32_input_channels"):
@@ -92,6 +100,12 @@ class OpenVinoInt8Recipe:
         if self.fused_attention and products:
             raise ValueError(f"recipe {self.name}: fused_attention leaves no attention product node to keep fp32; "
                              f"attention_matmuls_fp32 must be empty, got {list(products)}")
+        if self.weight_rounding not in WEIGHT_ROUNDINGS:
+            raise ValueError(f"recipe {self.name}: weight_rounding must be one of {list(WEIGHT_ROUNDINGS)}, "
+                             f"got {self.weight_rounding!r}")
+        if self.weight_rounding == "gptq" and self.ignored_weight_only:
+            raise ValueError(f"recipe {self.name}: weight_rounding 'gptq' rounds static int8 weights; "
+                             f"ignored_weight_only adds weight-only ones it does not cover")
         if self.smooth_quant_alpha is not None and not (0.0 < self.smooth_quant_alpha <= 1.0):
             raise ValueError(f"recipe {self.name}: smooth_quant_alpha must be in (0, 1], got {self.smooth_quant_alpha}")
 
@@ -160,6 +174,11 @@ RECIPES: dict[str, OpenVinoInt8Recipe] = {
                                           attention_matmuls_fp32=ATTENTION_PRODUCTS),
     "icd_outliers_fused": _outliers("icd_outliers_fused", keep_icd_fp32=True, fp32_ffn_neurons=32,
                                     smooth_quant_alpha=0.75, fused_attention=True),
+    "icd_outliers_gptq": _outliers("icd_outliers_gptq", keep_icd_fp32=True, fp32_ffn_neurons=32,
+                                   smooth_quant_alpha=0.75, attention_matmuls_fp32=ATTENTION_PRODUCTS,
+                                   weight_rounding="gptq"),
+    "icd_outliers_fused_gptq": _outliers("icd_outliers_fused_gptq", keep_icd_fp32=True, fp32_ffn_neurons=32,
+                                         smooth_quant_alpha=0.75, fused_attention=True, weight_rounding="gptq"),
 }
 DEFAULT_RECIPE = "icd_outliers"
 """Decided by bench/results/runtimes.json (docs/int8.md, "Runtimes"): the only recipe measured at cos >= 0.999 and
@@ -224,9 +243,10 @@ def _attention_for(encoder, recipe: OpenVinoInt8Recipe):
 
 
 def quantize_with_recipe(model, onnx_path: Path, source: ModelSource, recipe: OpenVinoInt8Recipe,
-                         split_fp32: list[str] | None = None):
+                         split_fp32: list[str] | None = None, threads: int = 1) -> tuple[Any, dict[str, Any]]:
     """``nncf.quantize`` of the converted ``model`` (from ``onnx_path``) as ``recipe`` says; ``split_fp32``: the
-    split's fp32 Linears (:func:`export_encoder`), left out too."""
+    split's fp32 Linears (:func:`export_encoder`), left out too; ``threads``: the CPU plugin's threads for the
+    GPTQ Hessian pass. Returns the quantized model and what the weight rounding reports (empty for nearest)."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
@@ -239,7 +259,9 @@ def quantize_with_recipe(model, onnx_path: Path, source: ModelSource, recipe: Op
     if recipe.nncf_smooth_quant:
         alphas = (AdvancedSmoothQuantParameters() if recipe.smooth_quant_alpha is None
                   else AdvancedSmoothQuantParameters(matmul=recipe.smooth_quant_alpha))
-    advanced = AdvancedQuantizationParameters(smooth_quant_alphas=alphas)
+    gptq = recipe.weight_rounding == "gptq"
+    advanced = AdvancedQuantizationParameters(smooth_quant_alphas=alphas,
+                                              backend_params={"compress_weights": False} if gptq else {})
     with _nncf_warnings_only():
         try:
             quantized = nncf.quantize(
@@ -249,12 +271,29 @@ def quantize_with_recipe(model, onnx_path: Path, source: ModelSource, recipe: Op
             )
         except nncf.ValidationError as exc:  # e.g. a node the recipe leaves fp32 is not in the converted graph
             raise ArtefactError(f"NNCF quantization (recipe {recipe.name}) failed: {_one_line(exc)}") from None
+        if gptq:
+            return quantized, _round_gptq_(quantized, source, recipe, threads)
         if not (recipe.ignored_weight_only and names):
-            return quantized
+            return quantized, {}
         others = [op.get_friendly_name() for op in quantized.get_ops()
                   if op.get_type_name() in ("MatMul", "Gather") and op.get_friendly_name() not in names]
         return nncf.compress_weights(quantized, mode=nncf.CompressWeightsMode.INT8_ASYM,
-                                     ignored_scope=nncf.IgnoredScope(names=others, validate=False))
+                                     ignored_scope=nncf.IgnoredScope(names=others, validate=False)), {}
+
+
+def _round_gptq_(quantized, source: ModelSource, recipe: OpenVinoInt8Recipe, threads: int) -> dict[str, Any]:
+    """GPTQ rounding of ``quantized``'s int8 weights on the recipe's calibration texts, then weight compression;
+    its report (relative output error of each MatMul's weight, nearest vs GPTQ, and their means)."""
+    from icd.runtimes.base import Precision
+    from icd.runtimes.openvino import compile_properties
+    from icd.runtimes.openvino_gptq import compress_weights_, round_weights_gptq_
+
+    properties = {**compile_properties(Precision.INT8, threads, recipe.inference_precision),
+                  **recipe.compile_properties()}
+    report = round_weights_gptq_(quantized, source.calibration_inputs(recipe.calibration_texts, batch_size=16),
+                                 properties)
+    compress_weights_(quantized)
+    return report
 
 
 def _one_line(exc: Exception) -> str:
