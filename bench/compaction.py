@@ -214,12 +214,9 @@ class Runtimes:
 
     def int8_record(self, model: nn.Module) -> dict[str, Any]:
         """icd's int8 decisions for ``model`` (what the default NNCF recipe passes on: smoothing, fp32 Linears)."""
-        from icd.transforms.api import prepare_runtime_transform
+        from runtimes import icd_int8_record
 
-        context = TransformContext(tokenizer=self.tokenizer, calibration_texts=self.calibration, batch_size=32,
-                                   max_length=self.max_length)
-        record, _ = prepare_runtime_transform(copy.deepcopy(model), Int8Config(), context)
-        return record
+        return icd_int8_record(model, self.tokenizer, self.calibration, self.max_length)[0]
 
     def sessions(self, model: nn.Module, name: str, record: dict[str, Any] | None) -> dict[str, Any]:
         """``{"openvino_fp32": session, "openvino_int8_<recipe>": session, ...}`` of ``model``."""

@@ -1,5 +1,7 @@
 """Runtimes × precisions on real MiniLM-L6 weights: torch, TorchScript, ONNX Runtime, OpenVINO (+ NNCF recipes).
 
+``--model mpnet-base`` runs the same on all-mpnet-base-v2 (110M, real weights; ``make setup`` fetches them).
+
 Every variant but the torch reference is *exported* through its runtime in ``icd/runtimes/`` and loaded back, so
 what is timed is the artefact ``icd export-triton --runtime`` writes. One process, same texts, same harness:
 
@@ -13,7 +15,7 @@ what is timed is the artefact ``icd export-triton --runtime`` writes. One proces
 The icd int8 decisions (smoothing exponents, per-token Linears, fp32 Linears) come from ``Int8Config()`` searched
 on 512 calibration texts, as ``icd run`` does. Writes ``bench/results/runtimes.json`` and prints a table.
 
-Usage: ``.venv/bin/python bench/runtimes.py [--threads 2] [--runs 20] [--recipes NAME ...]``
+Usage: ``.venv/bin/python bench/runtimes.py [--model minilm] [--threads 2] [--runs 20] [--recipes NAME ...]``
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ from typing import Any
 
 import torch
 
-from icd.io.bench_result import load_is_high
+from icd.io.bench_result import cpu_model, load_is_high, package_versions
 
 RESULT = Path(__file__).parent / "results" / "runtimes.json"
 NNCF_DEFAULT = "openvino:int8 nncf_default"
+MODELS = {"minilm": "all-MiniLM-L6-v2 (real weights), embedding task, mean pooling",
+          "mpnet-base": "all-mpnet-base-v2 (real weights, 110M), embedding task, mean pooling"}
+"""``--model`` choices (bench/compaction.py's ``model_section`` loads them) and how the results JSON names them."""
 """The anchor of the runtime target: every row also gives its latency relative to this one, round by round."""
 
 
@@ -43,6 +48,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     from icd.runtimes.openvino_int8 import RECIPES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="minilm", choices=sorted(MODELS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=20, help="timed interleaved rounds")
     parser.add_argument("--warmup", type=int, default=3)
@@ -57,30 +63,20 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _machine() -> dict[str, Any]:
-    import onnxruntime
-    import openvino
-
-    import nncf
-
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__, "nncf": nncf.__version__}
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+            **package_versions(("onnxruntime", "openvino", "nncf"))}
 
 
-def icd_int8_record(fp32, tokenizer, calibration: list[str]) -> tuple[dict, float]:
+def icd_int8_record(fp32, tokenizer, calibration: list[str], max_length: int = 128) -> tuple[dict, float]:
     """icd's int8 record of ``fp32`` (``Int8Config()`` searched on ``calibration``, as ``icd run`` does) and the
-    search's seconds (bench/ov_profile.py uses it too)."""
+    search's seconds (bench/ov_profile.py and bench/compaction.py use it too)."""
     from icd.transforms.api import TransformContext
     from icd.transforms.configs import Int8Config
     from icd.transforms.int8 import prepare_int8_runtime
 
     start = time.perf_counter()
-    context = TransformContext(tokenizer=tokenizer, calibration_texts=calibration, batch_size=32, max_length=128)
+    context = TransformContext(tokenizer=tokenizer, calibration_texts=calibration, batch_size=32,
+                               max_length=max_length)
     record, _ = prepare_int8_runtime(copy.deepcopy(fp32), Int8Config(), context)
     return record, time.perf_counter() - start
 
@@ -134,7 +130,8 @@ def _variants(args, fp32, tokenizer, split, work: Path) -> dict[str, dict[str, A
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
-    from icd.config.schema import ModelSection
+    from compaction import model_section
+
     from icd.data.corpus import load_split
     from icd.io.atomic import write_json_atomic
     from icd.measure.encode import encode
@@ -143,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     from icd.model.loader import load_encoder, load_tokenizer
 
     load_start = os.getloadavg()
-    section = ModelSection()
+    section = model_section(args.model)
     fp32, tokenizer = load_encoder(section), load_tokenizer(section)
     split = load_split(args.calibration, args.heldout, seed=0)
     second = load_split(args.calibration, args.heldout, seed=1).heldout
@@ -184,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": {"start": load_start, "before_timing": load_timing, "end": load_end,
                          "high_load": loaded,
                          "note": "1-min load above the cores + 1: other jobs shared the CPU" if loaded else "quiet"},
-        "model": "all-MiniLM-L6-v2 (real weights), embedding task, mean pooling",
+        "model": MODELS[args.model],
         "latency_how": latency["torch_fp32"].how + "; speedup = torch_fp32 median / variant median",
         "fidelity_how": f"{args.heldout} held-out docstrings of the default corpus (stdlib + numpy, scipy, torch, transformers, networkx; seed 0; *_set2: seed 1), mean-pooled embeddings "
                         "vs eager torch fp32; icd's int8 search used only the calibration texts",

@@ -75,29 +75,33 @@ def load_model_for(inputs: RunInputs, baseline: bool) -> Encoder:
     return load_run_encoder(inputs.model_dir)
 
 
-def chosen_recipe(run_dir: Path, options: ExportOptions, variant: Variant) -> str | None:
-    """The OpenVINO int8 recipe to export: ``options.int8_recipe``, else the profile's when it chose exactly this
-    variant with a recipe (``openvino:int8+<recipe>``), else None (the default recipe)."""
+def profile_choice(run_dir: Path, options: ExportOptions) -> tuple[Variant, str | None] | None:
+    """The run's ``icd profile`` choice (``runtime_profile.json``), read once per export; None for a baseline
+    export or a run never profiled."""
     from icd.runtimes.profile import read_choice
 
+    return None if options.baseline else read_choice(run_dir)
+
+
+def chosen_recipe(choice: tuple[Variant, str | None] | None, options: ExportOptions, variant: Variant) -> str | None:
+    """The OpenVINO int8 recipe to export: ``options.int8_recipe``, else the profile's ``choice`` when it chose
+    exactly this variant with a recipe (``openvino:int8+<recipe>``), else None (the default recipe)."""
     if options.int8_recipe is not None or options.baseline:
         return options.int8_recipe
-    chosen = read_choice(run_dir)
-    return chosen[1] if chosen is not None and chosen[0] == variant else None
+    return choice[1] if choice is not None and choice[0] == variant else None
 
 
-def resolve_variant(run_dir: Path, options: ExportOptions, has_int8: bool) -> tuple[Variant, str]:
+def resolve_variant(choice: tuple[Variant, str | None] | None, options: ExportOptions,
+                    has_int8: bool) -> tuple[Variant, str]:
     """The runtime and precision to export, and where the choice came from.
 
-    Runtime: ``options.runtime``, else (optimized model) the run's ``icd profile`` choice, else torchscript (as
-    the guide exports). Precision: ``options.precision``, else the profile's when it chose this runtime, else the
-    run's own (int8 when the run has icd's int8 and the runtime has int8; the baseline is fp32).
+    Runtime: ``options.runtime``, else (optimized model) the run's ``icd profile`` ``choice``, else torchscript
+    (as the guide exports). Precision: ``options.precision``, else the profile's when it chose this runtime, else
+    the run's own (int8 when the run has icd's int8 and the runtime has int8; the baseline is fp32).
     """
-    from icd.runtimes.profile import read_choice
     from icd.runtimes.registry import DEFAULT_RUNTIME, get_runtime
 
-    choice = None if options.baseline else read_choice(run_dir)
-    chosen = None if choice is None else choice[0]
+    chosen = None if choice is None or options.baseline else choice[0]
     if options.runtime is None and chosen is not None:
         runtime, where = chosen.runtime, "icd profile choice (runtime_profile.json)"
     else:
@@ -235,13 +239,14 @@ def export_model(run_dir: Path, output_dir: Path, options: ExportOptions) -> Exp
 
     inputs = read_run(Path(run_dir), baseline=options.baseline)
     source = ModelSource.from_run(inputs.run_dir, baseline=options.baseline)
-    variant, where = resolve_variant(inputs.run_dir, options, source.int8_record is not None)
+    choice = profile_choice(inputs.run_dir, options)
+    variant, where = resolve_variant(choice, options, source.int8_record is not None)
     runtime = get_runtime(variant.runtime)
     runtime.check_precision(variant.precision)
     if options.int8_recipe is not None and (variant.runtime, variant.precision.value) != ("openvino", "int8"):
         raise UserError(f"--int8-recipe {options.int8_recipe} is for openvino int8; this export is {variant.name} "
                         f"({where})")
-    recipe = chosen_recipe(inputs.run_dir, options, variant)
+    recipe = chosen_recipe(choice, options, variant)
     if recipe is not None:
         where += f", int8 recipe {recipe}" + ("" if options.int8_recipe else " (icd profile choice)")
     budget = _budget(Path(output_dir), options)

@@ -120,13 +120,16 @@ def test_export_takes_the_profiles_recipe_only_for_the_variant_it_chose(tmp_path
     import json
 
     from icd.export.options import ExportOptions
-    from icd.export.repository import chosen_recipe
+    from icd.export.repository import chosen_recipe, profile_choice
     from icd.runtimes.base import Precision, Variant
     from icd.runtimes.profile import PROFILE_FILE
 
     (tmp_path / PROFILE_FILE).write_text(json.dumps({"choice": {"variant": "openvino:int8+icd_outliers_fused"}}))
     int8, bf16 = Variant("openvino", Precision.INT8), Variant("openvino", Precision.BF16)
-    assert chosen_recipe(tmp_path, ExportOptions(), int8) == "icd_outliers_fused"
-    assert chosen_recipe(tmp_path, ExportOptions(), bf16) is None
-    assert chosen_recipe(tmp_path, ExportOptions(int8_recipe="nncf_default"), int8) == "nncf_default"
-    assert chosen_recipe(tmp_path, ExportOptions(baseline=True), int8) is None
+    choice = profile_choice(tmp_path, ExportOptions())
+    assert choice == (int8, "icd_outliers_fused")
+    assert chosen_recipe(choice, ExportOptions(), int8) == "icd_outliers_fused"
+    assert chosen_recipe(choice, ExportOptions(), bf16) is None
+    assert chosen_recipe(choice, ExportOptions(int8_recipe="nncf_default"), int8) == "nncf_default"
+    assert profile_choice(tmp_path, ExportOptions(baseline=True)) is None
+    assert chosen_recipe(choice, ExportOptions(baseline=True), int8) is None
