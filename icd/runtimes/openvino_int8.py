@@ -177,6 +177,9 @@ RECIPES: dict[str, OpenVinoInt8Recipe] = {
     "icd_outliers_gptq": _outliers("icd_outliers_gptq", keep_icd_fp32=True, fp32_ffn_neurons=32,
                                    smooth_quant_alpha=0.75, attention_matmuls_fp32=ATTENTION_PRODUCTS,
                                    weight_rounding="gptq"),
+    "icd_outliers_qkv_ffn_in8_gptq": _outliers("icd_outliers_qkv_ffn_in8_gptq", keep_icd_fp32=True, fp32_ffn_neurons=32,
+                                               fp32_input_channels=8, smooth_quant_alpha=0.75,
+                                               attention_matmuls_fp32=ATTENTION_PRODUCTS, weight_rounding="gptq"),
     "icd_outliers_fused_gptq": _outliers("icd_outliers_fused_gptq", keep_icd_fp32=True, fp32_ffn_neurons=32,
                                          smooth_quant_alpha=0.75, fused_attention=True, weight_rounding="gptq"),
 }
