@@ -38,10 +38,10 @@ from icd.io.bench_result import cpu_model, load_is_high, package_versions
 
 RESULT = Path(__file__).parent / "results" / "runtimes.json"
 NNCF_DEFAULT = "openvino:int8 nncf_default"
+"""The anchor of the runtime target: every row also gives its latency relative to this one, round by round."""
 MODELS = {"minilm": "all-MiniLM-L6-v2 (real weights), embedding task, mean pooling",
           "mpnet-base": "all-mpnet-base-v2 (real weights, 110M), embedding task, mean pooling"}
 """``--model`` choices (bench/compaction.py's ``model_section`` loads them) and how the results JSON names them."""
-"""The anchor of the runtime target: every row also gives its latency relative to this one, round by round."""
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -58,10 +58,7 @@ import torch
 from icd.errors import ArtefactError
 from icd.runtimes.onnx_graph import ATTENTION_PRODUCTS, activation_matmuls, matmul_nodes
 from icd.runtimes.source import ModelSource
-
-
-WEIGHT_ROUNDINGS = ("nearest", "gptq")
-"""How a recipe's int8 weights are rounded (``OpenVinoInt8Recipe.weight_rounding``)."""
+from icd.transforms.runtime import WEIGHT_ROUNDINGS
 
 
 @dataclass(frozen=True)
@@ -174,15 +171,10 @@ RECIPES: dict[str, OpenVinoInt8Recipe] = {
                                           attention_matmuls_fp32=ATTENTION_PRODUCTS),
     "icd_outliers_fused": _outliers("icd_outliers_fused", keep_icd_fp32=True, fp32_ffn_neurons=32,
                                     smooth_quant_alpha=0.75, fused_attention=True),
-    "icd_outliers_gptq": _outliers("icd_outliers_gptq", keep_icd_fp32=True, fp32_ffn_neurons=32,
-                                   smooth_quant_alpha=0.75, attention_matmuls_fp32=ATTENTION_PRODUCTS,
-                                   weight_rounding="gptq"),
-    "icd_outliers_qkv_ffn_in8_gptq": _outliers("icd_outliers_qkv_ffn_in8_gptq", keep_icd_fp32=True, fp32_ffn_neurons=32,
-                                               fp32_input_channels=8, smooth_quant_alpha=0.75,
-                                               attention_matmuls_fp32=ATTENTION_PRODUCTS, weight_rounding="gptq"),
-    "icd_outliers_fused_gptq": _outliers("icd_outliers_fused_gptq", keep_icd_fp32=True, fp32_ffn_neurons=32,
-                                         smooth_quant_alpha=0.75, fused_attention=True, weight_rounding="gptq"),
 }
+RECIPES.update({f"{name}_gptq": replace(RECIPES[name], name=f"{name}_gptq", weight_rounding="gptq")
+                for name in ("icd_outliers", "icd_outliers_qkv_ffn_in8", "icd_outliers_fused")})
+"""``<recipe>_gptq``: the recipe with icd's GPTQ rounding of its int8 weights (docs/int8.md, item 7)."""
 DEFAULT_RECIPE = "icd_outliers"
 """Decided by bench/results/runtimes.json (docs/int8.md, "Runtimes"): the only recipe measured at cos >= 0.999 and
 NN >= 0.98 on both held-out sets with the fewest fp32 parts — NNCF's static int8 with its SmoothQuant (exponent
