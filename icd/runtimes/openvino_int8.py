@@ -33,8 +33,10 @@ A recipe says which of icd's decisions reach ``nncf.quantize``:
 * ``fused_attention``: export the model with transformers' eager attention (MatMul, scale, additive mask, Softmax,
   MatMul) instead of its default SDPA, a pattern OpenVINO's conversion fuses into one ``ScaledDotProductAttention``
   operation per layer; NNCF then quantizes its query and key inputs and the product with V stays in the fused
-  kernel. Faster than the SDPA graph, and less faithful in NN agreement (bench/results/ov_profile.json); needs
-  ``attention_matmuls_fp32`` empty (the fused graph has no product node of its own to leave out);
+  kernel. Faster than the SDPA graph, and less faithful in NN agreement (bench/results/ov_profile.json). The fused
+  graph has no product node of its own to leave out: there ``attention_matmuls_fp32`` may only name ``scores``, which
+  leaves the fused operation's query and key unquantized (``IgnoredScope`` of its type) — Q·Kᵀ in fp32 inside the
+  kernel, at about NNCF int8's speed (bench/results/runtimes_fused_scores.json);
 * ``weight_rounding``: ``nearest`` (NNCF's) or ``gptq`` — icd rounds the int8 weights itself on NNCF's grid,
   Hessian-aware, with the Hessians of the quantized model's own MatMul inputs on the calibration texts
   (:mod:`icd.runtimes.openvino_gptq`); same graph, same speed, a longer export.
@@ -94,9 +96,10 @@ class OpenVinoInt8Recipe:
         if not set(products) <= set(ATTENTION_PRODUCTS) or len(set(products)) != len(products):
             raise ValueError(f"recipe {self.name}: attention_matmuls_fp32 takes distinct names of "
                              f"{list(ATTENTION_PRODUCTS)}, got {list(products)}")
-        if self.fused_attention and products:
-            raise ValueError(f"recipe {self.name}: fused_attention leaves no attention product node to keep fp32; "
-                             f"attention_matmuls_fp32 must be empty, got {list(products)}")
+        if self.fused_attention and set(products) - {"scores"}:
+            raise ValueError(f"recipe {self.name}: fused_attention keeps softmax·V in its fused kernel; "
+                             f"attention_matmuls_fp32 may only name 'scores' (Q and K left unquantized), "
+                             f"got {list(products)}")
         if self.weight_rounding not in WEIGHT_ROUNDINGS:
             raise ValueError(f"recipe {self.name}: weight_rounding must be one of {list(WEIGHT_ROUNDINGS)}, "
                              f"got {self.weight_rounding!r}")
@@ -171,6 +174,9 @@ RECIPES: dict[str, OpenVinoInt8Recipe] = {
                                           attention_matmuls_fp32=ATTENTION_PRODUCTS),
     "icd_outliers_fused": _outliers("icd_outliers_fused", keep_icd_fp32=True, fp32_ffn_neurons=32,
                                     smooth_quant_alpha=0.75, fused_attention=True),
+    "icd_outliers_fused_scores_fp32": _outliers("icd_outliers_fused_scores_fp32", keep_icd_fp32=True,
+                                                fp32_ffn_neurons=32, smooth_quant_alpha=0.75, fused_attention=True,
+                                                attention_matmuls_fp32=("scores",)),
 }
 RECIPES.update({f"{name}_gptq": replace(RECIPES[name], name=f"{name}_gptq", weight_rounding="gptq")
                 for name in ("icd_outliers", "icd_outliers_qkv_ffn_in8", "icd_outliers_fused")})
@@ -247,7 +253,10 @@ def quantize_with_recipe(model, onnx_path: Path, source: ModelSource, recipe: Op
 
     ignored = recipe.ignored_linears(source) + list(split_fp32 or [])
     names = [node for nodes in matmul_nodes(onnx_path, ignored).values() for node in nodes] if ignored else []
-    if recipe.attention_matmuls_fp32:
+    types = []
+    if recipe.attention_matmuls_fp32 and recipe.fused_attention:
+        types = ["ScaledDotProductAttention"]  # its Q and K inputs: NNCF's only quantizers on the fused kernel
+    elif recipe.attention_matmuls_fp32:
         names += activation_matmuls(onnx_path, recipe.attention_matmuls_fp32)
     samples = source.calibration_inputs(recipe.calibration_texts, batch_size=1)
     alphas = AdvancedSmoothQuantParameters(matmul=-1)
@@ -262,7 +271,8 @@ def quantize_with_recipe(model, onnx_path: Path, source: ModelSource, recipe: Op
             quantized = nncf.quantize(
                 model, nncf.Dataset(samples), preset=nncf.QuantizationPreset(recipe.preset),
                 model_type=nncf.ModelType.TRANSFORMER, subset_size=len(samples),
-                ignored_scope=nncf.IgnoredScope(names=names) if names else None, advanced_parameters=advanced,
+                ignored_scope=nncf.IgnoredScope(names=names, types=types) if names or types else None,
+                advanced_parameters=advanced,
             )
         except nncf.ValidationError as exc:  # e.g. a node the recipe leaves fp32 is not in the converted graph
             raise ArtefactError(f"NNCF quantization (recipe {recipe.name}) failed: {_one_line(exc)}") from None

@@ -45,12 +45,10 @@ KNOWN_UNBACKED_DOCS: dict[str, set[str]] = {
     'scaling.md': {
         '3.5 s',
     },
-    # h15 (docs/transforms.md): codesign.json / ablation_nm.json lack provenance: re-run
+    # h15 (docs/transforms.md): the co-design ablation of 2026-11-27 (bench/codesign.py has been re-run since)
     'transforms.md': {
-        '+0.001', '0.002', '0.766', '0.768', '0.77',
-        '0.773', '0.774', '0.777', '0.805', '0.809', '0.820', '0.883', '0.886', '0.89',
-        '0.893', '0.9493', '0.9524', '0.9590', '0.9604', '0.9611', '18.0',
-        '18.1 %', '20 s', '22.1', '22.1 %', '24.7 %', '24.8 %', '40.8 %',
+        '+0.001', '0.002', '0.773', '0.809', '0.883', '0.886', '0.893', '0.9590', '0.9604', '0.9611', '18.0',
+        '18.1 %', '20 s', '22.1', '22.1 %', '40.8 %',
     },
 }
 """Per docs file: figure texts in blocks citing a benchmark that its JSON does not hold (owner in the comment)."""
@@ -111,9 +109,7 @@ def test_a_figure_without_a_json_fails_and_a_json_without_provenance_is_no_evide
     assert len(unbacked("Bench (`bench/y.py`): 1.84× faster.", backed, cited_only=True)) == 1  # y.json not committed
 
 
-KNOWN_INCOMPLETE_RESULTS: dict[str, str] = {
-    "ablation_nm.json": "no machine, date or load average: re-run `python bench/ablation_nm.py`",
-}
+KNOWN_INCOMPLETE_RESULTS: dict[str, str] = {}
 """Results JSONs written before provenance was recorded; their figures are not evidence until re-run."""
 
 

@@ -173,9 +173,12 @@ def _producer_past_layout(node) -> str:
     return node.get_type_name()
 
 
+@pytest.mark.parametrize(("scores_fp32", "quantized_inputs"), [((), [True, True, False]), (("scores",), [False] * 3)])
 def test_fused_attention_recipe_exports_one_attention_operation_per_layer(minilm_encoder, minilm_tokenizer,
-                                                                         corpus_split, tmp_path):
-    """``icd_outliers_fused`` exports eager attention, which OpenVINO fuses; NNCF quantizes its query and key only.
+                                                                         corpus_split, tmp_path, scores_fp32,
+                                                                         quantized_inputs):
+    """``icd_outliers_fused`` exports eager attention, which OpenVINO fuses; NNCF quantizes its query and key only,
+    and none of its inputs with ``attention_matmuls_fp32=("scores",)`` (``icd_outliers_fused_scores_fp32``).
     The compacted model (a head cut) exports too, and the source's own attention implementation is not changed."""
     import openvino as ov
 
@@ -187,15 +190,16 @@ def test_fused_attention_recipe_exports_one_attention_operation_per_layer(minilm
     source = ModelSource(encoder, [], minilm_tokenizer, corpus_split.calibration, 128)
     rt = get_runtime("openvino")
     rt.export(source, tmp_path, Precision.INT8, output_gather=True, threads=1,
-              recipe=_outliers_recipe(name="icd_outliers_fused", attention_matmuls_fp32=(), fused_attention=True))
+              recipe=_outliers_recipe(name="icd_outliers_fused", attention_matmuls_fp32=scores_fp32,
+                                      fused_attention=True))
     assert encoder.bert.config._attn_implementation == attention
     assert json.loads((tmp_path / "icd_runtime.json").read_text())["recipe"]["fused_attention"] is True
     model = ov.Core().read_model(str(tmp_path / "model.xml"))
     fused = [op for op in model.get_ops() if op.get_type_name() == "ScaledDotProductAttention"]
     assert len(fused) == 6
     for op in fused:  # inputs: query, key, value (each after its heads' Reshape / Transpose), mask
-        assert [_producer_past_layout(op.input_value(i).get_node()) == "FakeQuantize" for i in range(3)] == [
-            True, True, False]
+        assert [_producer_past_layout(op.input_value(i).get_node()) == "FakeQuantize"
+                for i in range(3)] == quantized_inputs
     texts = corpus_split.heldout[:8]
     got = encode(rt.load(tmp_path, 1), minilm_tokenizer, texts, 8, 128)
     cos = torch.nn.functional.cosine_similarity(got, encode(encoder, minilm_tokenizer, texts, 8, 128))
