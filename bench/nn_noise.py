@@ -41,7 +41,7 @@ RESULT = Path(__file__).parent / "results" / "nn_noise.json"
 COSINES = (0.9999, 0.9997, 0.9995, 0.9993, 0.9992, 0.999, 0.9985, 0.998, 0.9975)
 THRESHOLDS = (0.0005, 0.001, 0.002, 0.005)
 RECIPES = ("nncf_default", "icd_outliers", "icd_outliers_gptq", "icd_outliers_ffn_in8", "icd_outliers_fused",
-           "icd_outliers_fused_gptq", "icd_outliers_fused_scores_fp32")
+           "icd_outliers_fused_gptq", "icd_outliers_fused_fp32")
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

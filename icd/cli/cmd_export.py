@@ -82,8 +82,9 @@ def export_triton(
     threads: int = typer.Option(None, "--threads", "--torch-threads",
                                 help="threads per instance (0 = the thread budget: cores / instances served) [0]"),
     int8_recipe: str = typer.Option(None, "--int8-recipe",
-                                    help="OpenVINO int8 recipe: icd_outliers | icd_outliers_fused | nncf_default | "
-                                         "... (docs/int8.md) [icd_outliers]"),
+                                    help="OpenVINO int8 recipe: icd_outliers_fused_fp32 | icd_outliers | "
+                                         "icd_outliers_fused | nncf_default | ... (docs/int8.md) "
+                                         "[icd_outliers_fused_fp32]"),
     export_config: Path = typer.Option(None, "--export-config", help="JSON/YAML file of these options"),
 ) -> None:
     """Export a run to a Triton model repository (config.pbtxt, the runtime's artefact, python backend, checksums)."""

@@ -33,10 +33,11 @@ A recipe says which of icd's decisions reach ``nncf.quantize``:
 * ``fused_attention``: export the model with transformers' eager attention (MatMul, scale, additive mask, Softmax,
   MatMul) instead of its default SDPA, a pattern OpenVINO's conversion fuses into one ``ScaledDotProductAttention``
   operation per layer; NNCF then quantizes its query and key inputs and the product with V stays in the fused
-  kernel. Faster than the SDPA graph, and less faithful in NN agreement (bench/results/ov_profile.json). The fused
-  graph has no product node of its own to leave out: there ``attention_matmuls_fp32`` may only name ``scores``, which
-  leaves the fused operation's query and key unquantized (``IgnoredScope`` of its type) — Q·Kᵀ in fp32 inside the
-  kernel, at about NNCF int8's speed (bench/results/runtimes_fused_scores.json);
+  kernel. Faster than the SDPA graph (bench/results/ov_profile.json). The fused graph has no product node of its own
+  to leave out: there ``attention_matmuls_fp32`` naming ``scores`` leaves the fused operation's query and key
+  unquantized (``IgnoredScope`` of its type) — Q·Kᵀ in fp32 inside the kernel — and ``values`` needs nothing (the
+  kernel's V is never quantized). Where OpenVINO does not fuse the eager attention (MPNet: its relative position
+  bias sits between the MatMuls), the named products' MatMuls stay fp32 as in the unfused recipes;
 * ``weight_rounding``: ``nearest`` (NNCF's) or ``gptq`` — icd rounds the int8 weights itself on NNCF's grid,
   Hessian-aware, with the Hessians of the quantized model's own MatMul inputs on the calibration texts
   (:mod:`icd.runtimes.openvino_gptq`); same graph, same speed, a longer export.
@@ -96,10 +97,6 @@ class OpenVinoInt8Recipe:
         if not set(products) <= set(ATTENTION_PRODUCTS) or len(set(products)) != len(products):
             raise ValueError(f"recipe {self.name}: attention_matmuls_fp32 takes distinct names of "
                              f"{list(ATTENTION_PRODUCTS)}, got {list(products)}")
-        if self.fused_attention and set(products) - {"scores"}:
-            raise ValueError(f"recipe {self.name}: fused_attention keeps softmax·V in its fused kernel; "
-                             f"attention_matmuls_fp32 may only name 'scores' (Q and K left unquantized), "
-                             f"got {list(products)}")
         if self.weight_rounding not in WEIGHT_ROUNDINGS:
             raise ValueError(f"recipe {self.name}: weight_rounding must be one of {list(WEIGHT_ROUNDINGS)}, "
                              f"got {self.weight_rounding!r}")
@@ -174,21 +171,22 @@ RECIPES: dict[str, OpenVinoInt8Recipe] = {
                                           attention_matmuls_fp32=ATTENTION_PRODUCTS),
     "icd_outliers_fused": _outliers("icd_outliers_fused", keep_icd_fp32=True, fp32_ffn_neurons=32,
                                     smooth_quant_alpha=0.75, fused_attention=True),
-    "icd_outliers_fused_scores_fp32": _outliers("icd_outliers_fused_scores_fp32", keep_icd_fp32=True,
-                                                fp32_ffn_neurons=32, smooth_quant_alpha=0.75, fused_attention=True,
-                                                attention_matmuls_fp32=("scores",)),
+    "icd_outliers_fused_fp32": _outliers("icd_outliers_fused_fp32", keep_icd_fp32=True, fp32_ffn_neurons=32,
+                                         smooth_quant_alpha=0.75, fused_attention=True,
+                                         attention_matmuls_fp32=ATTENTION_PRODUCTS),
 }
 RECIPES.update({f"{name}_gptq": replace(RECIPES[name], name=f"{name}_gptq", weight_rounding="gptq")
                 for name in ("icd_outliers", "icd_outliers_qkv_ffn_in8", "icd_outliers_fused")})
 """``<recipe>_gptq``: the recipe with icd's GPTQ rounding of its int8 weights (docs/int8.md, item 7)."""
-DEFAULT_RECIPE = "icd_outliers"
-"""Decided by bench/results/runtimes.json (docs/int8.md, "Runtimes"): the only recipe measured at cos >= 0.999 and
-NN >= 0.98 on both held-out sets with the fewest fp32 parts — NNCF's static int8 with its SmoothQuant (exponent
-0.75), each layer's 32 widest FFN neurons in an fp32 branch, attention's activation products and the Linears icd
-keeps fp32 left fp32. It costs speed: 1.07-1.11x NNCF int8's latency round by round in two runs
-(bench/results/runtimes_head_to_head.json, runtimes_attention.json), most of it attention's products in fp32,
-which are also what keeps NN agreement at 0.98. The input-channel splits add
-cos at a further cost in speed (``icd_outliers_ffn_in8``, ``icd_outliers_qkv_ffn_in8``)."""
+DEFAULT_RECIPE = "icd_outliers_fused_fp32"
+"""Decided by measurement (docs/int8.md, item 8 of "Outliers in fp32 branches"): NNCF's static int8 with its
+SmoothQuant (exponent 0.75), each layer's 32 widest FFN neurons in an fp32 branch, attention's activation products
+and the Linears icd keeps fp32 left fp32 — ``icd_outliers``'s decisions — on the eager-attention export, which
+OpenVINO fuses into one attention kernel where it can (BERT-style attention), Q·Kᵀ in fp32 inside it. Same fidelity
+as ``icd_outliers`` on MiniLM and the same graph on MPNet (bench/results/runtimes_fused_fp32.json,
+runtimes_mpnet_fused_fp32.json); on MiniLM 1.009x NNCF int8's latency where ``icd_outliers`` took 1.137x. Until
+2026-12-01 the default was ``icd_outliers``, chosen for NN >= 0.98 on bench/runtimes.py's two held-out sets;
+bench/results/nn_noise.json showed that a kind draw of texts (over random 256-text sets both average 0.966 / 0.965)."""
 
 
 def recipe_problem(name: str) -> str | None:
@@ -254,8 +252,9 @@ def quantize_with_recipe(model, onnx_path: Path, source: ModelSource, recipe: Op
     ignored = recipe.ignored_linears(source) + list(split_fp32 or [])
     names = [node for nodes in matmul_nodes(onnx_path, ignored).values() for node in nodes] if ignored else []
     types = []
-    if recipe.attention_matmuls_fp32 and recipe.fused_attention:
-        types = ["ScaledDotProductAttention"]  # its Q and K inputs: NNCF's only quantizers on the fused kernel
+    if recipe.fused_attention and _has_fused_attention(model):
+        # the kernel's query and key inputs are NNCF's only quantizers on it; its V never is quantized
+        types = [FUSED_ATTENTION] if "scores" in recipe.attention_matmuls_fp32 else []
     elif recipe.attention_matmuls_fp32:
         names += activation_matmuls(onnx_path, recipe.attention_matmuls_fp32)
     samples = source.calibration_inputs(recipe.calibration_texts, batch_size=1)
@@ -284,6 +283,15 @@ def quantize_with_recipe(model, onnx_path: Path, source: ModelSource, recipe: Op
                   if op.get_type_name() in ("MatMul", "Gather") and op.get_friendly_name() not in names]
         return nncf.compress_weights(quantized, mode=nncf.CompressWeightsMode.INT8_ASYM,
                                      ignored_scope=nncf.IgnoredScope(names=others, validate=False)), {}
+
+
+FUSED_ATTENTION = "ScaledDotProductAttention"
+"""OpenVINO's fused attention operation, made by its conversion from eager attention (BERT-style, no position
+bias inside the scores; MPNet's relative position bias keeps the MatMuls apart)."""
+
+
+def _has_fused_attention(model) -> bool:
+    return any(op.get_type_name() == FUSED_ATTENTION for op in model.get_ops())
 
 
 def _round_gptq_(quantized, source: ModelSource, recipe: OpenVinoInt8Recipe, threads: int) -> dict[str, Any]:

@@ -63,12 +63,13 @@ def test_the_reason_names_the_agreement_of_the_task():
 
 
 def test_recipe_rows_add_openvino_int8_once_per_named_recipe():
+    """A named recipe adds a row once; the default recipe (``icd_outliers_fused_fp32``) is the plain row's."""
     from icd.errors import ConfigError
     from icd.runtimes.base import Precision, Variant
     from icd.runtimes.profile import recipe_rows
 
     wanted = [Variant("onnx", Precision.FP32), Variant("openvino", Precision.INT8)]
-    rows = recipe_rows(wanted, ["icd_outliers_fused", "icd_outliers", "icd_outliers_fused"])
+    rows = recipe_rows(wanted, ["icd_outliers_fused", "icd_outliers_fused_fp32", "icd_outliers_fused"])
     assert [(name, recipe) for name, _, recipe in rows] == [
         ("onnx:fp32", None), ("openvino:int8", None), ("openvino:int8+icd_outliers_fused", "icd_outliers_fused")]
     assert rows[2][1] == Variant("openvino", Precision.INT8)

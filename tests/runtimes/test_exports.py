@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import numpy as np
 import pytest
@@ -173,12 +174,13 @@ def _producer_past_layout(node) -> str:
     return node.get_type_name()
 
 
-@pytest.mark.parametrize(("scores_fp32", "quantized_inputs"), [((), [True, True, False]), (("scores",), [False] * 3)])
+@pytest.mark.parametrize(("scores_fp32", "quantized_inputs"), [((), [True, True, False]), (("scores",), [False] * 3),
+                                                               (("scores", "values"), [False] * 3)])
 def test_fused_attention_recipe_exports_one_attention_operation_per_layer(minilm_encoder, minilm_tokenizer,
                                                                          corpus_split, tmp_path, scores_fp32,
                                                                          quantized_inputs):
     """``icd_outliers_fused`` exports eager attention, which OpenVINO fuses; NNCF quantizes its query and key only,
-    and none of its inputs with ``attention_matmuls_fp32=("scores",)`` (``icd_outliers_fused_scores_fp32``).
+    and none of its inputs with ``scores`` in ``attention_matmuls_fp32`` (``icd_outliers_fused_fp32``).
     The compacted model (a head cut) exports too, and the source's own attention implementation is not changed."""
     import openvino as ov
 
@@ -204,6 +206,33 @@ def test_fused_attention_recipe_exports_one_attention_operation_per_layer(minilm
     got = encode(rt.load(tmp_path, 1), minilm_tokenizer, texts, 8, 128)
     cos = torch.nn.functional.cosine_similarity(got, encode(encoder, minilm_tokenizer, texts, 8, 128))
     assert cos.mean() > 0.99 and cos.min() > 0.98  # int8 calibrated on 8 texts
+
+
+def test_fused_fp32_where_openvino_does_not_fuse_attention_is_the_unfused_recipe(minilm_tokenizer, corpus_split,
+                                                                                  tmp_path):
+    """MPNet's relative position bias keeps its eager attention apart (no fused operation): the fused recipe with
+    both products fp32 then quantizes what the unfused recipe does (their MatMuls' inputs stay fp32), instead of
+    failing; with none fp32 it quantizes Q·Kᵀ's and softmax·V's inputs too."""
+    import openvino as ov
+
+    from icd.runtimes.onnx_graph import ATTENTION_PRODUCTS
+    from tests.model.tiny import tiny_encoder
+
+    source = ModelSource(tiny_encoder(model_type="mpnet"), [], minilm_tokenizer, corpus_split.calibration, 128)
+    quantizers = {}
+    for name, fields in (("unfused", {}), ("fused_fp32", {"fused_attention": True}),
+                         ("fused_int8", {"fused_attention": True, "attention_matmuls_fp32": ()})):
+        folder = tmp_path / name
+        folder.mkdir()
+        get_runtime("openvino").export(source, folder, Precision.INT8, output_gather=True, threads=1,
+                                       recipe=_outliers_recipe(name=name, **fields))
+        ops = ov.Core().read_model(str(folder / "model.xml")).get_ops()
+        assert not [op for op in ops if op.get_type_name() == "ScaledDotProductAttention"]
+        quantizers[name] = sorted(re.sub(r"\d+", "#", op.get_friendly_name())  # auto-numbered op names differ
+                                  for op in ops if op.get_type_name() == "FakeQuantize")
+    assert _outliers_recipe().attention_matmuls_fp32 == ATTENTION_PRODUCTS
+    assert quantizers["fused_fp32"] == quantizers["unfused"]
+    assert len(quantizers["fused_int8"]) > len(quantizers["unfused"])
 
 
 def test_a_recipe_node_missing_from_the_converted_graph_fails_in_one_line(minilm_encoder, minilm_tokenizer,

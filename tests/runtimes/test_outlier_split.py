@@ -121,8 +121,6 @@ def test_recipe_refuses_a_split_with_what_already_rewrites_ffn_out():
         OpenVinoInt8Recipe("x", icd_smoothing=False, attention_matmuls_fp32=("keys",))
     with pytest.raises(ValueError, match="attention_matmuls_fp32 takes distinct names"):
         OpenVinoInt8Recipe("x", icd_smoothing=False, attention_matmuls_fp32=("scores", "scores"))
-    with pytest.raises(ValueError, match="fused_attention keeps softmax·V in its fused kernel"):
-        OpenVinoInt8Recipe("x", icd_smoothing=False, fused_attention=True, attention_matmuls_fp32=("values",))
 
 
 @pytest.mark.slow
