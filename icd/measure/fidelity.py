@@ -50,6 +50,22 @@ def nearest_other(outputs: torch.Tensor) -> torch.Tensor:
     return sim.argmax(dim=1)
 
 
+NEAR_TIE_MARGIN = 1e-3
+"""Cosine margin under which a text's nearest and second-nearest other texts count as a near tie."""
+
+
+def near_ties(outputs: torch.Tensor, margin: float = NEAR_TIE_MARGIN) -> int:
+    """How many rows have their most and second-most cosine-similar *other* rows within ``margin`` of each other:
+    any small error can swap those two, so each such text can flip NN agreement by itself (bench/nn_noise.py)."""
+    if outputs.shape[0] < 3:
+        return 0
+    unit = torch.nn.functional.normalize(outputs.double(), dim=1)
+    sim = unit @ unit.T
+    sim.fill_diagonal_(float("-inf"))
+    top = sim.topk(2, dim=1).values
+    return int((top[:, 0] - top[:, 1] < margin).sum().item())
+
+
 def fidelity(ref: torch.Tensor, cand: torch.Tensor, task: str = "embedding") -> Fidelity:
     """Compare ``cand`` outputs with ``ref`` outputs (rows = texts, same order).
 

@@ -90,7 +90,7 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
     from icd.export.run_inputs import read_run
     from icd.io.atomic import write_json_atomic
     from icd.measure.encode import encode
-    from icd.measure.fidelity import CLASSIFICATION_TASK, fidelity
+    from icd.measure.fidelity import CLASSIFICATION_TASK, NEAR_TIE_MARGIN, fidelity, near_ties
     from icd.measure.latency import measure_latency_interleaved
     from icd.model.loader import load_encoder
     from icd.runtimes.source import ModelSource
@@ -152,6 +152,10 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
         "agreement": agreement,
         "agreement_how": "rows' agreement: argmax agreement (same predicted class) for classifiers, "
                          "nearest-other-text agreement for embedding models",
+        "near_ties": None if agreement == "argmax" else {
+            "texts": near_ties(reference_out), "margin": NEAR_TIE_MARGIN,
+            "how": "held-out texts whose nearest and second-nearest other text (reference outputs, cosine) are "
+                   "within the margin: any small error can swap them, so each can move NN agreement by 1/texts"},
         "rows": [{**asdict(r), "speedup": None if r.latency_median_ms is None else base_ms / r.latency_median_ms,
                   "recipe": recipes.get(r.variant)} for r in rows.values()],
         "choice": asdict(choice),
@@ -206,4 +210,8 @@ def render_table(doc: dict[str, Any]):
         mark = "chosen" if row["variant"] == chosen else ""
         table.add_row(row["variant"], f"{row['cos_mean']:.5f}", f"{row['cos_min']:.4f}", f"{row['agreement']:.3f}",
                       f"{row['latency_median_ms']:.1f}", f"{row['speedup']:.2f}", mark)
+    ties = doc.get("near_ties")
+    if ties:
+        table.caption = (f"{ties['texts']} held-out text(s) have a near tie (two nearest other texts within "
+                         f"{ties['margin']} cosine): each can flip NN agreement under any small error")
     return table

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from icd.measure.fidelity import fidelity, nearest_other
+from icd.measure.fidelity import fidelity, near_ties, nearest_other
 
 
 def _points() -> torch.Tensor:
@@ -66,3 +66,15 @@ def test_measurements_carry_tags():
     f = fidelity(_points(), _points())
     tags = [m.tag for m in f.measurements()]
     assert tags == ["cos_mean", "cos_min", "nn_agreement"]
+
+
+def test_near_ties_count_the_texts_whose_two_nearest_others_are_almost_equally_near():
+    # text 0 sits between 1 and 2 (cosines 0.8 and 0.8 + 5e-4); 3 is nearest to 1 by a wide margin
+    angle = torch.acos(torch.tensor([0.8, 0.8005], dtype=torch.float64))
+    ref = torch.stack([torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64),
+                       torch.stack([torch.cos(angle[0]), torch.sin(angle[0]), torch.tensor(0.0, dtype=torch.float64)]),
+                       torch.stack([torch.cos(angle[1]), -torch.sin(angle[1]), torch.tensor(0.0, dtype=torch.float64)]),
+                       torch.tensor([0.0, 0.1, 1.0], dtype=torch.float64)])
+    assert near_ties(ref) == 1
+    assert near_ties(ref, margin=1e-4) == 0
+    assert near_ties(ref[:2]) == 0  # two texts: no second neighbour

@@ -22,6 +22,8 @@ def test_profile_records_a_choice_that_export_then_uses(optimized_run, tmp_path,
     doc = json.loads((run / "runtime_profile.json").read_text())
     assert {r["variant"] for r in doc["rows"]} == {"torchscript:fp32", "onnx:fp32"}
     assert all(r["cos_mean"] > 0.999 and r["latency_median_ms"] > 0 for r in doc["rows"])
+    assert doc["agreement"] == "NN" and doc["near_ties"]["margin"] == 0.001 and 0 <= doc["near_ties"]["texts"] <= 8
+    assert "near tie" in out
     chosen = doc["choice"]["variant"]
     assert chosen in {"torchscript:fp32", "onnx:fp32"}
     models = tmp_path / "models"
