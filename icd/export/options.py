@@ -71,7 +71,8 @@ class ExportOptions(BaseModel):
             run has icd's int8).
         threads: threads per instance (0 = the thread budget: cores / instances served; also ``torch_threads``).
         int8_recipe: OpenVINO int8 only: a recipe of :data:`icd.runtimes.openvino_int8.RECIPES` (None: the
-            default, ``icd_outliers_fused_fp32``; ``icd_outliers_fused`` is faster and less faithful, docs/int8.md).
+            default, ``icd_outliers_fused_fp32``; ``icd_outliers_fused`` also quantizes the fused attention's query and
+            key, docs/int8.md).
         trace_seq_len: sequence length of the example input used to trace (the trace is shape-generic).
     """
 

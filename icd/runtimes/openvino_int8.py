@@ -186,7 +186,8 @@ OpenVINO fuses into one attention kernel where it can (BERT-style attention), QÂ
 as ``icd_outliers`` on MiniLM and the same graph on MPNet (bench/results/runtimes_fused_fp32.json,
 runtimes_mpnet_fused_fp32.json); on MiniLM 1.009x NNCF int8's latency where ``icd_outliers`` took 1.137x. Until
 2026-12-01 the default was ``icd_outliers``, chosen for NN >= 0.98 on bench/runtimes.py's two held-out sets;
-bench/results/nn_noise.json showed that a kind draw of texts (over random 256-text sets both average 0.966 / 0.965)."""
+bench/results/nn_noise.json showed that figure to be a kind draw of texts (over random 256-text sets the two
+average 0.966 / 0.965)."""
 
 
 def recipe_problem(name: str) -> str | None:
