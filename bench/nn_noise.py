@@ -35,6 +35,7 @@ import torch
 
 from icd.data.corpus import load_split
 from icd.io.bench_result import BenchRecord
+from icd.measure import fidelity
 from icd.measure.encode import encode
 
 RESULT = Path(__file__).parent / "results" / "nn_noise.json"
@@ -62,20 +63,8 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def _similarities(unit: np.ndarray) -> np.ndarray:
-    sim = unit @ unit.T
-    np.fill_diagonal(sim, -np.inf)
-    return sim
-
-
 def nearest_other(unit: np.ndarray) -> np.ndarray:
-    return _similarities(unit).argmax(axis=1)
-
-
-def margins(unit: np.ndarray) -> np.ndarray:
-    """Each row's cosine to its nearest other row minus that to its second nearest."""
-    top = np.sort(_similarities(unit), axis=1)[:, -2:]
-    return top[:, 1] - top[:, 0]
+    return fidelity.nearest_other(torch.from_numpy(unit)).numpy()
 
 
 def at_cosine(unit: np.ndarray, cos: float, rng: np.random.Generator) -> np.ndarray:
@@ -106,7 +95,7 @@ def noise_curve(subsets: list[np.ndarray], reference: np.ndarray, seed: int) -> 
 
 
 def margin_summary(subsets: list[np.ndarray], reference: np.ndarray) -> dict[str, float]:
-    counts = np.array([[(margins(reference[s]) < t).sum() for t in THRESHOLDS] for s in subsets])
+    counts = np.array([[fidelity.near_ties(torch.from_numpy(reference[s]), t) for t in THRESHOLDS] for s in subsets])
     return {f"texts_under_{t}": float(mean) for t, mean in zip(THRESHOLDS, counts.mean(axis=0), strict=True)}
 
 

@@ -42,16 +42,27 @@ class Fidelity:
         return out
 
 
-def nearest_other(outputs: torch.Tensor) -> torch.Tensor:
-    """Index of each row's most cosine-similar *other* row (ties: lowest index)."""
+def _other_similarities(outputs: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of every row with every *other* row (float64; the diagonal is -inf)."""
     unit = torch.nn.functional.normalize(outputs.double(), dim=1)
     sim = unit @ unit.T
     sim.fill_diagonal_(float("-inf"))
-    return sim.argmax(dim=1)
+    return sim
+
+
+def nearest_other(outputs: torch.Tensor) -> torch.Tensor:
+    """Index of each row's most cosine-similar *other* row (ties: lowest index)."""
+    return _other_similarities(outputs).argmax(dim=1)
 
 
 NEAR_TIE_MARGIN = 1e-3
 """Cosine margin under which a text's nearest and second-nearest other texts count as a near tie."""
+
+
+def near_tie_margins(outputs: torch.Tensor) -> torch.Tensor:
+    """Each row's cosine to its most similar *other* row minus that to its second most similar (needs 3+ rows)."""
+    top = _other_similarities(outputs).topk(2, dim=1).values
+    return top[:, 0] - top[:, 1]
 
 
 def near_ties(outputs: torch.Tensor, margin: float = NEAR_TIE_MARGIN) -> int:
@@ -59,11 +70,7 @@ def near_ties(outputs: torch.Tensor, margin: float = NEAR_TIE_MARGIN) -> int:
     any small error can swap those two, so each such text can flip NN agreement by itself (bench/nn_noise.py)."""
     if outputs.shape[0] < 3:
         return 0
-    unit = torch.nn.functional.normalize(outputs.double(), dim=1)
-    sim = unit @ unit.T
-    sim.fill_diagonal_(float("-inf"))
-    top = sim.topk(2, dim=1).values
-    return int((top[:, 0] - top[:, 1] < margin).sum().item())
+    return int((near_tie_margins(outputs) < margin).sum().item())
 
 
 def fidelity(ref: torch.Tensor, cand: torch.Tensor, task: str = "embedding") -> Fidelity:
