@@ -154,6 +154,35 @@ def test_entry_larger_than_the_bound_is_never_stored(tmp_path):
     assert cache.used_bytes() == 0
 
 
+def test_put_many_stores_a_preload_with_one_directory_scan(tmp_path, monkeypatch):
+    cache, clock = _cache(tmp_path, size="10KB")
+    block = np.zeros(3 * 1024 // 8)  # 3 KiB each
+    for key in ("old", "older"):
+        cache.put(key, block)
+        clock.now += 1
+    cache.get("older", lambda: block)  # touched: "old" is the least recently used
+    clock.now += 1
+    scans = []
+    entries = cache._entries
+    monkeypatch.setattr(cache, "_entries", lambda: scans.append(1) or entries())
+    small = {f"corr:{i}": np.full(16, i, dtype=np.float32) for i in range(25)}  # 25 x 192 bytes
+    assert cache.put_many({**small, "too-big": np.zeros(2048)}) == 25
+    assert len(scans) == 1
+    assert cache.used_bytes() <= 10 * 1024
+    assert all(cache.get(key, lambda: np.zeros(1)).hit for key in small)
+    assert np.array_equal(cache.get("corr:7", lambda: np.zeros(1)).value, np.full(16, 7, dtype=np.float32))
+    assert cache.get("older", lambda: block).hit and not cache.get("old", lambda: block).hit
+
+
+def test_put_many_stores_what_fits_in_order_and_nothing_in_a_disabled_cache(tmp_path):
+    cache, _ = _cache(tmp_path, size="4KB")
+    block = np.zeros(1024 // 8)  # 1 KiB + 128 bytes of header allowance each
+    assert cache.put_many({k: block for k in "abcde"}) == 3
+    assert [cache.get(k, lambda: block).hit for k in "abc"] == [True] * 3
+    disabled, _ = _cache(tmp_path / "off", size="0")
+    assert disabled.put_many({"a": block}) == 0 and not disabled.put("a", block)
+
+
 def test_log_line_is_tagged_json():
     import json
 

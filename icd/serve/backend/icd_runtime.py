@@ -235,10 +235,32 @@ class SharedFileCache:
 
     def put(self, key: str, value: np.ndarray) -> bool:
         """Store ``value`` (evicting least-recently-used entries); False if it cannot fit the bound."""
-        size = int(value.nbytes) + 128
-        if self.settings.size_bytes <= 0 or size > self.settings.size_bytes:
-            return False
-        self._evict(self.settings.size_bytes - size)
+        return self.put_many({key: value}) == 1
+
+    def put_many(self, items: Mapping[str, np.ndarray]) -> int:
+        """Store every entry of ``items`` after one eviction pass; returns how many were stored.
+
+        Entries are taken in order while their sizes together fit the bound (one larger than the bound, or one
+        past the bound, is not stored). The directory is scanned once, however many entries: a model's preload
+        writes hundreds of them (one per correlation array), and a scan per entry made the load of a MiniLM
+        export into a shared directory of ~12,000 entries take 18 s instead of 0.2 s (docs/serving.md,
+        "Correlation cache").
+        """
+        bound = self.settings.size_bytes
+        chosen, total = [], 0
+        for key, value in items.items():
+            size = int(np.asarray(value).nbytes) + 128
+            if bound > 0 and total + size <= bound:
+                chosen.append((key, value))
+                total += size
+        if not chosen:
+            return 0
+        self._evict(bound - total)
+        for key, value in chosen:
+            self._write(key, np.asarray(value))
+        return len(chosen)
+
+    def _write(self, key: str, value: np.ndarray) -> None:
         path = self._path(key)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=self.settings.directory)
         try:
@@ -251,7 +273,6 @@ class SharedFileCache:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
-        return True
 
     def used_bytes(self) -> int:
         return sum(size for _, size, _ in self._entries())

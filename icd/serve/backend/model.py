@@ -156,11 +156,12 @@ class TritonPythonModel:
         return f"{self.namespace}:request-layout"
 
     def _preload(self, layout):
+        entries = {}
         if layout.correlation_file:
             with np.load(self.folder / layout.correlation_file, allow_pickle=False) as data:
-                for name in data.files:
-                    self.cache.put(f"{self.namespace}:corr:{name}", data[name])
-        self.cache.put(self._layout_key(), layout.output_index())
+                entries = {f"{self.namespace}:corr:{name}": data[name] for name in data.files}
+        entries[self._layout_key()] = layout.output_index()
+        self.cache.put_many(entries)  # one eviction pass for all of them
 
     def _lookup_layout(self):
         """The request layout (output gather index) from the cache; a miss rebuilds it from the version folder."""
