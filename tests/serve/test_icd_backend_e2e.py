@@ -81,15 +81,20 @@ def test_checksums_shared_cache_metrics_and_logs(tmp_path, triton_repo_bert, tri
     assert "# TYPE triton_icd_layout_efficiency gauge" in text
 
 
+@pytest.mark.parametrize("size", ["1024MB", "10MB"])
 def test_preloaded_cache_hits_from_the_first_request(tmp_path, triton_repo_bert, triton_server, minilm_tokenizer,
-                                                     corpus_split):
+                                                     corpus_split, size):
     server = triton_server(
         triton_repo_bert, model_control_mode=ModelControlMode.EXPLICIT, load_models=("bert_icd",), timeout_s=300,
-        env={"TRITON_ICD_CACHE_DIR": str(tmp_path / "cache"), "TRITON_ICD_PRELOAD_CORRELATIONS": "true"},
+        env={"TRITON_ICD_CACHE_DIR": str(tmp_path / "cache"), "TRITON_ICD_PRELOAD_CORRELATIONS": "true",
+             "TRITON_ICD_CACHE_SIZE": size},
     )
     cached = list((tmp_path / "cache").glob("*.npy"))
     with np.load(triton_repo_bert / "bert_icd" / "1" / "correlation_matrix.npz") as data:
-        assert len(cached) == len(data.files) + 1, "every correlation matrix + the layout entry preloaded"
+        if size == "1024MB":
+            assert len(cached) == len(data.files) + 1, "every correlation matrix + the layout entry preloaded"
+        else:  # a bound the matrices overflow (2 of its 7 fit): the request layout, preloaded first, is there
+            assert 1 <= len(cached) < len(data.files) and sum(p.stat().st_size for p in cached) <= 10 * 1024 ** 2
     ids, mask = tokenize(minilm_tokenizer, corpus_split.heldout[:3])
     for row in range(3):
         infer_http(server.http_url, "bert_icd", ids[row:row + 1], mask[row:row + 1])

@@ -240,19 +240,22 @@ class SharedFileCache:
     def put_many(self, items: Mapping[str, np.ndarray]) -> int:
         """Store every entry of ``items`` after one eviction pass; returns how many were stored.
 
-        Entries are taken in order while their sizes together fit the bound (one larger than the bound, or one
-        past the bound, is not stored). The directory is scanned once, however many entries: a model's preload
-        writes hundreds of them (one per correlation array), and a scan per entry made the load of a MiniLM
-        export into a shared directory of ~12,000 entries take 18 s instead of 0.2 s (docs/serving.md,
-        "Correlation cache").
+        Entries are taken in order until the next one would overflow the bound (one larger than the bound on its
+        own is skipped): put first what matters most. The directory is scanned once, however many entries: a
+        model's preload writes hundreds of them (one per correlation array), and a scan per entry made the load
+        of a MiniLM export into a shared directory of ~12,000 entries take 18 s instead of 0.2 s
+        (docs/serving.md, "Correlation cache").
         """
         bound = self.settings.size_bytes
         chosen, total = [], 0
         for key, value in items.items():
             size = int(np.asarray(value).nbytes) + 128
-            if bound > 0 and total + size <= bound:
-                chosen.append((key, value))
-                total += size
+            if size > bound:
+                continue
+            if total + size > bound:
+                break
+            chosen.append((key, value))
+            total += size
         if not chosen:
             return 0
         self._evict(bound - total)

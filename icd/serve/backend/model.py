@@ -156,11 +156,11 @@ class TritonPythonModel:
         return f"{self.namespace}:request-layout"
 
     def _preload(self, layout):
-        entries = {}
+        # the request layout first: what every request looks up is stored even when the matrices overflow the bound
+        entries = {self._layout_key(): layout.output_index()}
         if layout.correlation_file:
             with np.load(self.folder / layout.correlation_file, allow_pickle=False) as data:
-                entries = {f"{self.namespace}:corr:{name}": data[name] for name in data.files}
-        entries[self._layout_key()] = layout.output_index()
+                entries.update({f"{self.namespace}:corr:{name}": data[name] for name in data.files})
         self.cache.put_many(entries)  # one eviction pass for all of them
 
     def _lookup_layout(self):
