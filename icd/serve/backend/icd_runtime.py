@@ -249,7 +249,8 @@ class SharedFileCache:
         bound = self.settings.size_bytes
         chosen, total = [], 0
         for key, value in items.items():
-            size = int(np.asarray(value).nbytes) + 128
+            value = np.asarray(value)
+            size = int(value.nbytes) + 128
             if size > bound:
                 continue
             if total + size > bound:
@@ -260,7 +261,7 @@ class SharedFileCache:
             return 0
         self._evict(bound - total)
         for key, value in chosen:
-            self._write(key, np.asarray(value))
+            self._write(key, value)
         return len(chosen)
 
     def _write(self, key: str, value: np.ndarray) -> None:
