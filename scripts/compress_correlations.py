@@ -1,3 +1,4 @@
 import sys
 from icd.cli.main import main
-sys.exit(main(["compress", *sys.argv[1:]]))
+if __name__ == "__main__":  # load workers are spawned and re-import this file
+    sys.exit(main(["compress", *sys.argv[1:]]))

@@ -36,6 +36,7 @@ START_DELAY_S = 0.2
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 5.0
 _POLL_S = 0.05
+WORKER_START_METHOD = "spawn"
 
 
 def _now_iso() -> str:
@@ -79,7 +80,7 @@ def run_load(
     infos = check_target(target, settings.protocol)
     plans = build_worker_plans(settings, target, infos)
     run = _Coordinator(settings, target, plans, hooks, shapes, progress, metrics_port, stop)
-    run.start_workers()  # forked before any event loop or server thread exists in this process
+    run.start_workers()
     try:
         return asyncio.run(run.main())
     finally:
@@ -106,8 +107,11 @@ class _Coordinator:
         if self.in_process:
             self.control: Control = LocalControl(rates)
         else:
-            # fork: no re-import of the caller's __main__ (library users need no `if __name__ == "__main__"`)
-            self.ctx = mp.get_context("fork")
+            # spawn, never fork: a fork copies the caller's threads' locks but not the threads. A caller that has
+            # used gRPC (check_target does, tests and rollouts do) holds gRPC's timer/poller threads, and a forked
+            # worker that opens a gRPC channel then waits on a lock nobody will release (seen: a futex hang).
+            # Like any spawn, a caller's script must guard its entry point (`if __name__ == "__main__":`).
+            self.ctx = mp.get_context(WORKER_START_METHOD)
             self.control = SharedControl(self.ctx, rates)
         self.agg = Aggregator(self.models, len(plans), INTERVAL_S, settings.warmup_s)
         self.interrupted = False
@@ -199,13 +203,17 @@ class _Coordinator:
         assert q is not None
         await self._wait_ready(q, procs)
         self._release()
-        stop_deadline: float | None = None
+        # workers end their load at t_end and drain for at most timeout_s; past that a worker is stuck
+        stop_deadline = (self.t0 + self.settings.warmup_s + self.settings.duration_s
+                         + self.settings.timeout_s + STOP_GRACE_S)
+        stopped_seen = False
         while self.agg.finals < len(procs):
             self._pump(_drain(q), live, exporter)
-            if self.control.stopped() and stop_deadline is None:
-                stop_deadline = time.monotonic() + self.settings.timeout_s + STOP_GRACE_S
+            if self.control.stopped() and not stopped_seen:
+                stopped_seen = True
+                stop_deadline = min(stop_deadline, time.monotonic() + self.settings.timeout_s + STOP_GRACE_S)
             dead = [p for p in procs if not p.is_alive() and p.exitcode not in (0, None)]
-            if dead or (stop_deadline is not None and time.monotonic() > stop_deadline):
+            if dead or time.monotonic() > stop_deadline:
                 self.problems.append(f"{len(dead)} worker(s) died (exit codes {[p.exitcode for p in dead]})"
                                      if dead else "workers did not stop in time")
                 self.control.stop()

@@ -144,3 +144,37 @@ def test_stop_event_from_another_thread_gives_partial_report(injected_server):
         timer.cancel()
     data = report.to_dict()
     assert data["interrupted"] is True and data["requests"] > 0 and data["duration_s"] < 30  # 60 s if not stopped
+
+
+def _child_cmdlines() -> list[bytes]:
+    import os
+    from pathlib import Path
+
+    pids = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        pids += (task / "children").read_text().split()
+    out = []
+    for pid in pids:
+        try:
+            out.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+        except FileNotFoundError:  # ended since listed
+            continue
+    return out
+
+
+def test_workers_are_fresh_interpreters_not_forks_of_the_caller(injected_server):
+    """A fork copies the caller's gRPC locks without gRPC's threads (a worker hung on its first channel): workers
+    must be spawned. A forked child's command line is the caller's; a spawned one runs multiprocessing's spawn_main."""
+    from pathlib import Path
+    import os
+
+    server = injected_server(delay="fixed:2")
+    own = Path(f"/proc/{os.getpid()}/cmdline").read_bytes()
+    seen: list[list[bytes]] = []
+    hooks = Hooks()
+    hooks.on_interval.add_listener(lambda row: seen.append(_child_cmdlines()) if not seen else None)
+    run_load(_quick(rate=20.0, duration_s=2.0), Target(server.url, ["synthetic"]), hooks=hooks)
+    assert seen, "no interval reported while the worker ran"
+    workers = [c for c in seen[0] if b"spawn_main" in c]
+    assert len(workers) == 1, seen[0]
+    assert own not in seen[0]
