@@ -1,0 +1,151 @@
+"""Distillation's knobs at one compaction budget: steps and the hidden-state weight, judged on held-out text.
+
+``CompactConfig(distill_steps=…)`` trains the compacted model towards the model it was cut from
+(:mod:`icd.transforms.distill`). bench/compaction.py measures it at 1500 steps with the hidden-state weight 1.0
+and no other setting. This bench builds the same compaction (real MiniLM, ``act_weight``, the budget given; re-fit
+and distillation on the whole calibration pool, as bench/compaction.py's ``distill`` group) once per variant
+``BUDGET:STEPS:HIDDEN_WEIGHT`` and measures, against torch fp32, mean-pooled embeddings:
+
+* ``heldout_seed0``: cos mean and NN agreement on bench/compaction.py's first held-out set (256 texts);
+* ``stdlib``: the same on its second set (256 held-out stdlib docstrings);
+* ``pool``: cos mean over the whole held-out pool and NN agreement on ``--subsets`` random 256-text subsets of it
+  (mean, 2.5 / 97.5 percentiles; bench/nn_noise.py shows why one 256-text set is a draw).
+
+No timing (fp32 speed depends on the budget only, bench/compaction.py times it). Writes
+``bench/results/distill_knobs.json``.
+
+Usage: ``.venv/bin/python bench/distill_knobs.py 0.7475:1500:1 0.7475:3000:1 [--subsets 300]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from compaction import model_section
+from nn_noise import agreement_on, subset_stats, unit_rows
+from rich.console import Console
+
+from icd.data.corpus import load_split
+from icd.io.bench_result import BenchRecord
+from icd.measure.encode import encode
+from icd.model.loader import load_encoder, load_tokenizer
+from icd.transforms.api import TransformContext, optimize_
+from icd.transforms.compact_cost import flops_costs
+from icd.transforms.compact_slice import layer_sizes
+from icd.transforms.configs import CompactConfig
+
+RESULT = Path(__file__).parent / "results" / "distill_knobs.json"
+SUBSET = 256
+BATCH, MAX_LENGTH = 32, 128
+
+
+def _variant(text: str) -> tuple[float, int, float]:
+    try:
+        budget, steps, weight = text.split(":")
+        return float(budget), int(steps), float(weight)
+    except ValueError:
+        message = f"variant {text!r}: expected BUDGET:STEPS:HIDDEN_WEIGHT, e.g. 0.7475:1500:1"
+        raise argparse.ArgumentTypeError(message) from None
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("variants", nargs="+", type=_variant, help="BUDGET:STEPS:HIDDEN_WEIGHT")
+    parser.add_argument("--subsets", type=int, default=300, help="random 256-text subsets of the held-out pool")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=RESULT)
+    return parser.parse_args(argv)
+
+
+class _Sets:
+    """The held-out texts and the fp32 model's unit embeddings of each."""
+
+    def __init__(self, fp32: torch.nn.Module, tokenizer, subsets: int, seed: int) -> None:
+        self.tokenizer = tokenizer
+        split = load_split(512, SUBSET, seed=0)
+        self.texts = {"heldout_seed0": split.heldout,
+                      "stdlib": load_split(0, SUBSET, seed=0, sources=["stdlib"]).heldout,
+                      "pool": load_split(512, split.pool_sizes["heldout"], seed=0).heldout}
+        self.reference = {name: self.embed(fp32, texts) for name, texts in self.texts.items()}
+        rng = np.random.default_rng(seed)
+        self.subsets = [rng.choice(len(self.texts["pool"]), SUBSET, replace=False) for _ in range(subsets)]
+
+    def embed(self, model: torch.nn.Module, texts: list[str]) -> np.ndarray:
+        return unit_rows(encode(model, self.tokenizer, texts, BATCH, MAX_LENGTH).double().numpy())
+
+    def fidelity(self, model: torch.nn.Module) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, texts in self.texts.items():
+            ref, got = self.reference[name], self.embed(model, texts)
+            cos = float((ref * got).sum(axis=1).mean())
+            if name == "pool":
+                out[name] = {"cos_mean": round(cos, 5),
+                             **{k: round(v, 4) for k, v in subset_stats(agreement_on(self.subsets, ref, got)).items()}}
+            else:
+                out[name] = {"cos_mean": round(cos, 5), "nn_agreement": round(agreement_on([np.arange(len(texts))],
+                                                                                         ref, got)[0], 4)}
+        return out
+
+
+def _build(fp32: torch.nn.Module, calibration: TransformContext,
+           config: CompactConfig) -> tuple[torch.nn.Module, float, dict[str, Any]]:
+    """``config`` applied in one step to a copy of ``fp32``: the model, the seconds, the CompactReport as a dict."""
+    model = copy.deepcopy(fp32)
+    context = TransformContext(tokenizer=calibration.tokenizer, calibration_texts=calibration.calibration_texts,
+                               batch_size=calibration.batch_size, max_length=calibration.max_length)
+    start = time.perf_counter()
+    optimize_(model, config, context)
+    return model, time.perf_counter() - start, context.applied[-1].result.to_dict()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    record = BenchRecord.start(argv)
+    console = Console(width=150)
+    torch.set_num_threads(args.threads)
+    section = model_section("minilm")
+    fp32, tokenizer = load_encoder(section), load_tokenizer(section)
+    sets = _Sets(fp32, tokenizer, args.subsets, args.seed)
+    pool = load_split(512, SUBSET, seed=0).pool_sizes["calibration"]
+    calibration = TransformContext(tokenizer=tokenizer, calibration_texts=load_split(pool, 0, seed=0).calibration,
+                                   batch_size=BATCH, max_length=MAX_LENGTH)
+    costs = flops_costs(fp32, MAX_LENGTH)
+    full = costs.model(layer_sizes(fp32))
+    rows = []
+    for budget, steps, weight in args.variants:
+        config = CompactConfig(budget=budget, distill_steps=steps, distill_hidden_weight=weight, seed=args.seed)
+        model, build_s, report = _build(fp32, calibration, config)
+        row = {"budget": budget, "distill_steps": steps, "distill_hidden_weight": weight,
+               "kept_flops": round(costs.model(layer_sizes(model)) / full, 4), "build_s": round(build_s, 1),
+               "distill": report.get("distill"), **sets.fidelity(model)}
+        rows.append(row)
+        console.print(f"{budget}:{steps}:{weight}: set 1 cos {row['heldout_seed0']['cos_mean']:.5f} / NN "
+                      f"{row['heldout_seed0']['nn_agreement']:.4f}; stdlib {row['stdlib']['cos_mean']:.5f} / "
+                      f"{row['stdlib']['nn_agreement']:.4f}; pool {row['pool']['cos_mean']:.5f} / NN mean "
+                      f"{row['pool']['nn_mean']:.4f} ({row['pool']['nn_p2_5']:.4f}-{row['pool']['nn_p97_5']:.4f}); "
+                      f"built in {build_s:.0f} s")
+    figures = {
+        "bench": "distill_knobs",
+        "model": "all-MiniLM-L6-v2 (real weights), mean-pooled embeddings, torch fp32 reference",
+        "how": f"CompactConfig(budget, distill_steps, distill_hidden_weight), importance act_weight, re-fit and "
+               f"distillation on the whole calibration pool ({len(calibration.calibration_texts)} texts), lr 3e-4 "
+               f"cosine to 0, 16 texts per step; fidelity of the fp32 compacted model on bench/compaction.py's two "
+               f"256-text held-out sets and on {args.subsets} random 256-text subsets of the held-out pool "
+               f"({len(sets.texts['pool'])} texts, seed {args.seed})",
+        "rows": rows,
+    }
+    record.write(args.out, figures)
+    console.print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
