@@ -230,7 +230,8 @@ class _Coordinator:
             for msg in _drain(q):
                 ready += isinstance(msg, ReadyMessage)
             if any(not p.is_alive() for p in procs):
-                raise UserError("load generator: a worker process failed to start")
+                raise UserError("load generator: a worker process failed to start (its error is above; a script "
+                                "that calls run_load needs `if __name__ == \"__main__\":`, workers are spawned)")
             if time.monotonic() > deadline:
                 raise UserError(f"load generator: workers not ready after {READY_TIMEOUT_S:.0f} s")
             if self.control.stopped():

@@ -178,3 +178,28 @@ def test_workers_are_fresh_interpreters_not_forks_of_the_caller(injected_server)
     workers = [c for c in seen[0] if b"spawn_main" in c]
     assert len(workers) == 1, seen[0]
     assert own not in seen[0]
+
+
+def test_a_script_without_a_main_guard_gets_one_line_naming_the_guard(injected_server, tmp_path):
+    """Spawned workers re-import the caller's script: without the guard the worker fails at start, and the caller
+    is told why in one line, before any load."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    server = injected_server(delay="fixed:2")
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import sys\nfrom icd.errors import UserError\nfrom icd.load import LoadSettings, Target, run_load\n"
+        "try:\n"
+        "    run_load(LoadSettings(rate=10.0, duration_s=1.0, warmup_s=0.0, inputs='random', input_shape=16, "
+        "workers=1), Target(sys.argv[1], ['synthetic']))\n"
+        "    print('LOAD RAN')\n"
+        "except UserError as e:\n"
+        "    print('USER ERROR:', e)\n")
+    repo = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run([sys.executable, str(script), server.url], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": repo})
+    assert "USER ERROR: load generator: a worker process failed to start" in done.stdout, done.stdout + done.stderr
+    assert 'if __name__ == "__main__":' in done.stdout and "LOAD RAN" not in done.stdout
