@@ -122,16 +122,19 @@ class Built:
 
 
 def _compact(fp32: nn.Module, calibration: TransformContext, config: CompactConfig,
-             steps: int = 1) -> tuple[nn.Module, float]:
-    """``config`` applied to a copy of ``fp32`` in ``steps`` steps (re-scored between them), and the seconds it took."""
+             steps: int = 1) -> tuple[nn.Module, float, list[Any]]:
+    """``config`` applied to a copy of ``fp32`` in ``steps`` steps (re-scored between them): the model, the seconds
+    it took, and each step's CompactReport."""
     model = copy.deepcopy(fp32)
     start = time.perf_counter()
     targets = step_targets(model, config, steps)
+    reports = []
     for step in range(1, steps + 1):
         context = TransformContext(tokenizer=calibration.tokenizer, calibration_texts=calibration.calibration_texts,
                                    batch_size=calibration.batch_size, max_length=calibration.max_length)
         optimize_(model, config_for_step(model, config, targets, step), context)
-    return model, time.perf_counter() - start
+        reports.append(context.applied[-1].result)
+    return model, time.perf_counter() - start, reports
 
 
 def _plans(groups: list[str], probe_budget: float, budgets: tuple[float, ...] = PARETO_BUDGETS,
@@ -486,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         if config.budget is not None:
             config = config.model_copy(update={"units": args.units})
         context = distill_calibration if config.distill_steps else calibration
-        model, build_s = _compact(fp32, context, config, steps)
+        model, build_s, _ = _compact(fp32, context, config, steps)
         built = Built(name, group, model, config.model_dump(mode="json"), build_s, steps,
                       len(context.calibration_texts))
         sizes = layer_sizes(model)

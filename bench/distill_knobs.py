@@ -20,23 +20,21 @@ Usage: ``.venv/bin/python bench/distill_knobs.py 0.7475:1500:1 0.7475:3000:1 [--
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from compaction import model_section
+from compaction import _compact, model_section
 from nn_noise import agreement_on, subset_stats, unit_rows
 from rich.console import Console
 
-from icd.data.corpus import load_split
+from icd.data.corpus import CorpusSplit, load_split
 from icd.io.bench_result import BenchRecord
 from icd.measure.encode import encode
 from icd.model.loader import load_encoder, load_tokenizer
-from icd.transforms.api import TransformContext, optimize_
+from icd.transforms.api import TransformContext
 from icd.transforms.compact_cost import flops_costs
 from icd.transforms.compact_slice import layer_sizes
 from icd.transforms.configs import CompactConfig
@@ -68,9 +66,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 class _Sets:
     """The held-out texts and the fp32 model's unit embeddings of each."""
 
-    def __init__(self, fp32: torch.nn.Module, tokenizer, subsets: int, seed: int) -> None:
+    def __init__(self, fp32: torch.nn.Module, tokenizer, split: CorpusSplit, subsets: int, seed: int) -> None:
         self.tokenizer = tokenizer
-        split = load_split(512, SUBSET, seed=0)
         self.texts = {"heldout_seed0": split.heldout,
                       "stdlib": load_split(0, SUBSET, seed=0, sources=["stdlib"]).heldout,
                       "pool": load_split(512, split.pool_sizes["heldout"], seed=0).heldout}
@@ -95,17 +92,6 @@ class _Sets:
         return out
 
 
-def _build(fp32: torch.nn.Module, calibration: TransformContext,
-           config: CompactConfig) -> tuple[torch.nn.Module, float, dict[str, Any]]:
-    """``config`` applied in one step to a copy of ``fp32``: the model, the seconds, the CompactReport as a dict."""
-    model = copy.deepcopy(fp32)
-    context = TransformContext(tokenizer=calibration.tokenizer, calibration_texts=calibration.calibration_texts,
-                               batch_size=calibration.batch_size, max_length=calibration.max_length)
-    start = time.perf_counter()
-    optimize_(model, config, context)
-    return model, time.perf_counter() - start, context.applied[-1].result.to_dict()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     record = BenchRecord.start(argv)
@@ -113,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     section = model_section("minilm")
     fp32, tokenizer = load_encoder(section), load_tokenizer(section)
-    sets = _Sets(fp32, tokenizer, args.subsets, args.seed)
-    pool = load_split(512, SUBSET, seed=0).pool_sizes["calibration"]
+    split = load_split(512, SUBSET, seed=0)
+    sets = _Sets(fp32, tokenizer, split, args.subsets, args.seed)
+    pool = split.pool_sizes["calibration"]
     calibration = TransformContext(tokenizer=tokenizer, calibration_texts=load_split(pool, 0, seed=0).calibration,
                                    batch_size=BATCH, max_length=MAX_LENGTH)
     costs = flops_costs(fp32, MAX_LENGTH)
@@ -122,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for budget, steps, weight in args.variants:
         config = CompactConfig(budget=budget, distill_steps=steps, distill_hidden_weight=weight, seed=args.seed)
-        model, build_s, report = _build(fp32, calibration, config)
+        model, build_s, reports = _compact(fp32, calibration, config)
         row = {"budget": budget, "distill_steps": steps, "distill_hidden_weight": weight,
                "kept_flops": round(costs.model(layer_sizes(model)) / full, 4), "build_s": round(build_s, 1),
-               "distill": report.get("distill"), **sets.fidelity(model)}
+               "distill": reports[-1].to_dict().get("distill"), **sets.fidelity(model)}
         rows.append(row)
         console.print(f"{budget}:{steps}:{weight}: set 1 cos {row['heldout_seed0']['cos_mean']:.5f} / NN "
                       f"{row['heldout_seed0']['nn_agreement']:.4f}; stdlib {row['stdlib']['cos_mean']:.5f} / "

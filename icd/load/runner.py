@@ -206,11 +206,9 @@ class _Coordinator:
         # workers end their load at t_end and drain for at most timeout_s; past that a worker is stuck
         stop_deadline = (self.t0 + self.settings.warmup_s + self.settings.duration_s
                          + self.settings.timeout_s + STOP_GRACE_S)
-        stopped_seen = False
         while self.agg.finals < len(procs):
             self._pump(_drain(q), live, exporter)
-            if self.control.stopped() and not stopped_seen:
-                stopped_seen = True
+            if self.control.stopped():  # the first time counts: later ones only give later times
                 stop_deadline = min(stop_deadline, time.monotonic() + self.settings.timeout_s + STOP_GRACE_S)
             dead = [p for p in procs if not p.is_alive() and p.exitcode not in (0, None)]
             if dead or time.monotonic() > stop_deadline:
