@@ -14,7 +14,11 @@ and distillation on the whole calibration pool, as bench/compaction.py's ``disti
 No timing (fp32 speed depends on the budget only, bench/compaction.py times it). Writes
 ``bench/results/distill_knobs.json``.
 
-Usage: ``.venv/bin/python bench/distill_knobs.py 0.7475:1500:1 0.7475:3000:1 [--subsets 300]``
+``LR`` (default: ``CompactConfig``'s ``distill_lr``) is the peak learning rate. ``--calibration-sources`` widens
+the calibration pool (the held-out sets stay the default corpus').
+
+Usage: ``.venv/bin/python bench/distill_knobs.py 0.7475:1500:1 0.7475:3000:1:1e-3 [--subsets 300]
+[--calibration-sources stdlib,numpy,scipy,torch,transformers,networkx,sympy]``
 """
 
 from __future__ import annotations
@@ -27,10 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 from compaction import _compact, model_section
-from nn_noise import agreement_on, subset_stats, unit_rows
+from nn_noise import HeldoutPool, agreement_on, unit_rows
 from rich.console import Console
 
-from icd.data.corpus import CorpusSplit, load_split
+from icd.data.corpus import DEFAULT_SOURCES, CorpusSplit, load_split
 from icd.io.bench_result import BenchRecord
 from icd.measure.encode import encode
 from icd.model.loader import load_encoder, load_tokenizer
@@ -40,23 +44,28 @@ from icd.transforms.compact_slice import layer_sizes
 from icd.transforms.configs import CompactConfig
 
 RESULT = Path(__file__).parent / "results" / "distill_knobs.json"
+DEFAULT_LR = CompactConfig.model_fields["distill_lr"].default
 SUBSET = 256
 BATCH, MAX_LENGTH = 32, 128
 
 
-def _variant(text: str) -> tuple[float, int, float]:
+def _variant(text: str) -> tuple[float, int, float, float]:
     try:
-        budget, steps, weight = text.split(":")
-        return float(budget), int(steps), float(weight)
+        budget, steps, weight, *lr = text.split(":")
+        if len(lr) > 1:
+            raise ValueError(text)
+        return float(budget), int(steps), float(weight), float(lr[0]) if lr else DEFAULT_LR
     except ValueError:
-        message = f"variant {text!r}: expected BUDGET:STEPS:HIDDEN_WEIGHT, e.g. 0.7475:1500:1"
+        message = f"variant {text!r}: expected BUDGET:STEPS:HIDDEN_WEIGHT[:LR], e.g. 0.7475:3000:1:1e-4"
         raise argparse.ArgumentTypeError(message) from None
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variants", nargs="+", type=_variant, help="BUDGET:STEPS:HIDDEN_WEIGHT")
+    parser.add_argument("variants", nargs="+", type=_variant, help="BUDGET:STEPS:HIDDEN_WEIGHT[:LR]")
     parser.add_argument("--subsets", type=int, default=300, help="random 256-text subsets of the held-out pool")
+    parser.add_argument("--calibration-sources", default=",".join(DEFAULT_SOURCES),
+                        help="comma-separated corpus sources of the calibration pool (held-out sets: the defaults')")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULT)
@@ -64,16 +73,14 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 class _Sets:
-    """The held-out texts and the fp32 model's unit embeddings of each."""
+    """bench/compaction.py's two held-out sets and the fp32 model's unit embeddings of each; the held-out pool."""
 
     def __init__(self, fp32: torch.nn.Module, tokenizer, split: CorpusSplit, subsets: int, seed: int) -> None:
         self.tokenizer = tokenizer
         self.texts = {"heldout_seed0": split.heldout,
-                      "stdlib": load_split(0, SUBSET, seed=0, sources=["stdlib"]).heldout,
-                      "pool": load_split(512, split.pool_sizes["heldout"], seed=0).heldout}
+                      "stdlib": load_split(0, SUBSET, seed=0, sources=["stdlib"]).heldout}
         self.reference = {name: self.embed(fp32, texts) for name, texts in self.texts.items()}
-        rng = np.random.default_rng(seed)
-        self.subsets = [rng.choice(len(self.texts["pool"]), SUBSET, replace=False) for _ in range(subsets)]
+        self.pool = HeldoutPool(fp32, tokenizer, subsets, SUBSET, seed, BATCH, MAX_LENGTH)
 
     def embed(self, model: torch.nn.Module, texts: list[str]) -> np.ndarray:
         return unit_rows(encode(model, self.tokenizer, texts, BATCH, MAX_LENGTH).double().numpy())
@@ -82,13 +89,9 @@ class _Sets:
         out: dict[str, Any] = {}
         for name, texts in self.texts.items():
             ref, got = self.reference[name], self.embed(model, texts)
-            cos = float((ref * got).sum(axis=1).mean())
-            if name == "pool":
-                out[name] = {"cos_mean": round(cos, 5),
-                             **{k: round(v, 4) for k, v in subset_stats(agreement_on(self.subsets, ref, got)).items()}}
-            else:
-                out[name] = {"cos_mean": round(cos, 5), "nn_agreement": round(agreement_on([np.arange(len(texts))],
-                                                                                         ref, got)[0], 4)}
+            out[name] = {"cos_mean": round(float((ref * got).sum(axis=1).mean()), 5),
+                         "nn_agreement": round(agreement_on([np.arange(len(texts))], ref, got)[0], 4)}
+        out["pool"] = self.pool.fidelity(model)
         return out
 
 
@@ -101,20 +104,23 @@ def main(argv: list[str] | None = None) -> int:
     fp32, tokenizer = load_encoder(section), load_tokenizer(section)
     split = load_split(512, SUBSET, seed=0)
     sets = _Sets(fp32, tokenizer, split, args.subsets, args.seed)
-    pool = split.pool_sizes["calibration"]
-    calibration = TransformContext(tokenizer=tokenizer, calibration_texts=load_split(pool, 0, seed=0).calibration,
+    sources = args.calibration_sources.split(",")
+    pool = load_split(0, 0, sources=sources)
+    calibration_split = load_split(pool.pool_sizes["calibration"], 0, seed=0, sources=sources)
+    calibration = TransformContext(tokenizer=tokenizer, calibration_texts=calibration_split.calibration,
                                    batch_size=BATCH, max_length=MAX_LENGTH)
     costs = flops_costs(fp32, MAX_LENGTH)
     full = costs.model(layer_sizes(fp32))
     rows = []
-    for budget, steps, weight in args.variants:
-        config = CompactConfig(budget=budget, distill_steps=steps, distill_hidden_weight=weight, seed=args.seed)
+    for budget, steps, weight, lr in args.variants:
+        config = CompactConfig(budget=budget, distill_steps=steps, distill_hidden_weight=weight, distill_lr=lr,
+                               seed=args.seed)
         model, build_s, reports = _compact(fp32, calibration, config)
-        row = {"budget": budget, "distill_steps": steps, "distill_hidden_weight": weight,
+        row = {"budget": budget, "distill_steps": steps, "distill_hidden_weight": weight, "distill_lr": lr,
                "kept_flops": round(costs.model(layer_sizes(model)) / full, 4), "build_s": round(build_s, 1),
                "distill": reports[-1].to_dict().get("distill"), **sets.fidelity(model)}
         rows.append(row)
-        console.print(f"{budget}:{steps}:{weight}: set 1 cos {row['heldout_seed0']['cos_mean']:.5f} / NN "
+        console.print(f"{budget}:{steps}:{weight}:{lr:g}: set 1 cos {row['heldout_seed0']['cos_mean']:.5f} / NN "
                       f"{row['heldout_seed0']['nn_agreement']:.4f}; stdlib {row['stdlib']['cos_mean']:.5f} / "
                       f"{row['stdlib']['nn_agreement']:.4f}; pool {row['pool']['cos_mean']:.5f} / NN mean "
                       f"{row['pool']['nn_mean']:.4f} ({row['pool']['nn_p2_5']:.4f}-{row['pool']['nn_p97_5']:.4f}); "
@@ -122,11 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     figures = {
         "bench": "distill_knobs",
         "model": "all-MiniLM-L6-v2 (real weights), mean-pooled embeddings, torch fp32 reference",
-        "how": f"CompactConfig(budget, distill_steps, distill_hidden_weight), importance act_weight, re-fit and "
-               f"distillation on the whole calibration pool ({len(calibration.calibration_texts)} texts), lr 3e-4 "
-               f"cosine to 0, 16 texts per step; fidelity of the fp32 compacted model on bench/compaction.py's two "
+        "how": f"CompactConfig(budget, distill_steps, distill_hidden_weight, distill_lr), importance act_weight, "
+               f"re-fit and distillation on the whole calibration pool ({len(calibration.calibration_texts)} texts "
+               f"of {', '.join(calibration_split.sources)}), lr (default {DEFAULT_LR:g}) cosine to 0, 16 texts per "
+               f"step; fidelity of the fp32 compacted model on bench/compaction.py's two "
                f"256-text held-out sets and on {args.subsets} random 256-text subsets of the held-out pool "
-               f"({len(sets.texts['pool'])} texts, seed {args.seed})",
+               f"({len(sets.pool.texts)} texts, seed {args.seed})",
         "rows": rows,
     }
     record.write(args.out, figures)

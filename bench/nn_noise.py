@@ -39,6 +39,7 @@ from icd.measure import fidelity
 from icd.measure.encode import encode
 
 RESULT = Path(__file__).parent / "results" / "nn_noise.json"
+SUBSET = 256
 COSINES = (0.9999, 0.9997, 0.9995, 0.9993, 0.9992, 0.999, 0.9985, 0.998, 0.9975)
 THRESHOLDS = (0.0005, 0.001, 0.002, 0.005)
 RECIPES = ("nncf_default", "icd_outliers", "icd_outliers_gptq", "icd_outliers_ffn_in8", "icd_outliers_fused",
@@ -82,6 +83,29 @@ def subset_stats(agreements: list[float]) -> dict[str, float]:
 
 def agreement_on(subsets: list[np.ndarray], reference: np.ndarray, candidate: np.ndarray) -> list[float]:
     return [float((nearest_other(candidate[s]) == nearest_other(reference[s])).mean()) for s in subsets]
+
+
+class HeldoutPool:
+    """The whole held-out pool of the default corpus (drawn as bench/distill_knobs.py and bench/compaction.py draw it),
+    a reference model's unit embeddings of it and ``subsets`` seeded random ``size``-text subsets of it."""
+
+    def __init__(self, reference: torch.nn.Module, tokenizer: Any, subsets: int, size: int = SUBSET, seed: int = 0,
+                 batch_size: int = 32, max_length: int = 128) -> None:
+        self.texts = load_split(512, load_split(0, 0).pool_sizes["heldout"], seed=0).heldout
+        self.tokenizer, self.batch_size, self.max_length = tokenizer, batch_size, max_length
+        self.reference = self.embed(reference)
+        rng = np.random.default_rng(seed)
+        self.subsets = [rng.choice(len(self.texts), size, replace=False) for _ in range(subsets)]
+
+    def embed(self, model: Any) -> np.ndarray:
+        return unit_rows(encode(model, self.tokenizer, self.texts, self.batch_size, self.max_length).double().numpy())
+
+    def fidelity(self, model: Any) -> dict[str, float]:
+        """cos mean over the pool; NN agreement's mean and 2.5 / 97.5 percentiles over the subsets."""
+        got = self.embed(model)
+        stats = subset_stats(agreement_on(self.subsets, self.reference, got))
+        return {"cos_mean": round(float((self.reference * got).sum(axis=1).mean()), 5),
+                **{k: round(v, 4) for k, v in stats.items()}}
 
 
 def noise_curve(subsets: list[np.ndarray], reference: np.ndarray, seed: int) -> list[dict[str, Any]]:

@@ -5,7 +5,8 @@ Sources (``data.sources`` of a run config):
 
 * ``stdlib`` — the modules of :data:`~icd.data.docstrings.STDLIB_MODULES` of the running Python;
 * a package of :data:`~icd.data.docstrings.PACKAGE_MODULES` (``numpy``, ``scipy``, ``torch``, ``transformers``,
-  ``networkx``) — the listed modules of the installed package.
+  ``networkx``, the defaults; ``sympy``, ``matplotlib``, ``scikit-learn`` on request) — the listed modules of the
+  installed package (a source is named by its distribution: ``scikit-learn``, read from ``sklearn``).
 
 Each source is extracted in a fresh interpreter (``python -m icd.data.docstrings``; see there why) and cached on
 disk per source and version (``$ICD_CACHE_DIR``, else ``$XDG_CACHE_HOME/icd`` or ``~/.cache/icd``). Texts are

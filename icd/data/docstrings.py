@@ -44,6 +44,21 @@ PACKAGE_MODULES: dict[str, tuple[str, ...]] = {
                      "transformers.configuration_utils", "transformers.trainer", "transformers.training_args",
                      "transformers.pipelines", "transformers.generation", "transformers.optimization"),
     "networkx": ("networkx", "networkx.algorithms"),
+    "sympy": ("sympy", "sympy.core", "sympy.functions", "sympy.simplify", "sympy.solvers", "sympy.matrices",
+              "sympy.polys", "sympy.integrals", "sympy.series", "sympy.sets", "sympy.logic", "sympy.geometry",
+              "sympy.combinatorics", "sympy.ntheory", "sympy.stats", "sympy.physics.units", "sympy.printing"),
+    "matplotlib": ("matplotlib", "matplotlib.pyplot", "matplotlib.axes", "matplotlib.figure", "matplotlib.colors",
+                   "matplotlib.ticker", "matplotlib.patches", "matplotlib.lines", "matplotlib.text",
+                   "matplotlib.transforms", "matplotlib.cm", "matplotlib.dates", "matplotlib.animation",
+                   "matplotlib.backend_bases", "matplotlib.collections", "matplotlib.image", "matplotlib.path",
+                   "matplotlib.widgets"),
+    "scikit-learn": ("sklearn", "sklearn.linear_model", "sklearn.ensemble", "sklearn.cluster", "sklearn.decomposition",
+                     "sklearn.preprocessing", "sklearn.metrics", "sklearn.model_selection", "sklearn.neighbors",
+                     "sklearn.svm", "sklearn.tree", "sklearn.pipeline", "sklearn.feature_extraction.text",
+                     "sklearn.manifold", "sklearn.mixture", "sklearn.naive_bayes", "sklearn.utils", "sklearn.impute",
+                     "sklearn.covariance", "sklearn.gaussian_process", "sklearn.neural_network",
+                     "sklearn.feature_selection", "sklearn.compose", "sklearn.inspection", "sklearn.calibration",
+                     "sklearn.datasets"),
 }
 """Modules read per package source (listed explicitly: a package's lazy top level would import everything)."""
 

@@ -37,6 +37,21 @@ def test_packages_add_text_and_every_text_keeps_its_side():
     assert not set(whole.calibration) & set(whole.heldout)
 
 
+@pytest.mark.parametrize("source", ["sympy", "matplotlib", "scikit-learn"])
+def test_opt_in_sources_add_text_and_move_none_across(source):
+    alone = load_split(0, 0, sources=[source])
+    assert alone.sources[0].startswith(f"{source}==")
+    assert alone.pool_sizes["calibration"] > 100 and alone.pool_sizes["heldout"] > 10
+    default = load_split(0, 0)
+    more = load_split(0, 0, sources=[*DEFAULT_SOURCES, source])
+    assert more.pool_sizes["calibration"] > default.pool_sizes["calibration"]
+    whole = load_split(default.pool_sizes["calibration"], default.pool_sizes["heldout"])
+    whole_more = load_split(more.pool_sizes["calibration"], more.pool_sizes["heldout"],
+                            sources=[*DEFAULT_SOURCES, source])
+    assert set(whole.heldout) <= set(whole_more.heldout)  # the default held-out texts stay held out
+    assert not set(whole_more.calibration) & set(whole.heldout)
+
+
 def test_pool_does_not_depend_on_what_the_process_imported():
     """A process that imported torch and transformers first samples the very same texts."""
     code = ("import torch, transformers, scipy.stats, email.mime.text, unittest.mock\n"
