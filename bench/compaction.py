@@ -69,8 +69,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 from nn_noise import HeldoutPool
+from rich.console import Console
 from rich.table import Table
 from torch import nn
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 from compaction import _compact, model_section
-from nn_noise import HeldoutPool, agreement_on, unit_rows
+from nn_noise import SUBSET, HeldoutPool, agreement_on, unit_rows
 from rich.console import Console
 
 from icd.data.corpus import DEFAULT_SOURCES, CorpusSplit, load_split
@@ -45,7 +45,6 @@ from icd.transforms.configs import CompactConfig
 
 RESULT = Path(__file__).parent / "results" / "distill_knobs.json"
 DEFAULT_LR = CompactConfig.model_fields["distill_lr"].default
-SUBSET = 256
 BATCH, MAX_LENGTH = 32, 128
 
 
@@ -105,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     split = load_split(512, SUBSET, seed=0)
     sets = _Sets(fp32, tokenizer, split, args.subsets, args.seed)
     sources = args.calibration_sources.split(",")
-    pool = load_split(0, 0, sources=sources)
-    calibration_split = load_split(pool.pool_sizes["calibration"], 0, seed=0, sources=sources)
+    whole = load_split(0, 0, sources=sources).pool_sizes["calibration"]
+    calibration_split = load_split(whole, 0, seed=0, sources=sources)
     calibration = TransformContext(tokenizer=tokenizer, calibration_texts=calibration_split.calibration,
                                    batch_size=BATCH, max_length=MAX_LENGTH)
     costs = flops_costs(fp32, MAX_LENGTH)

@@ -91,6 +91,7 @@ class HeldoutPool:
 
     def __init__(self, reference: torch.nn.Module, tokenizer: Any, subsets: int, size: int = SUBSET, seed: int = 0,
                  batch_size: int = 32, max_length: int = 128) -> None:
+        # the held-out sample's order follows the calibration sample drawn first (512: those benches' count)
         self.texts = load_split(512, load_split(0, 0).pool_sizes["heldout"], seed=0).heldout
         self.tokenizer, self.batch_size, self.max_length = tokenizer, batch_size, max_length
         self.reference = self.embed(reference)
