@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import threading
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -299,9 +298,10 @@ def test_second_controller_on_the_same_state_is_refused(tmp_path):
 class _Hooks(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.path == "/slow":
-            time.sleep(1.5)
-        code = {"/ok": 200, "/fail": 503, "/slow": 200}.get(self.path, 404)
+        if self.path == "/slow":  # a hook that never answers in time: hold the request until the test ends,
+            self.server.released.wait(30)  # then close without an answer (writing to the gone caller would
+            return  # be a BrokenPipeError traceback on the test run's stderr)
+        code = {"/ok": 200, "/fail": 503}.get(self.path, 404)
         self.send_response(code)
         self.end_headers()
         self.wfile.write(b"nope" if code >= 300 else b"ok")
@@ -313,9 +313,11 @@ class _Hooks(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def hook_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
+    server.released = threading.Event()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.released.set()
     server.shutdown()
     server.server_close()
     thread.join()
