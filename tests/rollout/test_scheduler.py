@@ -323,9 +323,13 @@ def hook_server():
     thread.join()
 
 
-@pytest.mark.parametrize("path,needle", [("/fail", "HTTP 503"), ("/slow", "no answer within 0.3s")])
-def test_a_pre_rollout_webhook_that_fails_or_times_out_refuses_the_rollout(tmp_path, hook_server, path, needle):
-    hooks = [Webhook(name="gate", type=HookType.PRE_ROLLOUT, url=hook_server + path, timeout_s=0.3)]
+# the failing hook answers at once but gets a generous timeout (a loaded CI host must not turn its 503 into a
+# timeout); the slow one never answers, so its short timeout is the only outcome it can have
+@pytest.mark.parametrize("path,timeout_s,needle", [("/fail", 30.0, "HTTP 503"),
+                                                   ("/slow", 0.3, "no answer within 0.3s")])
+def test_a_pre_rollout_webhook_that_fails_or_times_out_refuses_the_rollout(tmp_path, hook_server, path, timeout_s,
+                                                                           needle):
+    hooks = [Webhook(name="gate", type=HookType.PRE_ROLLOUT, url=hook_server + path, timeout_s=timeout_s)]
     router, _, status, _ = _run(tmp_path, [1.0], hooks=True, webhooks=hooks, threshold=2)
     assert status.phase is RolloutPhase.FAILED and status.outcome == RolloutOutcome.REFUSED.value
     assert needle in status.reason
