@@ -21,7 +21,8 @@ Groups of variants (``--groups``):
 * ``distill`` — ``act_weight`` at the probe's FLOPs, then ``--distill-steps`` steps of end-to-end distillation
   towards the fp32 model (``CompactConfig(distill_steps=…)``, :mod:`icd.transforms.distill`) on
   ``--distill-texts`` calibration texts of ``--distill-sources`` (default: the whole calibration pool of the
-  default corpus; the re-fit uses them too), peak learning rate ``--distill-lr``;
+  default corpus; the re-fit uses them too), peak learning rate ``--distill-lr``, consistent token noise
+  ``--distill-token-noise``;
 * ``pareto_distill`` — the budget sweep (``--budgets``) with that distillation, each with int8 on every runtime.
 
 ``obs`` was ``CompactConfig``'s default importance until this bench's run of 2026-11-30 measured ``act_weight``
@@ -435,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="distill / pareto_distill: comma-separated corpus sources of those texts")
     parser.add_argument("--distill-lr", type=float, default=None,
                         help="distill / pareto_distill: peak learning rate (default: CompactConfig's)")
+    parser.add_argument("--distill-token-noise", type=float, default=0.0,
+                        help="distill / pareto_distill: fraction of tokens replaced at each step (default 0)")
     parser.add_argument("--pool-subsets", type=int, default=0,
                         help="also NN agreement on this many random --heldout-text subsets of the whole held-out pool "
                              "(bench/nn_noise.py; 0: off)")
@@ -510,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
             config = config.model_copy(update={"units": args.units})
         if config.distill_steps and args.distill_lr is not None:
             config = config.model_copy(update={"distill_lr": args.distill_lr})
+        if config.distill_steps and args.distill_token_noise:
+            config = config.model_copy(update={"distill_token_noise": args.distill_token_noise})
         context = distill_calibration if config.distill_steps else calibration
         model, build_s, _ = _compact(fp32, context, config, steps)
         built = Built(name, group, model, config.model_dump(mode="json"), build_s, steps,

@@ -14,11 +14,12 @@ and distillation on the whole calibration pool, as bench/compaction.py's ``disti
 No timing (fp32 speed depends on the budget only, bench/compaction.py times it). Writes
 ``bench/results/distill_knobs.json``.
 
-``LR`` (default: ``CompactConfig``'s ``distill_lr``) is the peak learning rate. ``--calibration-sources`` widens
-the calibration pool (the held-out sets stay the default corpus').
+``LR`` (default: ``CompactConfig``'s ``distill_lr``) is the peak learning rate, ``TOKEN_NOISE`` (default 0) the
+fraction of tokens replaced at each step (``distill_token_noise``). ``--calibration-sources`` widens the
+calibration pool (the held-out sets stay the default corpus').
 
-Usage: ``.venv/bin/python bench/distill_knobs.py 0.7475:1500:1 0.7475:3000:1:1e-3 [--subsets 300]
-[--calibration-sources stdlib,numpy,scipy,torch,transformers,networkx,sympy]``
+Usage: ``.venv/bin/python bench/distill_knobs.py 0.7475:1500:1 0.7475:3000:1:1e-3 0.7475:3000:1:3e-4:0.15
+[--subsets 300] [--calibration-sources stdlib,numpy,scipy,torch,transformers,networkx,sympy]``
 """
 
 from __future__ import annotations
@@ -48,20 +49,23 @@ DEFAULT_LR = CompactConfig.model_fields["distill_lr"].default
 BATCH, MAX_LENGTH = 32, 128
 
 
-def _variant(text: str) -> tuple[float, int, float, float]:
+def _variant(text: str) -> tuple[float, int, float, float, float]:
     try:
-        budget, steps, weight, *lr = text.split(":")
-        if len(lr) > 1:
+        budget, steps, weight, *rest = text.split(":")
+        if len(rest) > 2:
             raise ValueError(text)
-        return float(budget), int(steps), float(weight), float(lr[0]) if lr else DEFAULT_LR
+        lr = float(rest[0]) if rest else DEFAULT_LR
+        noise = float(rest[1]) if len(rest) > 1 else 0.0
+        return float(budget), int(steps), float(weight), lr, noise
     except ValueError:
-        message = f"variant {text!r}: expected BUDGET:STEPS:HIDDEN_WEIGHT[:LR], e.g. 0.7475:3000:1:1e-4"
+        message = (f"variant {text!r}: expected BUDGET:STEPS:HIDDEN_WEIGHT[:LR[:TOKEN_NOISE]], "
+                   f"e.g. 0.7475:3000:1:1e-4 or 0.7475:3000:1:3e-4:0.15")
         raise argparse.ArgumentTypeError(message) from None
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variants", nargs="+", type=_variant, help="BUDGET:STEPS:HIDDEN_WEIGHT[:LR]")
+    parser.add_argument("variants", nargs="+", type=_variant, help="BUDGET:STEPS:HIDDEN_WEIGHT[:LR[:TOKEN_NOISE]]")
     parser.add_argument("--subsets", type=int, default=300, help="random 256-text subsets of the held-out pool")
     parser.add_argument("--calibration-sources", default=",".join(DEFAULT_SOURCES),
                         help="comma-separated corpus sources of the calibration pool (held-out sets: the defaults')")
@@ -111,23 +115,26 @@ def main(argv: list[str] | None = None) -> int:
     costs = flops_costs(fp32, MAX_LENGTH)
     full = costs.model(layer_sizes(fp32))
     rows = []
-    for budget, steps, weight, lr in args.variants:
+    for budget, steps, weight, lr, noise in args.variants:
         config = CompactConfig(budget=budget, distill_steps=steps, distill_hidden_weight=weight, distill_lr=lr,
-                               seed=args.seed)
+                               distill_token_noise=noise, seed=args.seed)
         model, build_s, reports = _compact(fp32, calibration, config)
         row = {"budget": budget, "distill_steps": steps, "distill_hidden_weight": weight, "distill_lr": lr,
+               "distill_token_noise": noise,
                "kept_flops": round(costs.model(layer_sizes(model)) / full, 4), "build_s": round(build_s, 1),
                "distill": reports[-1].to_dict().get("distill"), **sets.fidelity(model)}
         rows.append(row)
-        console.print(f"{budget}:{steps}:{weight}:{lr:g}: set 1 cos {row['heldout_seed0']['cos_mean']:.5f} / NN "
-                      f"{row['heldout_seed0']['nn_agreement']:.4f}; stdlib {row['stdlib']['cos_mean']:.5f} / "
+        console.print(f"{budget}:{steps}:{weight}:{lr:g}:{noise:g}: set 1 cos "
+                      f"{row['heldout_seed0']['cos_mean']:.5f} / NN {row['heldout_seed0']['nn_agreement']:.4f}; "
+                      f"stdlib {row['stdlib']['cos_mean']:.5f} / "
                       f"{row['stdlib']['nn_agreement']:.4f}; pool {row['pool']['cos_mean']:.5f} / NN mean "
                       f"{row['pool']['nn_mean']:.4f} ({row['pool']['nn_p2_5']:.4f}-{row['pool']['nn_p97_5']:.4f}); "
                       f"built in {build_s:.0f} s")
     figures = {
         "bench": "distill_knobs",
         "model": "all-MiniLM-L6-v2 (real weights), mean-pooled embeddings, torch fp32 reference",
-        "how": f"CompactConfig(budget, distill_steps, distill_hidden_weight, distill_lr), importance act_weight, "
+        "how": f"CompactConfig(budget, distill_steps, distill_hidden_weight, distill_lr, distill_token_noise), "
+               f"importance act_weight, "
                f"re-fit and distillation on the whole calibration pool ({len(calibration.calibration_texts)} texts "
                f"of {', '.join(calibration_split.sources)}), lr (default {DEFAULT_LR:g}) cosine to 0, 16 texts per "
                f"step; fidelity of the fp32 compacted model on bench/compaction.py's two "

@@ -329,7 +329,8 @@ def apply_compact(encoder: nn.Module, config: CompactConfig, context: TransformC
 def _distill_(encoder: nn.Module, teacher: nn.Module, config: CompactConfig, context: TransformContext) -> DistillReport:
     """``config``'s distillation of the compacted ``encoder`` towards ``teacher`` (the model before the cut) on the
     context's calibration texts, in length-sorted batches of ``distill_batch_size``."""
-    settings = DistillSettings(config.distill_steps, config.distill_lr, config.distill_hidden_weight, config.seed)
+    settings = DistillSettings(config.distill_steps, config.distill_lr, config.distill_hidden_weight, config.seed,
+                               config.distill_token_noise)
     return distill_(encoder, teacher, _length_sorted_batches(context, config.distill_batch_size), settings)
 
 

@@ -235,6 +235,10 @@ class CompactConfig(_TransformConfig):
     distill_hidden_weight: float = Field(
         1.0, ge=0.0, description="distill: weight of the hidden-state error against the output's (1 - cos)",
     )
+    distill_token_noise: float = Field(
+        0.0, ge=0.0, lt=1.0, description="distill: fraction of each text's tokens replaced at every step by tokens "
+                                         "of the calibration texts, the same for teacher and student (0: none)",
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> CompactConfig:
