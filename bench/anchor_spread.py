@@ -22,7 +22,8 @@ ratio there (positive: the variant gains on NNCF int8 in the slower processes). 
 
 Variants (MiniLM): OpenVINO fp32, int8 with each ``--recipes`` recipe of the full model, and for each budget B
 of ``--compact`` the model compacted to B of its FLOPs (``CompactConfig(budget=B)``, the calibration texts) with
-``--compact-recipe``.
+``--compact-recipe`` (and with ``--ffn-multiples`` M > 1, the same budget with every FFN size a multiple of M:
+``compact74_m64``).
 
 Writes ``bench/results/anchor_spread.json`` and ``anchor_spread.png`` beside it (per-process ratios).
 
@@ -79,6 +80,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compact", default="0.95,0.88",
                         help="comma-separated FLOPs budgets of compacted variants (0: none)")
     parser.add_argument("--compact-recipe", default="icd_outliers_fused")
+    parser.add_argument("--ffn-multiples", default="1",
+                        help="comma-separated: each budget is also compacted with its FFN sizes rounded to each "
+                             "multiple (CompactConfig.ffn_multiple; 1: no rounding)")
     parser.add_argument("--out", type=Path, default=RESULT)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -113,11 +117,12 @@ def _export(args, fp32, tokenizer, calibration: list[str], work: Path) -> dict[s
     runtimes = Runtimes(tokenizer, calibration, 128, args.threads, work, nncf_recipes=recipes)
     folders = dict(runtimes.export(fp32, "full", runtimes.int8_record(fp32)))
     runtimes.nncf_recipes = (args.compact_recipe,)
-    for budget in _budgets(args.compact):
+    multiples = [int(m) for m in args.ffn_multiples.split(",") if m.strip()]
+    for budget, multiple in [(b, m) for b in _budgets(args.compact) for m in multiples]:
         compacted = copy.deepcopy(fp32)
-        optimize_(compacted, CompactConfig(budget=budget),
+        optimize_(compacted, CompactConfig(budget=budget, ffn_multiple=multiple),
                   TransformContext(tokenizer=tokenizer, calibration_texts=calibration, batch_size=32, max_length=128))
-        name = f"compact{int(round(budget * 100))}"
+        name = f"compact{int(round(budget * 100))}" + (f"_m{multiple}" if multiple > 1 else "")
         for suffix, folder in runtimes.export(compacted, name, runtimes.int8_record(compacted)).items():
             if "int8" in suffix:
                 folders[f"{name}+{suffix}"] = folder
