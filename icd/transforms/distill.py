@@ -110,11 +110,13 @@ def _hidden_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], mask:
 
 
 def _interior(batch: Batch) -> torch.Tensor:
-    """Mask of each text's real tokens other than its first and last (the special tokens a tokenizer adds)."""
+    """Mask of each text's real tokens other than its first and last (the special tokens a tokenizer adds),
+    padding on either side."""
     real = batch.attention_mask.bool()
     position = torch.arange(real.shape[1]).expand_as(real)
-    last = real.sum(dim=1, keepdim=True) - 1
-    return real & (position > 0) & (position < last)
+    first = real.int().argmax(dim=1, keepdim=True)
+    last = real.shape[1] - 1 - real.flip(1).int().argmax(dim=1, keepdim=True)
+    return real & (position > first) & (position < last)
 
 
 class TokenNoise:

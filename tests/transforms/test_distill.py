@@ -119,6 +119,13 @@ def test_token_noise_replaces_interior_tokens_only_with_calibration_tokens():
     assert torch.equal(batch.input_ids, _padded_batch().input_ids)  # the calibration batch itself is untouched
 
 
+def test_token_noise_keeps_the_special_tokens_of_left_padded_texts():
+    ids = torch.tensor([[0, 0, 101, 5, 6, 102], [101, 7, 8, 9, 10, 102]])
+    noised = TokenNoise([Batch(ids, (ids != 0).long())], 0.9, seed=0)(Batch(ids, (ids != 0).long()))
+    assert noised.input_ids[0, :3].tolist() == [0, 0, 101] and noised.input_ids[:, 5].eq(102).all()
+    assert noised.input_ids[1, 0] == 101
+
+
 def test_token_noise_fraction_and_seed():
     ids = torch.randint(1000, 2000, (64, 66), generator=torch.Generator().manual_seed(0))
     batch = Batch(ids, torch.ones(64, 66, dtype=torch.long))
