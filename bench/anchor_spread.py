@@ -211,7 +211,7 @@ def _spread(processes: list[dict[str, Any]]) -> dict[str, Any]:
             ms = [p["variants"][name]["median_ms"] for p in chosen if name in p["variants"]]
             ratio = [p["variants"][name]["speed_vs_nncf_int8"]["median"] for p in chosen if name in p["variants"]]
             summary[name] = {"median_ms": _three(ms), "speed_vs_nncf_int8": _three(ratio)}
-            if name != ANCHOR and len(chosen) > 2:
+            if name != ANCHOR and len(ratio) > 2:  # a rank correlation needs three processes that ran the variant
                 anchor_ms = [p["variants"][ANCHOR]["median_ms"] for p in chosen if name in p["variants"]]
                 summary[name]["spearman_ratio_vs_anchor_ms"] = round(float(spearmanr(anchor_ms, ratio)[0]), 3)
         out[condition] = {"processes": len(chosen), "variants": summary}
