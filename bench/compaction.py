@@ -76,7 +76,7 @@ from rich.table import Table
 from torch import nn
 
 from icd.config.schema import ModelSection
-from icd.data.corpus import DEFAULT_SOURCES, load_split
+from icd.data.corpus import DEFAULT_SOURCES, CorpusSplit, load_split
 from icd.io.atomic import write_json_atomic
 from icd.io.bench_result import cpu_model, load_is_high, package_versions
 from icd.measure.encode import encode
@@ -393,6 +393,12 @@ def _print(rows: list[dict[str, Any]], console: Console, title: str) -> None:
     console.print(table)
 
 
+def calibration_split(count: int, sources: list[str]) -> CorpusSplit:
+    """``count`` calibration texts of ``sources`` (0: the whole calibration pool), seed 0, no held-out texts."""
+    return load_split(count or load_split(0, 0, sources=sources).pool_sizes["calibration"], 0, seed=0,
+                      sources=sources)
+
+
 def model_section(name: str) -> ModelSection:
     if name == "minilm":
         return ModelSection()
@@ -465,9 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     calibration = TransformContext(tokenizer=tokenizer, calibration_texts=split.calibration,
                                    batch_size=args.batch_size, max_length=args.max_length)
     ref = encode(fp32, tokenizer, split.heldout, args.batch_size, args.max_length)
-    distill_sources = args.distill_sources.split(",")
-    distill_count = args.distill_texts or load_split(0, 0, sources=distill_sources).pool_sizes["calibration"]
-    distill_split = load_split(distill_count, 0, seed=0, sources=distill_sources)
+    distill_split = calibration_split(args.distill_texts, args.distill_sources.split(","))
     distill_texts = distill_split.calibration
     distill_calibration = TransformContext(tokenizer=tokenizer, calibration_texts=distill_texts,
                                            batch_size=args.batch_size, max_length=args.max_length)

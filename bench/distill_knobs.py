@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from compaction import _compact, model_section
+from compaction import _compact, calibration_split, model_section
 from nn_noise import SUBSET, HeldoutPool, agreement_on, unit_rows
 from rich.console import Console
 
@@ -107,10 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     fp32, tokenizer = load_encoder(section), load_tokenizer(section)
     split = load_split(512, SUBSET, seed=0)
     sets = _Sets(fp32, tokenizer, split, args.subsets, args.seed)
-    sources = args.calibration_sources.split(",")
-    whole = load_split(0, 0, sources=sources).pool_sizes["calibration"]
-    calibration_split = load_split(whole, 0, seed=0, sources=sources)
-    calibration = TransformContext(tokenizer=tokenizer, calibration_texts=calibration_split.calibration,
+    pool_split = calibration_split(0, args.calibration_sources.split(","))
+    calibration = TransformContext(tokenizer=tokenizer, calibration_texts=pool_split.calibration,
                                    batch_size=BATCH, max_length=MAX_LENGTH)
     costs = flops_costs(fp32, MAX_LENGTH)
     full = costs.model(layer_sizes(fp32))
@@ -136,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "how": f"CompactConfig(budget, distill_steps, distill_hidden_weight, distill_lr, distill_token_noise), "
                f"importance act_weight, "
                f"re-fit and distillation on the whole calibration pool ({len(calibration.calibration_texts)} texts "
-               f"of {', '.join(calibration_split.sources)}), lr (default {DEFAULT_LR:g}) cosine to 0, 16 texts per "
+               f"of {', '.join(pool_split.sources)}), lr (default {DEFAULT_LR:g}) cosine to 0, 16 texts per "
                f"step; fidelity of the fp32 compacted model on bench/compaction.py's two "
                f"256-text held-out sets and on {args.subsets} random 256-text subsets of the held-out pool "
                f"({len(sets.pool.texts)} texts, seed {args.seed})",

@@ -127,7 +127,8 @@ class TokenNoise:
         if not 0.0 <= fraction < 1.0:
             raise ValueError(f"distill: token_noise must be in [0, 1), got {fraction}")
         self.fraction = fraction
-        self.vocabulary = torch.cat([b.input_ids[_interior(b)] for b in batches])
+        self.vocabulary = (torch.cat([b.input_ids[_interior(b)] for b in batches]) if fraction
+                           else torch.empty(0, dtype=torch.long))
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, batch: Batch) -> Batch:
