@@ -56,11 +56,14 @@ VARIANTS = (
     ("eager", RECIPES["nncf_default"]),
     ("eager", replace(RECIPES["icd_outliers"], name="icd_outliers_attention_int8", attention_matmuls_fp32=())),
     ("eager", replace(RECIPES["icd_outliers"], name="icd_outliers_attention_fp32", attention_matmuls_fp32=("values",))),
+    ("eager", RECIPES["icd_outliers_fused_sym"]),
 )
 """(graph, recipe). On the eager graph OpenVINO's conversion fuses each layer's attention into one
 ScaledDotProductAttention operation, named after the ``values`` product: leaving that out leaves the whole
 attention fp32 (what ``icd_outliers`` does on the sdpa graph with both products); ``scores`` has no node of its
-own there."""
+own there. ``icd_outliers_fused_sym`` (added 2026-12-01, after bench/results/ov_profile_amx.json): the attention-int8
+recipe with symmetric activation quantizers and the FFN output's input shifted unsigned, for the int8 MatMul kernel
+the CPU plugin picks."""
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -38,6 +38,9 @@ A recipe says which of icd's decisions reach ``nncf.quantize``:
   unquantized (``IgnoredScope`` of its type) — Q·Kᵀ in fp32 inside the kernel — and ``values`` needs nothing (the
   kernel's V is never quantized). Where OpenVINO does not fuse the eager attention (MPNet: its relative position
   bias sits between the MatMuls), the named products' MatMuls stay fp32 as in the unfused recipes;
+* ``unsigned_ffn_out``: shift the FFN output Linear's input by minus the activation's floor (GELU: 0.17), folded
+  into its bias (:mod:`icd.runtimes.unsigned_shift`): never negative, so a symmetric quantizer of it (``performance``
+  preset) is unsigned — the asymmetric grid at the symmetric kernel's speed;
 * ``weight_rounding``: ``nearest`` (NNCF's) or ``gptq`` — icd rounds the int8 weights itself on NNCF's grid,
   Hessian-aware, with the Hessians of the quantized model's own MatMul inputs on the calibration texts
   (:mod:`icd.runtimes.openvino_gptq`); same graph, same speed, a longer export.
@@ -85,13 +88,15 @@ class OpenVinoInt8Recipe:
     attention_matmuls_fp32: tuple[str, ...] = ()
     fused_attention: bool = False
     weight_rounding: str = "nearest"
+    unsigned_ffn_out: bool = False
 
     def __post_init__(self) -> None:
         for field_name in ("fp32_ffn_neurons", "fp32_input_channels"):
             if getattr(self, field_name) < 0:
                 raise ValueError(f"recipe {self.name}: {field_name} must be >= 0, got {getattr(self, field_name)}")
+        for field_name in ("fp32_ffn_neurons", "fp32_input_channels", "unsigned_ffn_out"):
             if getattr(self, field_name) and (self.icd_smoothing or self.ignore_per_token):
-                raise ValueError(f"recipe {self.name}: {field_name} splits Linears that icd_smoothing rewrites and "
+                raise ValueError(f"recipe {self.name}: {field_name} rewrites Linears that icd_smoothing rewrites and "
                                  f"ignore_per_token leaves fp32 whole; use it without them")
         products = self.attention_matmuls_fp32
         if not set(products) <= set(ATTENTION_PRODUCTS) or len(set(products)) != len(products):
@@ -175,6 +180,13 @@ RECIPES: dict[str, OpenVinoInt8Recipe] = {
                                          smooth_quant_alpha=0.75, fused_attention=True,
                                          attention_matmuls_fp32=ATTENTION_PRODUCTS),
 }
+RECIPES.update({f"{name}_sym": replace(RECIPES[name], name=f"{name}_sym", preset="performance", unsigned_ffn_out=True)
+                for name in ("icd_outliers_fused", "icd_outliers_fused_fp32")})
+"""``<recipe>_sym``: the recipe with NNCF's ``performance`` preset — symmetric activation quantizers, where ``mixed``
+gives asymmetric ones with zero points — and the FFN output's input shifted non-negative (``unsigned_ffn_out``), so
+its symmetric quantizer is unsigned. On CPUs with AMX the CPU plugin runs symmetric int8 MatMuls on its
+``FullyConnectedQuantizedLegacy`` kernel and asymmetric ones on its slower ``FullyConnected`` one
+(bench/results/ov_profile_amx.json, docs/int8.md, "Symmetric recipes")."""
 RECIPES.update({f"{name}_gptq": replace(RECIPES[name], name=f"{name}_gptq", weight_rounding="gptq")
                 for name in ("icd_outliers", "icd_outliers_qkv_ffn_in8", "icd_outliers_fused")})
 """``<recipe>_gptq``: the recipe with icd's GPTQ rounding of its int8 weights (docs/int8.md, item 7)."""
@@ -209,15 +221,25 @@ def recipe_argument(source: ModelSource, name: str | None) -> dict[str, Any]:
 
 
 def export_encoder(source: ModelSource, recipe: OpenVinoInt8Recipe, output_gather: bool) -> tuple[Any, list[str]]:
-    """The Encoder the recipe quantizes (icd-smoothed or plain fp32, with the outlier splits it asks for) and the
-    fp32 branches the splits add (Linear paths)."""
+    """The Encoder the recipe quantizes (icd-smoothed or plain fp32, with the outlier splits and the FFN output shift
+    it asks for) and the fp32 branches the splits add (Linear paths)."""
     from icd.runtimes.base import Precision
 
     if recipe.icd_smoothing:
         return _attention_for(source.smoothed_encoder(output_gather), recipe), []
     encoder = _attention_for(source.torch_encoder(Precision.FP32, output_gather), recipe)
+    branches = _split_outliers_(encoder, source, recipe)
+    if recipe.unsigned_ffn_out:  # after the splits: their int8 part is shifted, not their fp32 branch
+        from icd.runtimes.unsigned_shift import shift_ffn_out_inputs_
+
+        shift_ffn_out_inputs_(encoder)
+    return encoder, branches
+
+
+def _split_outliers_(encoder, source: ModelSource, recipe: OpenVinoInt8Recipe) -> list[str]:
+    """The recipe's outlier splits made in ``encoder``; returns the fp32 branches they add (Linear paths)."""
     if not (recipe.fp32_ffn_neurons or recipe.fp32_input_channels):
-        return encoder, []
+        return []
     from icd.runtimes import outlier_split
 
     batches = [{key: torch.from_numpy(value) for key, value in batch.items()}
@@ -230,7 +252,7 @@ def export_encoder(source: ModelSource, recipe: OpenVinoInt8Recipe, output_gathe
         readers = outlier_split.residual_readers(encoder, recipe.fp32_input_roles)
         channels = outlier_split.widest_input_channels(encoder, readers, batches, recipe.fp32_input_channels)
         branches += outlier_split.split_input_channels_(encoder, channels)
-    return encoder, branches
+    return branches
 
 
 def _attention_for(encoder, recipe: OpenVinoInt8Recipe):
