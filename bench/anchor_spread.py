@@ -22,8 +22,8 @@ ratio there (positive: the variant gains on NNCF int8 in the slower processes). 
 
 Variants (MiniLM): OpenVINO fp32, int8 with each ``--recipes`` recipe of the full model, and for each budget B
 of ``--compact`` the model compacted to B of its FLOPs (``CompactConfig(budget=B)``, the calibration texts) with
-``--compact-recipe`` (and with ``--ffn-multiples`` M > 1, the same budget with every FFN size a multiple of M:
-``compact74_m64``).
+each of ``--compact-recipe``'s recipes (comma-separated; and with ``--ffn-multiples`` M > 1, the same budget with
+every FFN size a multiple of M: ``compact74_m64``).
 
 Writes ``bench/results/anchor_spread.json`` and ``anchor_spread.png`` beside it (per-process ratios).
 
@@ -79,7 +79,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="OpenVINO int8 recipes of the full model (nncf_default: the anchor, required)")
     parser.add_argument("--compact", default="0.95,0.88",
                         help="comma-separated FLOPs budgets of compacted variants (0: none)")
-    parser.add_argument("--compact-recipe", default="icd_outliers_fused")
+    parser.add_argument("--compact-recipe", default="icd_outliers_fused",
+                        help="comma-separated OpenVINO int8 recipes the compacted models are exported with")
     parser.add_argument("--ffn-multiples", default="1",
                         help="comma-separated: each budget is also compacted with its FFN sizes rounded to each "
                              "multiple (CompactConfig.ffn_multiple; 1: no rounding)")
@@ -116,7 +117,7 @@ def _export(args, fp32, tokenizer, calibration: list[str], work: Path) -> dict[s
     recipes = tuple(r for r in args.recipes.split(",") if r)
     runtimes = Runtimes(tokenizer, calibration, 128, args.threads, work, nncf_recipes=recipes)
     folders = dict(runtimes.export(fp32, "full", runtimes.int8_record(fp32)))
-    runtimes.nncf_recipes = (args.compact_recipe,)
+    runtimes.nncf_recipes = tuple(r for r in args.compact_recipe.split(",") if r)
     multiples = [int(m) for m in args.ffn_multiples.split(",") if m.strip()]
     for budget, multiple in [(b, m) for b in _budgets(args.compact) for m in multiples]:
         compacted = copy.deepcopy(fp32)
