@@ -186,7 +186,7 @@ RECIPES.update({f"{name}_sym": replace(RECIPES[name], name=f"{name}_sym", preset
 gives asymmetric ones with zero points — and the FFN output's input shifted non-negative (``unsigned_ffn_out``), so
 its symmetric quantizer is unsigned. On CPUs with AMX the CPU plugin runs symmetric int8 MatMuls on its
 ``FullyConnectedQuantizedLegacy`` kernel and asymmetric ones on its slower ``FullyConnected`` one
-(bench/results/ov_profile_amx.json, docs/int8.md, "Symmetric recipes")."""
+(bench/results/ov_profile_sym_amx.json, docs/int8.md, "Symmetric quantizers for AMX CPUs")."""
 RECIPES.update({f"{name}_gptq": replace(RECIPES[name], name=f"{name}_gptq", weight_rounding="gptq")
                 for name in ("icd_outliers", "icd_outliers_qkv_ffn_in8", "icd_outliers_fused")})
 """``<recipe>_gptq``: the recipe with icd's GPTQ rounding of its int8 weights (docs/int8.md, item 7)."""
