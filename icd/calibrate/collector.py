@@ -11,8 +11,8 @@ channels) activation. Activations of another shape (pooler, classifier: one vect
 row. Q, K and V read the same tensor, which is also a LayerNorm output: its statistics are computed once per
 batch and added to each reader.
 
-:func:`input_absmax` is the light collector: per input channel max |x| of a few modules (real tokens, or every row
-a per-call int8 kernel sees), and the encoder's outputs of the same forward.
+:func:`input_range` is the light collector: per input channel (min, max) of a few modules (real tokens, or every
+row a per-call int8 kernel sees), and the encoder's outputs of the same forward; :func:`input_absmax` is its max |x|.
 
 This is icd's one Gram collector: :func:`icd.calibrate.gram.collect_grams` (the input Grams a transform needs for
 a few Linears, with the forward stopped once the last of them has its input) runs it with ``linears`` set.
@@ -47,19 +47,18 @@ def real_token_rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return x.reshape(-1, x.shape[-1])
 
 
-def input_absmax(
+def input_range(
     encoder: nn.Module, modules: Mapping[Hashable, nn.Module], batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     padded_rows: bool = False, outputs: list[torch.Tensor] | None = None,
-) -> dict[Hashable, torch.Tensor]:
-    """Per key of ``modules``, the per input channel max |x| of that module over ``batches`` (``(input_ids,
-    attention_mask)`` pairs, run through ``encoder``): over the non-padding tokens, or with ``padded_rows`` over every
-    row the model computed, padding included (what a per-call int8 kernel's range sees). A module that saw no row has
-    no key.
-
-    Over real tokens it is the same figure as :attr:`ChannelStats.absmax` of a calibration. With ``outputs`` the
-    encoder's fp32 output of each batch is appended to it: the same forward gives the model's reference.
+) -> dict[Hashable, tuple[torch.Tensor, torch.Tensor]]:
+    """Per key of ``modules``, the per input channel (min, max) of that module's input over ``batches``
+    (``(input_ids, attention_mask)`` pairs, run through ``encoder``): over the non-padding tokens, or with
+    ``padded_rows`` over every row the model computed, padding included (what a per-call int8 kernel's range sees).
+    A module that saw no row has no key. With ``outputs`` the encoder's fp32 output of each batch is appended to it:
+    the same forward gives the model's reference.
     """
-    absmax: dict[Hashable, torch.Tensor] = {}
+    low: dict[Hashable, torch.Tensor] = {}
+    high: dict[Hashable, torch.Tensor] = {}
     mask: list[torch.Tensor] = []
 
     def hook_for(key: Hashable) -> Callable:
@@ -68,8 +67,9 @@ def input_absmax(
             rows = x.reshape(-1, x.shape[-1]) if padded_rows else real_token_rows(x, mask[0])
             if rows.shape[0] == 0:
                 return
-            seen = rows.abs().amax(dim=0)
-            absmax[key] = torch.maximum(absmax[key], seen) if key in absmax else seen
+            seen_low, seen_high = rows.amin(dim=0), rows.amax(dim=0)
+            low[key] = torch.minimum(low[key], seen_low) if key in low else seen_low
+            high[key] = torch.maximum(high[key], seen_high) if key in high else seen_high
 
         return hook
 
@@ -84,7 +84,18 @@ def input_absmax(
     finally:
         for handle in handles:
             handle.remove()
-    return absmax
+    return {key: (low[key], high[key]) for key in low}
+
+
+def input_absmax(
+    encoder: nn.Module, modules: Mapping[Hashable, nn.Module], batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    padded_rows: bool = False, outputs: list[torch.Tensor] | None = None,
+) -> dict[Hashable, torch.Tensor]:
+    """Per key of ``modules``, the per input channel max |x| of that module over ``batches``: :func:`input_range`'s
+    ``max(-min, max)``, with the same arguments. Over real tokens it is the same figure as :attr:`ChannelStats.absmax`
+    of a calibration."""
+    return {key: torch.maximum(-low, high)
+            for key, (low, high) in input_range(encoder, modules, batches, padded_rows, outputs).items()}
 
 
 class StopForward(Exception):

@@ -41,12 +41,17 @@ A recipe says which of icd's decisions reach ``nncf.quantize``:
 * ``unsigned_ffn_out``: shift the FFN output Linear's input by minus the activation's floor (GELU: 0.17), folded
   into its bias (:mod:`icd.runtimes.unsigned_shift`): never negative, so a symmetric quantizer of it (``performance``
   preset) is unsigned — the asymmetric grid at the symmetric kernel's speed;
+* ``centered_layer_norms``: the LayerNorm outputs that Linears read (query, key, value, the FFN input) centred per
+  channel on their midpoints over the calibration texts, by weight edits alone — LayerNorm β, the readers' biases,
+  the residual writer's bias (:mod:`icd.runtimes.input_centering`): each channel's range symmetric around 0, for
+  the symmetric quantizers of the ``performance`` preset; no operation added;
 * ``weight_rounding``: ``nearest`` (NNCF's) or ``gptq`` — icd rounds the int8 weights itself on NNCF's grid,
   Hessian-aware, with the Hessians of the quantized model's own MatMul inputs on the calibration texts
   (:mod:`icd.runtimes.openvino_gptq`); same graph, same speed, a longer export.
 
 The two splits are LLM.int8()'s fp32 outliers carried into a static int8 graph; neither goes with
 ``icd_smoothing`` (which rewrites the same Linears) or with ``ignore_per_token`` (which leaves FFN-out fp32 whole).
+Nor do the two shifts (``unsigned_ffn_out``, ``centered_layer_norms``).
 """
 
 from __future__ import annotations
@@ -89,12 +94,13 @@ class OpenVinoInt8Recipe:
     fused_attention: bool = False
     weight_rounding: str = "nearest"
     unsigned_ffn_out: bool = False
+    centered_layer_norms: bool = False
 
     def __post_init__(self) -> None:
         for field_name in ("fp32_ffn_neurons", "fp32_input_channels"):
             if getattr(self, field_name) < 0:
                 raise ValueError(f"recipe {self.name}: {field_name} must be >= 0, got {getattr(self, field_name)}")
-        for field_name in ("fp32_ffn_neurons", "fp32_input_channels", "unsigned_ffn_out"):
+        for field_name in ("fp32_ffn_neurons", "fp32_input_channels", "unsigned_ffn_out", "centered_layer_norms"):
             if getattr(self, field_name) and (self.icd_smoothing or self.ignore_per_token):
                 raise ValueError(f"recipe {self.name}: {field_name} rewrites Linears that icd_smoothing rewrites and "
                                  f"ignore_per_token leaves fp32 whole; use it without them")
@@ -187,9 +193,22 @@ gives asymmetric ones with zero points — and the FFN output's input shifted no
 its symmetric quantizer is unsigned. On CPUs with AMX the CPU plugin runs symmetric int8 MatMuls on its
 ``FullyConnectedQuantizedLegacy`` kernel and asymmetric ones on its slower ``FullyConnected`` one
 (bench/results/ov_profile_sym_amx.json, docs/int8.md, "Symmetric quantizers for AMX CPUs")."""
+RECIPES["icd_outliers_fused_fp32_sym_centered"] = replace(RECIPES["icd_outliers_fused_fp32_sym"],
+                                                          name="icd_outliers_fused_fp32_sym_centered",
+                                                          centered_layer_norms=True)
+"""``icd_outliers_fused_fp32_sym`` with the LayerNorm outputs that Linears read centred per channel
+(``centered_layer_norms``): their symmetric quantizers cover the channels' spans, not their offsets (docs/int8.md,
+"Symmetric quantizers for AMX CPUs")."""
 RECIPES.update({f"{name}_gptq": replace(RECIPES[name], name=f"{name}_gptq", weight_rounding="gptq")
-                for name in ("icd_outliers", "icd_outliers_qkv_ffn_in8", "icd_outliers_fused")})
+                for name in ("icd_outliers", "icd_outliers_qkv_ffn_in8", "icd_outliers_fused",
+                             "icd_outliers_fused_fp32_sym_centered")})
 """``<recipe>_gptq``: the recipe with icd's GPTQ rounding of its int8 weights (docs/int8.md, item 7)."""
+RECIPES.update({f"{name}_bf16": replace(RECIPES[name], name=f"{name}_bf16", inference_precision="bf16")
+                for name in ("nncf_default", "icd_outliers_fused_fp32_sym_centered",
+                             "icd_outliers_fused_fp32_sym_centered_gptq")})
+"""``<recipe>_bf16``: what the recipe leaves unquantized computed in bf16 — the CPU plugin's own default on CPUs with
+bf16 units (AVX512-BF16, AMX), where icd's recipes ask for f32. ``nncf_default_bf16`` is NNCF int8 as OpenVINO runs
+it there out of the box (docs/int8.md, "Centred LayerNorm outputs")."""
 DEFAULT_RECIPE = "icd_outliers_fused_fp32"
 """Decided by measurement (docs/int8.md, item 8 of "Outliers in fp32 branches"): NNCF's static int8 with its
 SmoothQuant (exponent 0.75), each layer's 32 widest FFN neurons in an fp32 branch, attention's activation products
@@ -228,7 +247,12 @@ def export_encoder(source: ModelSource, recipe: OpenVinoInt8Recipe, output_gathe
     if recipe.icd_smoothing:
         return _attention_for(source.smoothed_encoder(output_gather), recipe), []
     encoder = _attention_for(source.torch_encoder(Precision.FP32, output_gather), recipe)
-    branches = _split_outliers_(encoder, source, recipe)
+    batches = _calibration_batches(source, recipe)
+    if recipe.centered_layer_norms:  # before the splits: they split the edited Linears
+        from icd.runtimes.input_centering import center_layer_norms_
+
+        center_layer_norms_(encoder, batches)
+    branches = _split_outliers_(encoder, batches, recipe)
     if recipe.unsigned_ffn_out:  # after the splits: their int8 part is shifted, not their fp32 branch
         from icd.runtimes.unsigned_shift import shift_ffn_out_inputs_
 
@@ -236,14 +260,21 @@ def export_encoder(source: ModelSource, recipe: OpenVinoInt8Recipe, output_gathe
     return encoder, branches
 
 
-def _split_outliers_(encoder, source: ModelSource, recipe: OpenVinoInt8Recipe) -> list[str]:
-    """The recipe's outlier splits made in ``encoder``; returns the fp32 branches they add (Linear paths)."""
+def _calibration_batches(source: ModelSource, recipe: OpenVinoInt8Recipe) -> list[dict[str, torch.Tensor]]:
+    """The recipe's calibration texts in batches of 16 (torch tensors) where its splits or centring need them."""
+    if not (recipe.fp32_ffn_neurons or recipe.fp32_input_channels or recipe.centered_layer_norms):
+        return []
+    return [{key: torch.from_numpy(value) for key, value in batch.items()}
+            for batch in source.calibration_inputs(recipe.calibration_texts, batch_size=16)]
+
+
+def _split_outliers_(encoder, batches: list[dict[str, torch.Tensor]], recipe: OpenVinoInt8Recipe) -> list[str]:
+    """The recipe's outlier splits made in ``encoder`` on the calibration ``batches``; returns the fp32 branches
+    they add (Linear paths)."""
     if not (recipe.fp32_ffn_neurons or recipe.fp32_input_channels):
         return []
     from icd.runtimes import outlier_split
 
-    batches = [{key: torch.from_numpy(value) for key, value in batch.items()}
-               for batch in source.calibration_inputs(recipe.calibration_texts, batch_size=16)]
     branches = []
     if recipe.fp32_ffn_neurons:
         neurons = outlier_split.widest_ffn_neurons(encoder, batches, recipe.fp32_ffn_neurons)

@@ -17,7 +17,8 @@ quantizer); the bias takes ``−s · W 1``. Made at export, after the outlier sp
 
 Per-channel shifts from calibration minima (for every Linear's input, LayerNorm outputs included) were measured
 too and lost fidelity: a channel's minimum on the calibration texts is a tight floor that held-out texts cross,
-and what crosses it is clipped (docs/int8.md).
+and what crosses it is clipped (docs/int8.md). The LayerNorm outputs are centred on their channels' midpoints instead,
+keeping the signed grid (:mod:`icd.runtimes.input_centering`).
 """
 
 from __future__ import annotations
