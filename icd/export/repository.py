@@ -214,8 +214,9 @@ def _parameters(options: ExportOptions, layout: dict[str, Any], variant: Variant
         params["icd_threads"] = str(options.threads)
         return {"backend": "python"}, params
     serving, backend_params = runtime.triton_serving(variant.precision, threads)
-    if variant.runtime == "openvino":
-        backend_params = {**artefact.properties, **backend_params}
+    if variant.runtime == "openvino":  # what the artefact was verified with (its recipe's precision hint), served threads
+        backend_params = {**backend_params, **artefact.properties,
+                          "INFERENCE_NUM_THREADS": backend_params["INFERENCE_NUM_THREADS"]}
     return serving, {**params, **backend_params}
 
 

@@ -104,3 +104,21 @@ def test_synthetic_model_config_is_a_model_config(tmp_path):
     assert config.backend == "python" and config.instance_group[0].count == 3
     assert config.parameters["icd_delay_ms"].string_value == "2.5"
     assert config.dynamic_batching.max_queue_delay_microseconds == 1000
+
+
+def test_the_openvino_backend_gets_the_artefacts_compile_properties_and_the_served_threads():
+    """An int8 recipe that leaves the unquantized part in bf16 (``*_bf16``) is served with that hint by Triton's
+    openvino backend, as it was verified; the thread count is the serving budget's, not the export's."""
+    from icd.export.repository import _parameters
+    from icd.runtimes.base import ExportedArtefact, Precision, Variant
+    from icd.runtimes.registry import get_runtime
+
+    variant = Variant("openvino", Precision.INT8)
+    artefact = ExportedArtefact(variant, ("model.xml", "model.bin"),
+                                {"INFERENCE_NUM_THREADS": "2", "INFERENCE_PRECISION_HINT": "bf16",
+                                 "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}, {})
+    serving, params = _parameters(ExportOptions(platform=Platform.OPENVINO), {"layout_efficiency": 0.5}, variant,
+                                  get_runtime("openvino", check_installed=False), artefact, threads=1)
+    assert serving["backend"] == "openvino"
+    assert params["INFERENCE_PRECISION_HINT"] == "bf16" and params["INFERENCE_NUM_THREADS"] == "1"
+    assert params["DYNAMIC_QUANTIZATION_GROUP_SIZE"] == "0" and params["icd_precision"] == "int8"
