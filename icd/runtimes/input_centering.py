@@ -41,7 +41,7 @@ from icd.model.layout import bert_of, model_shape
 
 
 @dataclass(frozen=True)
-class CentredNorm:
+class CenteredNorm:
     """One LayerNorm to centre: its path, the Linears reading its output, the Linear that writes onto its output
     as the next residual (paths relative to the base model)."""
 
@@ -50,7 +50,7 @@ class CentredNorm:
     residual_writer: str
 
 
-def centred_norms(encoder: nn.Module) -> list[CentredNorm]:
+def centered_norms(encoder: nn.Module) -> list[CenteredNorm]:
     """The LayerNorms :func:`center_layer_norms_` centres, in forward order: per layer, the one Q, K and V read
     (the embeddings' for layer 0, else the previous layer's output one; its residual writer is attention-out), then
     the one the FFN input reads (after attention; its residual writer is FFN-out)."""
@@ -59,12 +59,12 @@ def centred_norms(encoder: nn.Module) -> list[CentredNorm]:
     for layer in range(model_shape(encoder).layers):
         linears = family.linears(layer)
         before = family.embedding_norm if layer == 0 else family.layer_norm_paths(layer - 1)[1]
-        norms.append(CentredNorm(before, (linears["query"], linears["key"], linears["value"]), linears["attn_out"]))
-        norms.append(CentredNorm(family.layer_norm_paths(layer)[0], (linears["ffn_in"],), linears["ffn_out"]))
+        norms.append(CenteredNorm(before, (linears["query"], linears["key"], linears["value"]), linears["attn_out"]))
+        norms.append(CenteredNorm(family.layer_norm_paths(layer)[0], (linears["ffn_in"],), linears["ffn_out"]))
     return norms
 
 
-def norm_midpoints(encoder: nn.Module, norms: Iterable[CentredNorm],
+def norm_midpoints(encoder: nn.Module, norms: Iterable[CenteredNorm],
                    batches: Iterable[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Per LayerNorm path, the midpoint ``(min + max) / 2`` of each channel of its output over the real tokens of
     ``batches`` (``input_ids`` / ``attention_mask`` mappings), seen at its first reader's input.
@@ -82,7 +82,7 @@ def norm_midpoints(encoder: nn.Module, norms: Iterable[CentredNorm],
 
 
 def center_layer_norms_(encoder: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Centre the output of every LayerNorm of :func:`centred_norms` on ``batches``' channel midpoints, in place
+    """Centre the output of every LayerNorm of :func:`centered_norms` on ``batches``' channel midpoints, in place
     (module docstring: three weight edits, the same function); returns the midpoints by LayerNorm path.
 
     Raises:
@@ -90,7 +90,7 @@ def center_layer_norms_(encoder: nn.Module, batches: Iterable[Mapping[str, torch
             before any split).
     """
     base = bert_of(encoder)
-    norms = centred_norms(encoder)
+    norms = centered_norms(encoder)
     for norm in norms:
         if getattr(base.get_submodule(norm.norm), "bias", None) is None:
             raise ValueError(f"LayerNorm centring: {norm.norm} has no bias to centre with")

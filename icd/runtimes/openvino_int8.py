@@ -198,7 +198,7 @@ RECIPES["icd_outliers_fused_fp32_sym_centered"] = replace(RECIPES["icd_outliers_
                                                           centered_layer_norms=True)
 """``icd_outliers_fused_fp32_sym`` with the LayerNorm outputs that Linears read centred per channel
 (``centered_layer_norms``): their symmetric quantizers cover the channels' spans, not their offsets (docs/int8.md,
-"Symmetric quantizers for AMX CPUs")."""
+"Centred LayerNorm outputs")."""
 RECIPES.update({f"{name}_gptq": replace(RECIPES[name], name=f"{name}_gptq", weight_rounding="gptq")
                 for name in ("icd_outliers", "icd_outliers_qkv_ffn_in8", "icd_outliers_fused",
                              "icd_outliers_fused_fp32_sym_centered")})

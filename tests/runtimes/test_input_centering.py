@@ -13,7 +13,7 @@ import torch
 
 from icd.calibrate.collector import input_absmax, input_range
 from icd.measure.encode import encode, tokenize
-from icd.runtimes.input_centering import center_layer_norms_, centred_norms, norm_midpoints
+from icd.runtimes.input_centering import center_layer_norms_, centered_norms, norm_midpoints
 from icd.runtimes.openvino_int8 import RECIPES, OpenVinoInt8Recipe
 from icd.runtimes.outlier_split import split_ffn_neurons_, widest_ffn_neurons
 from icd.runtimes.unsigned_shift import shift_ffn_out_inputs_
@@ -55,8 +55,8 @@ def test_input_range_is_the_min_and_max_over_real_tokens(minilm_encoder, minilm_
         assert torch.equal(absmax[key], rows.abs().amax(dim=0))
 
 
-def test_the_centred_norms_are_what_qkv_and_ffn_in_read(minilm_encoder):
-    norms = centred_norms(minilm_encoder)
+def test_the_centered_norms_are_what_qkv_and_ffn_in_read(minilm_encoder):
+    norms = centered_norms(minilm_encoder)
     assert len(norms) == 12
     assert norms[0].norm == "embeddings.LayerNorm"
     assert norms[0].readers == tuple(f"encoder.layer.0.attention.self.{r}" for r in ("query", "key", "value"))
@@ -75,11 +75,11 @@ def test_centred_minilm_equals_the_original_and_its_linears_read_centred_channel
     model = copy.deepcopy(minilm_encoder)
     calibration = _batches(minilm_tokenizer, corpus_split.calibration[:16])
     before = _real_token_inputs(model, {n.norm: model.bert.get_submodule(n.readers[0])
-                                        for n in centred_norms(model)}, calibration)
+                                        for n in centered_norms(model)}, calibration)
     midpoints = center_layer_norms_(model, calibration)
     assert max(float(m.abs().max()) for m in midpoints.values()) > 1.0  # LayerNorm outputs are off centre
     seen = _real_token_inputs(model, {f"{n.norm}>{r}": model.bert.get_submodule(r)
-                                      for n in centred_norms(model) for r in n.readers}, calibration)
+                                      for n in centered_norms(model) for r in n.readers}, calibration)
     assert len(seen) == 6 * 4
     for key, rows in seen.items():
         norm = key.split(">")[0]
@@ -124,7 +124,7 @@ def test_centring_refuses_a_split_model_a_norm_without_bias_and_no_tokens(minilm
     with pytest.raises(ValueError, match="encoder.layer.3.attention.output.LayerNorm has no bias"):
         center_layer_norms_(no_bias, calibration)
     with pytest.raises(ValueError, match="no calibration token reached embeddings.LayerNorm \\(12 in all\\)"):
-        norm_midpoints(minilm_encoder, centred_norms(minilm_encoder), [])
+        norm_midpoints(minilm_encoder, centered_norms(minilm_encoder), [])
 
 
 def test_the_recipe_field_is_checked():
