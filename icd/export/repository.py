@@ -215,8 +215,9 @@ def _parameters(options: ExportOptions, layout: dict[str, Any], variant: Variant
         return {"backend": "python"}, params
     serving, backend_params = runtime.triton_serving(variant.precision, threads)
     if variant.runtime == "openvino":  # what the artefact was verified with (its recipe's precision hint), served threads
-        backend_params = {**backend_params, **artefact.properties,
-                          "INFERENCE_NUM_THREADS": backend_params["INFERENCE_NUM_THREADS"]}
+        from icd.runtimes.openvino import load_properties
+
+        backend_params = load_properties(artefact, threads)
     return serving, {**params, **backend_params}
 
 

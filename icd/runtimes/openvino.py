@@ -45,8 +45,9 @@ def compile_model(model, properties: Mapping[str, str]):
 
 
 def load_properties(sidecar, threads: int) -> dict[str, str]:
-    """The compile properties an exported folder's sidecar (``icd_runtime.json``) records, with ``threads``
-    inference threads: what every loader of the folder compiles with."""
+    """The compile properties an exported folder's sidecar (``icd_runtime.json``, or the ``ExportedArtefact`` it was
+    written from) records, with ``threads`` inference threads: what every loader of the folder compiles with, and
+    what Triton's openvino backend is configured with."""
     return {**compile_properties(sidecar.variant.precision, threads), **sidecar.properties,
             "INFERENCE_NUM_THREADS": str(threads)}
 
