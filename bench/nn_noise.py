@@ -9,7 +9,8 @@ measures NN agreement on many random 256-text subsets of the whole held-out pool
 * ``margins``: per subset, how many texts have their nearest and second-nearest other text within a cosine margin
   of each other in fp32 (mean over subsets);
 * ``recipes``: each ``--recipes`` OpenVINO int8 recipe exported as bench/runtimes.py exports it (same 512
-  calibration texts, icd's int8 record for the recipes that use it), run on the whole pool: cos mean over the
+  calibration texts, icd's int8 record for the recipes that use it), and with ``--bf16`` icd's OpenVINO bf16 export
+  (row ``openvino:bf16``), run on the whole pool: cos mean over the
   pool, and NN agreement per subset — mean, 2.5 / 97.5 percentiles, the fraction of subsets at >= 0.98 — plus NN
   agreement on bench/runtimes.py's first held-out set (``heldout_seed0``, one of the subsets);
 * ``synthetic_isotropic_noise``: every fp32 embedding replaced by a unit vector at exactly cosine ``c`` from it,
@@ -18,7 +19,7 @@ measures NN agreement on many random 256-text subsets of the whole held-out pool
 
 No timing: fidelity only. Writes ``bench/results/nn_noise.json`` and ``nn_noise.png``.
 
-Usage: ``.venv/bin/python bench/nn_noise.py [--subsets 300] [--recipes nncf_default icd_outliers ...]``
+Usage: ``.venv/bin/python bench/nn_noise.py [--subsets 300] [--recipes nncf_default icd_outliers ...] [--bf16]``
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--subsets", type=int, default=300, help="random subsets of the held-out pool")
     parser.add_argument("--calibration", type=int, default=512, help="as bench/runtimes.py")
     parser.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(ALL))
+    parser.add_argument("--bf16", action="store_true",
+                        help="add openvino:bf16 (icd's OpenVINO bf16 export, no int8) as a row named so")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULT)
@@ -150,6 +153,23 @@ def recipe_embeddings(names: list[str], fp32, tokenizer, calibration: list[str],
     return out
 
 
+def bf16_embeddings(fp32, tokenizer, calibration: list[str], pool: list[str], threads: int) -> np.ndarray:
+    """icd's OpenVINO bf16 export of ``fp32`` (no int8; as bench/runtimes.py's ``openvino:bf16`` row) run on
+    ``pool``: unit embeddings."""
+    from runtimes import _export
+
+    from icd.runtimes.base import Precision
+    from icd.runtimes.source import ModelSource
+
+    work = Path(tempfile.mkdtemp(prefix="icd-bench-nn-noise-"))
+    try:
+        session, _, _ = _export("openvino", ModelSource(fp32, [], tokenizer, calibration, 128), Precision.BF16, work,
+                                threads)
+        return unit_rows(encode(session, tokenizer, pool, 32, 128).double().numpy())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def plot(curve: list[dict[str, Any]], recipes: dict[str, dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -168,7 +188,7 @@ def plot(curve: list[dict[str, Any]], recipes: dict[str, dict[str, Any]], path: 
     ax.axvline(0.999, color="black", linestyle="--", linewidth=0.8)
     ax.set_xlabel("cosine to fp32 (recipes: mean over the held-out pool; synthetic: every text)")
     ax.set_ylabel("NN agreement on 256 texts")
-    ax.set_title("MiniLM OpenVINO int8: NN agreement over random 256-text held-out subsets")
+    ax.set_title("MiniLM on OpenVINO: NN agreement over random 256-text held-out subsets")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -192,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     subsets = [rng.choice(len(pool), args.subset, replace=False) for _ in range(args.subsets)]
     embeddings = recipe_embeddings(args.recipes, fp32, tokenizer, split.calibration, pool, args.threads)
+    if args.bf16:
+        embeddings["openvino:bf16"] = bf16_embeddings(fp32, tokenizer, split.calibration, pool, args.threads)
     recipes = {name: {"cos_mean": float((e * reference).sum(axis=1).mean()),
                       "nn_heldout_seed0": agreement_on([first], reference, e)[0],
                       **subset_stats(agreement_on(subsets, reference, e))} for name, e in embeddings.items()}

@@ -84,16 +84,17 @@ def icd_int8_record(fp32, tokenizer, calibration: list[str], max_length: int = 1
     return record, time.perf_counter() - start
 
 
-def _export(runtime_name: str, source, precision, work: Path, threads: int, recipe=None):
+def _export(runtime_name: str, source, precision, work: Path, threads: int, recipe=None, **options):
+    """``runtime_name``'s export of ``source`` at ``precision`` (``recipe`` and ``options``: the runtime's own export
+    keywords) loaded back: the session, the artefact and the export's seconds."""
     from icd.runtimes.registry import get_runtime
 
     folder = Path(tempfile.mkdtemp(prefix=f"{runtime_name}-", dir=work))
     runtime = get_runtime(runtime_name)
+    if recipe is not None:
+        options["recipe"] = recipe
     start = time.perf_counter()
-    if recipe is None:
-        artefact = runtime.export(source, folder, precision, output_gather=True, threads=threads)
-    else:
-        artefact = runtime.export(source, folder, precision, output_gather=True, threads=threads, recipe=recipe)
+    artefact = runtime.export(source, folder, precision, output_gather=True, threads=threads, **options)
     seconds = time.perf_counter() - start
     return runtime.load(folder, threads), artefact, seconds
 
@@ -115,17 +116,24 @@ def _variants(args, fp32, tokenizer, split, work: Path) -> dict[str, dict[str, A
         ("onnx:int8 plain", "onnx", plain, Precision.INT8, None, "quantize_dynamic per-channel, no icd decisions"),
         ("onnx:int8 (icd smoothing)", "onnx", icd_source, Precision.INT8, None,
          "quantize_dynamic per-channel of icd's smoothed graph, icd's fp32 Linears kept"),
-        ("openvino:fp32", "openvino", plain, Precision.FP32, None, "OpenVINO CPU, INFERENCE_PRECISION_HINT f32"),
-        ("openvino:bf16", "openvino", plain, Precision.BF16, None, "OpenVINO CPU, bf16 (the plugin's default here)"),
+        ("openvino:fp32", "openvino", plain, Precision.FP32, None,
+         "OpenVINO CPU, INFERENCE_PRECISION_HINT f32, eager attention fused by OpenVINO (icd's export)"),
+        ("openvino:bf16", "openvino", plain, Precision.BF16, None,
+         "OpenVINO CPU, bf16 (the plugin's default here), eager attention fused by OpenVINO (icd's export)"),
+        ("openvino:fp32 (sdpa graph)", "openvino", plain, Precision.FP32, {"fused_attention": False},
+         "OpenVINO CPU, f32, transformers' default SDPA attention graph (icd's export before 2026-12-02)"),
+        ("openvino:bf16 (sdpa graph)", "openvino", plain, Precision.BF16, {"fused_attention": False},
+         "OpenVINO CPU, bf16, transformers' default SDPA attention graph (icd's export before 2026-12-02)"),
     ]
     if args.no_base:
         plan = [row for row in plan if row[0] == "torchscript:int8 (icd int8)"]
     for name in args.recipes:
         recipe = RECIPES[name]
         plan.append((f"openvino:int8 {name}", "openvino", icd_source if recipe.icd_smoothing or recipe.keep_icd_fp32
-                     or recipe.ignore_per_token else plain, Precision.INT8, recipe, f"NNCF recipe {recipe}"))
-    for name, runtime, source, precision, recipe, how in plan:
-        session, artefact, seconds = _export(runtime, source, precision, work, args.threads, recipe)
+                     or recipe.ignore_per_token else plain, Precision.INT8, {"recipe": recipe},
+                     f"NNCF recipe {recipe}"))
+    for name, runtime, source, precision, options, how in plan:
+        session, artefact, seconds = _export(runtime, source, precision, work, args.threads, **(options or {}))
         out[name] = {"model": session, "how": how, "export_s": seconds, "recipe": dict(artefact.recipe)}
         print(f"[{name}] exported in {seconds:.1f} s", flush=True)
     return out

@@ -21,6 +21,17 @@ from icd.model.encoder import Encoder
 OPSET = 17
 
 
+def with_eager_attention(encoder: Encoder) -> Encoder:
+    """``encoder`` (changed in place, returned) switched to transformers' eager attention — MatMul, scale, additive
+    mask, Softmax, MatMul — instead of its default SDPA: the same function, as a pattern OpenVINO's conversion fuses
+    into one ``ScaledDotProductAttention`` operation per layer where nothing sits between the two products
+    (BERT-style attention; MPNet's relative position bias keeps them apart)."""
+    from icd.model.layout import bert_of
+
+    bert_of(encoder).set_attn_implementation("eager")
+    return encoder
+
+
 def export_onnx(encoder: Encoder, path: Path, seq_len: int = 16) -> None:
     """Write ``encoder`` as ONNX to ``path`` (inputs ``input_ids``, ``attention_mask``; one output).
 

@@ -5,7 +5,11 @@ Conversion: the Encoder → ONNX (:mod:`icd.runtimes.onnx_graph`) → ``ov.conve
 
 * ``fp32``: compiled with ``INFERENCE_PRECISION_HINT`` f32 (the CPU plugin otherwise computes in bf16 on CPUs with
   AVX512-BF16 / AMX — that is the ``bf16`` precision, measured apart);
+* ``bf16``: compiled with ``INFERENCE_PRECISION_HINT`` bf16;
 * ``int8``: NNCF post-training quantization driven by icd's decisions (:mod:`icd.runtimes.openvino_int8`).
+
+fp32 and bf16 are exported with eager attention, which the conversion fuses into one ``ScaledDotProductAttention``
+per layer (:func:`fp32_graph`; ``icd_runtime.json``'s ``recipe`` says which graph and how many fused operations).
 
 Compile properties (threads, latency hint, precision) live in ``icd_runtime.json`` and in config.pbtxt's
 parameters, so every loader compiles the model the same way. Triton: the python backend (embedded
@@ -64,15 +68,34 @@ def convert_onnx(path: Path):
         raise ArtefactError(f"OpenVINO conversion failed: {str(exc).splitlines()[0]}") from None
 
 
+def fp32_graph(source: ModelSource, onnx_path: Path, output_gather: bool, fused_attention: bool = True):
+    """The converted fp32 model of ``source`` (via ``onnx_path``) and how its attention was exported.
+
+    ``fused_attention``: export with transformers' eager attention, which OpenVINO's conversion fuses into one
+    ``ScaledDotProductAttention`` per layer where the model's attention allows (BERT-style; MPNet: not fused): the
+    same function, faster than the SDPA graph (bench/results/runtimes_bf16_fused_amx.json). The int8 recipes
+    choose it with their ``fused_attention`` field.
+    """
+    from icd.runtimes.onnx_graph import with_eager_attention
+    from icd.runtimes.openvino_int8 import fused_attention_ops
+
+    encoder = source.torch_encoder(Precision.FP32, output_gather)
+    export_onnx(with_eager_attention(encoder) if fused_attention else encoder, onnx_path)
+    model = convert_onnx(onnx_path)
+    return model, {"attention": "eager" if fused_attention else "sdpa",
+                   "fused_attention_ops": fused_attention_ops(model)}
+
+
 class OpenVinoRuntime(Runtime):
     name = "openvino"
     package = "openvino"
     precisions = (Precision.FP32, Precision.BF16, Precision.INT8)
 
     def export(self, source: ModelSource, folder: Path, precision: Precision, *, output_gather: bool,
-               threads: int, recipe=None) -> ExportedArtefact:
+               threads: int, recipe=None, fused_attention: bool = True) -> ExportedArtefact:
         """See :meth:`Runtime.export`; ``recipe`` (int8 only): an :class:`OpenVinoInt8Recipe` other than the
-        default (bench/runtimes.py compares them)."""
+        default (bench/runtimes.py compares them); ``fused_attention`` (fp32 / bf16; int8: the recipe's field): the
+        model exported with eager attention, which OpenVINO fuses (:func:`fp32_graph`), or with its default SDPA."""
         import openvino as ov
 
         self.check_precision(precision)
@@ -94,8 +117,7 @@ class OpenVinoRuntime(Runtime):
                 hint = plan.inference_precision
                 extra = plan.compile_properties()
             else:
-                export_onnx(source.torch_encoder(Precision.FP32, output_gather), onnx_path)
-                model = convert_onnx(onnx_path)
+                model, described = fp32_graph(source, onnx_path, output_gather, fused_attention)
             ov.save_model(model, str(Path(folder) / MODEL_FILES[0]), compress_to_fp16=False)
         finally:
             shutil.rmtree(work, ignore_errors=True)

@@ -67,7 +67,7 @@ from typing import Any
 import torch
 
 from icd.errors import ArtefactError
-from icd.runtimes.onnx_graph import ATTENTION_PRODUCTS, activation_matmuls, matmul_nodes
+from icd.runtimes.onnx_graph import ATTENTION_PRODUCTS, activation_matmuls, matmul_nodes, with_eager_attention
 from icd.runtimes.source import ModelSource
 from icd.transforms.runtime import WEIGHT_ROUNDINGS
 
@@ -288,11 +288,7 @@ def _split_outliers_(encoder, batches: list[dict[str, torch.Tensor]], recipe: Op
 
 def _attention_for(encoder, recipe: OpenVinoInt8Recipe):
     """``encoder`` (a copy) switched to transformers' eager attention when the recipe exports fused attention."""
-    if recipe.fused_attention:
-        from icd.model.layout import bert_of
-
-        bert_of(encoder).set_attn_implementation("eager")
-    return encoder
+    return with_eager_attention(encoder) if recipe.fused_attention else encoder
 
 
 def quantize_with_recipe(model, onnx_path: Path, source: ModelSource, recipe: OpenVinoInt8Recipe,
@@ -345,7 +341,12 @@ bias inside the scores; MPNet's relative position bias keeps the MatMuls apart).
 
 
 def _has_fused_attention(model) -> bool:
-    return any(op.get_type_name() == FUSED_ATTENTION for op in model.get_ops())
+    return fused_attention_ops(model) > 0
+
+
+def fused_attention_ops(model) -> int:
+    """How many of OpenVINO's fused attention operations the converted ``model`` has."""
+    return sum(op.get_type_name() == FUSED_ATTENTION for op in model.get_ops())
 
 
 def _round_gptq_(quantized, source: ModelSource, recipe: OpenVinoInt8Recipe, threads: int) -> dict[str, Any]:

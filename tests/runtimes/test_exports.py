@@ -248,3 +248,41 @@ def test_a_recipe_node_missing_from_the_converted_graph_fails_in_one_line(minilm
                                        recipe=_outliers_recipe(attention_matmuls_fp32=("scores",)))
     assert "\n" not in str(info.value) and len(str(info.value)) < 400
     assert not (tmp_path / "model.xml").exists()
+
+
+@pytest.mark.parametrize("model_type", ["bert", "mpnet"])
+def test_openvino_fp32_and_bf16_export_fused_attention_with_the_same_function(model_type, minilm_encoder,
+                                                                                minilm_tokenizer, corpus_split,
+                                                                                tmp_path):
+    """fp32 / bf16 are exported with eager attention: one fused ``ScaledDotProductAttention`` per layer where
+    OpenVINO fuses it (MiniLM), none where it does not (MPNet's position bias); either way the artefact equals the
+    in-process model on real held-out text, as the SDPA graph (``fused_attention=False``) does."""
+    import openvino as ov
+
+    from tests.model.tiny import tiny_encoder
+
+    encoder = minilm_encoder if model_type == "bert" else tiny_encoder(model_type="mpnet")
+    source = ModelSource(encoder, [], minilm_tokenizer, corpus_split.calibration, 128)
+    texts = corpus_split.heldout[:8]
+    expected = encode(encoder, minilm_tokenizer, texts, 8, 128)
+    attention = encoder.bert.config._attn_implementation
+    rt = get_runtime("openvino")
+    fused_ops = {}
+    for name, precision, fused in (("fp32", Precision.FP32, True), ("sdpa", Precision.FP32, False),
+                                   ("bf16", Precision.BF16, True)):
+        folder = tmp_path / name
+        folder.mkdir()
+        rt.export(source, folder, precision, output_gather=True, threads=1, fused_attention=fused)
+        ops = ov.Core().read_model(str(folder / "model.xml")).get_ops()
+        fused_ops[name] = sum(op.get_type_name() == "ScaledDotProductAttention" for op in ops)
+        recipe = json.loads((folder / "icd_runtime.json").read_text())["recipe"]
+        assert recipe == {"attention": "eager" if fused else "sdpa", "fused_attention_ops": fused_ops[name]}
+        got = encode(rt.load(folder, 1), minilm_tokenizer, texts, 8, 128)
+        if precision == Precision.FP32:
+            assert (got - expected).abs().max().item() < 1e-4, name
+        else:
+            assert torch.nn.functional.cosine_similarity(got, expected).min() > 0.999
+    layers = encoder.bert.config.num_hidden_layers
+    assert fused_ops == ({"fp32": layers, "sdpa": 0, "bf16": layers} if model_type == "bert"
+                         else {"fp32": 0, "sdpa": 0, "bf16": 0})
+    assert encoder.bert.config._attn_implementation == attention, "the source's model is not changed"
