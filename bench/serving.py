@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq-len", type=int, default=128, help="tokens per text (padded / truncated)")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-queue-delay-us", type=int, default=2000)
+    parser.add_argument("--preferred-batch-sizes", default="",
+                        help="comma-separated preferred batch sizes of Triton's dynamic batcher (the guide's: 4,8) "
+                             "[none]")
     parser.add_argument("--report", type=Path, help="write the result as JSON here")
     args = parser.parse_args(argv)
 
@@ -143,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="icd-bench-serving-"))
     try:
-        common = {"max_batch_size": args.max_batch_size, "preferred_batch_sizes": (),
+        preferred = tuple(int(size) for size in args.preferred_batch_sizes.split(",") if size)
+        common = {"max_batch_size": args.max_batch_size, "preferred_batch_sizes": preferred,
                   "max_queue_delay_us": args.max_queue_delay_us}
         icd = export_model(args.run_dir, work / "models", ExportOptions(
             model_name="bert_icd", runtime=args.runtime, precision=args.precision, **common))
@@ -185,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                                                 "high_load": load_is_high(load_start[0], load_end[0])},
         "run": {"name": args.run_dir.name, **_run_meta(args.run_dir)}, "bert_icd": {"variant": icd.variant.name, "chosen_by": icd.variant_source},
         "bert_baseline": {"variant": base.variant.name}, "threads_per_instance": threads,
-        "settings": settings.to_dict(), "alone": alone, "together": together,
+        "settings": settings.to_dict(), "dynamic_batching": {**common, "preferred_batch_sizes": list(preferred)},
+        "alone": alone, "together": together,
         "icd_over_baseline": icd_rps / base_rps, "target_icd_over_baseline": TARGET_ICD_OVER_BASELINE,
         "triton_over_in_process": ratio, "target_ratio": TARGET_RATIO,
         "in_process_texts_per_s": in_process_rps, "in_process_compute_s": in_process_s,
