@@ -30,6 +30,7 @@ from typing import Any
 from icd.errors import ArtefactError, UserError
 from icd.export.config_pbtxt import parse_config, render_config
 from icd.export.gpu_shapes import gpu_shape_warning
+from icd.export.gpu_target import gpu_problem
 from icd.export.layout_efficiency import BLOCK, layout_efficiency
 from icd.export.options import ExportOptions, Platform, Target
 from icd.export.provenance import applied_records
@@ -98,11 +99,18 @@ def resolve_variant(choice: tuple[Variant, str | None] | None, options: ExportOp
     Runtime: ``options.runtime``, else (optimized model) the run's ``icd profile`` ``choice``, else torchscript
     (as the guide exports). Precision: ``options.precision``, else the profile's when it chose this runtime, else
     the run's own (int8 when the run has icd's int8 and the runtime has int8; the baseline is fp32).
+    For ``--target gpu`` a profile choice or run's int8 that runs on the CPU only (:func:`gpu_problem`: the profile
+    timed CPU runtimes) is left aside for torchscript / fp32, and the returned text says so.
     """
     from icd.runtimes.registry import DEFAULT_RUNTIME, get_runtime
 
+    gpu = options.target == Target.GPU
     chosen = None if choice is None or options.baseline else choice[0]
-    if options.runtime is None and chosen is not None:
+    if options.runtime is None and chosen is not None and gpu and gpu_problem(chosen, options.platform):
+        runtime = DEFAULT_RUNTIME
+        where = f"default (--target gpu: the icd profile choice {chosen.name} runs on the CPU)"
+        chosen = None
+    elif options.runtime is None and chosen is not None:
         runtime, where = chosen.runtime, "icd profile choice (runtime_profile.json)"
     else:
         runtime = options.runtime or DEFAULT_RUNTIME
@@ -112,6 +120,8 @@ def resolve_variant(choice: tuple[Variant, str | None] | None, options: ExportOp
     if chosen is not None and chosen.runtime == runtime:
         return Variant(runtime, chosen.precision), where
     own_int8 = has_int8 and not options.baseline and Precision.INT8 in get_runtime(runtime).precisions
+    if own_int8 and gpu and gpu_problem(Variant(runtime, Precision.INT8), options.platform):
+        return Variant(runtime, Precision.FP32), where + ", fp32 (--target gpu: the run's int8 runs on the CPU)"
     return Variant(runtime, Precision.INT8 if own_int8 else Precision.FP32), where + ", the run's own precision"
 
 
@@ -245,6 +255,10 @@ def export_model(run_dir: Path, output_dir: Path, options: ExportOptions) -> Exp
     variant, where = resolve_variant(choice, options, source.int8_record is not None)
     runtime = get_runtime(variant.runtime)
     runtime.check_precision(variant.precision)
+    problem = gpu_problem(variant, options.platform) if options.target == Target.GPU else None
+    if problem is not None:
+        raise UserError(f"--target gpu: {variant.name} ({where}) cannot serve on KIND_GPU instances: {problem}; "
+                        f"export torchscript fp32 for the GPU, or this variant with --target cpu")
     if options.int8_recipe is not None and (variant.runtime, variant.precision.value) != ("openvino", "int8"):
         raise UserError(f"--int8-recipe {options.int8_recipe} is for openvino int8; this export is {variant.name} "
                         f"({where})")
