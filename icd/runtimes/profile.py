@@ -157,6 +157,7 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
             "how": "held-out texts whose nearest and second-nearest other text (reference outputs, cosine) are "
                    "within the margin: any small error can swap them, so each can move NN agreement by 1/texts"},
         "rows": [{**asdict(r), "speedup": None if r.latency_median_ms is None else base_ms / r.latency_median_ms,
+                  "latency_ratio_to_choice": _ratio_to(latency, r.variant, choice.variant),
                   "recipe": recipes.get(r.variant)} for r in rows.values()],
         "choice": asdict(choice),
     }
@@ -191,6 +192,16 @@ def read_choice(run_dir: Path) -> tuple[Variant, str | None] | None:
     return variant, recipe or None
 
 
+def _ratio_to(latency: dict[str, Any], name: str, chosen: str) -> dict[str, Any] | None:
+    """``name``'s latency over the chosen variant's, round by round (median and 95 % bootstrap interval); None for a
+    row that was not timed."""
+    from icd.measure.latency import paired_ratio
+
+    if name not in latency:
+        return None
+    return paired_ratio(latency[name].samples_ms, latency[chosen].samples_ms).to_dict()
+
+
 def render_table(doc: dict[str, Any]):
     """A rich Table of a profile document (chosen row marked)."""
     from rich.table import Table
@@ -199,19 +210,29 @@ def render_table(doc: dict[str, Any]):
     agreement = doc["agreement"]
     table = Table(title=f"runtimes × precisions (floor: cos mean >= {floor['min_cos']}, "
                         f"{agreement} >= {floor['min_nn']})")
-    for column in ("variant", "cos mean", "cos min", agreement, "median ms", "× ref", ""):
+    for column in ("variant", "cos mean", "cos min", agreement, "median ms", "× ref", "latency × chosen (95 %)", ""):
         table.add_column(column, justify="left" if column in ("variant", "") else "right")
-    table.add_row(REFERENCE, "1.00000", "1.0000", "1.000", f"{doc['reference']['latency_median_ms']:.1f}", "1.00", "")
+    table.add_row(REFERENCE, "1.00000", "1.0000", "1.000", f"{doc['reference']['latency_median_ms']:.1f}", "1.00", "",
+                  "")
     chosen = doc["choice"]["variant"]
     for row in doc["rows"]:
         if row["error"]:
-            table.add_row(row["variant"], "-", "-", "-", "-", "-", f"not measured: {row['error']}")
+            table.add_row(row["variant"], "-", "-", "-", "-", "-", "-", f"not measured: {row['error']}")
             continue
         mark = "chosen" if row["variant"] == chosen else ""
         table.add_row(row["variant"], f"{row['cos_mean']:.5f}", f"{row['cos_min']:.4f}", f"{row['agreement']:.3f}",
-                      f"{row['latency_median_ms']:.1f}", f"{row['speedup']:.2f}", mark)
+                      f"{row['latency_median_ms']:.1f}", f"{row['speedup']:.2f}",
+                      _ratio_text(row.get("latency_ratio_to_choice")), mark)
     ties = doc.get("near_ties")
     if ties:
         table.caption = (f"{ties['texts']} held-out text(s) have a near tie (two nearest other texts within "
                          f"{ties['margin']} cosine): each can flip NN agreement under any small error")
     return table
+
+
+def _ratio_text(ratio: dict[str, Any] | None) -> str:
+    """``0.962 (0.940–0.981)``; empty for a profile written before the ratio was recorded."""
+    if not ratio:
+        return ""
+    low, high = ratio["ci95"]
+    return f"{ratio['median']:.3f} ({low:.3f}–{high:.3f})"

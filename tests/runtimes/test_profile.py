@@ -26,6 +26,9 @@ def test_profile_records_a_choice_that_export_then_uses(optimized_run, tmp_path,
     assert "near tie" in out
     chosen = doc["choice"]["variant"]
     assert chosen in {"torchscript:fp32", "onnx:fp32"}
+    ratios = {r["variant"]: r["latency_ratio_to_choice"] for r in doc["rows"]}
+    assert ratios[chosen]["median"] == 1.0 and ratios[chosen]["rounds"] == 2
+    assert all(r["median"] > 0 and r["ci95"][0] <= r["median"] <= r["ci95"][1] for r in ratios.values())
     models = tmp_path / "models"
     assert main(["export-triton", "--input-dir", str(run), "--model-name", "bert_icd", "--output-dir",
                  str(models)]) == 0
