@@ -210,7 +210,7 @@ def render_table(doc: dict[str, Any]):
     agreement = doc["agreement"]
     table = Table(title=f"runtimes × precisions (floor: cos mean >= {floor['min_cos']}, "
                         f"{agreement} >= {floor['min_nn']})")
-    for column in ("variant", "cos mean", "cos min", agreement, "median ms", "× ref", "latency × chosen (95 %)", ""):
+    for column in ("variant", "cos mean", "cos min", agreement, "median ms", "× ref", "ms × chosen", ""):
         table.add_column(column, justify="left" if column in ("variant", "") else "right")
     table.add_row(REFERENCE, "1.00000", "1.0000", "1.000", f"{doc['reference']['latency_median_ms']:.1f}", "1.00", "",
                   "")
