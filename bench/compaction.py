@@ -32,7 +32,8 @@ default since. The groups that measure one setting against the rest (``probe``'s
 
 Baselines in the same run: torch fp32 (1.00×), icd torch int8 (``Int8Config()``), and where the runtimes
 exist (``icd.runtimes``) OpenVINO fp32, OpenVINO + NNCF int8 of the full model (``nncf_default``: the anchor the
-targets are stated against) and icd's default OpenVINO int8 recipe of the full model. Every pareto model is
+targets are stated against) and icd's default OpenVINO int8 recipe of the full model; with ``--bf16``, OpenVINO bf16
+of every model too (on CPUs with AMX the fastest variant over the fidelity floors: docs/int8.md). Every pareto model is
 exported with both int8 recipes. Each row's ``speed_vs_nncf_int8`` is NNCF int8's latency over the row's, round by
 round (``icd.measure.latency.paired_ratio``: median and 95 % bootstrap interval; > 1 is faster), and ``targets``
 says, for each of the issue's targets, the best row that meets its fidelity floor on both held-out sets. With
@@ -214,6 +215,7 @@ class Runtimes:
     threads: int
     work: Path
     nncf_recipes: tuple[str, ...] = ()
+    bf16: bool = False
     export_s: dict[str, float] = field(default_factory=dict)
 
     @staticmethod
@@ -250,6 +252,8 @@ class Runtimes:
         plain = ModelSource(model, [], self.tokenizer, self.calibration, self.max_length)
         decided = ModelSource(model, [record] if record else [], self.tokenizer, self.calibration, self.max_length)
         plan: list[tuple[str, Any, Any, Any]] = [("openvino_fp32", plain, Precision.FP32, None)]
+        if self.bf16:
+            plan.append(("openvino_bf16", plain, Precision.BF16, None))
         for name in self.nncf_recipes:
             recipe = RECIPES[name]
             uses_record = recipe.icd_smoothing or recipe.keep_icd_fp32 or recipe.ignore_per_token
@@ -257,10 +261,16 @@ class Runtimes:
         for suffix, source, precision, recipe in plan:
             folder = Path(tempfile.mkdtemp(prefix=f"{name}-{suffix}-", dir=self.work))
             start = time.perf_counter()
-            runtime.export(source, folder, precision, output_gather=True, threads=self.threads, recipe=recipe)
+            options = {} if recipe is None else {"recipe": recipe}
+            runtime.export(source, folder, precision, output_gather=True, threads=self.threads, **options)
             self.export_s[f"{name}+{suffix}"] = time.perf_counter() - start
             out[suffix] = folder
         return out
+
+
+def _precision_of(suffix: str) -> str:
+    """The precision of a runtime row named ``openvino_<precision>[_<recipe>]``."""
+    return next(p for p in ("int8", "bf16", "fp32") if f"openvino_{p}" in suffix)
 
 
 def _machine() -> dict[str, Any]:
@@ -427,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 variants")
     parser.add_argument("--no-runtimes", action="store_true", help="torch only (no OpenVINO exports)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also export every model as OpenVINO bf16 (rows *openvino_bf16; the fused graph where "
+                             "OpenVINO fuses the attention)")
     parser.add_argument("--units", choices=("both", "ffn"), default="both",
                         help="what budget variants may cut (ffn: MPNet, whose heads share one relative bias)")
     parser.add_argument("--budgets", default=",".join(str(b) for b in PARETO_BUDGETS),
@@ -505,10 +518,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_runtimes and Runtimes.available():
         runtimes = Runtimes(tokenizer, split.calibration, args.max_length, args.threads,
                             Path(tempfile.mkdtemp(prefix="icd-bench-compaction-")),
-                            nncf_recipes=recipes)
+                            nncf_recipes=recipes, bf16=args.bf16)
         for suffix, session in runtimes.sessions(fp32, "full", runtimes.int8_record(fp32)).items():
             timed[suffix] = session
-            rows.append(_row(suffix, "baseline", "openvino", "int8" if "int8" in suffix else "fp32", measure(session),
+            rows.append(_row(suffix, "baseline", "openvino", _precision_of(suffix), measure(session),
                              1.0, None, layer_sizes(fp32)))
     budgets = tuple(float(b) for b in args.budgets.split(",") if b)
     for name, group, config, steps in _plans(groups, _probe_flops(fp32, args.latency_seq), budgets,
@@ -537,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
             if runtimes is not None:
                 for suffix, session in runtimes.sessions(model, name, runtimes.int8_record(model)).items():
                     timed[f"{name}+{suffix}"] = session
-                    rows.append(_row(f"{name}+{suffix}", group, "openvino", "int8" if "int8" in suffix else "fp32",
+                    rows.append(_row(f"{name}+{suffix}", group, "openvino", _precision_of(suffix),
                                      measure(session), flops, built, sizes))
     load_timing = os.getloadavg()[0]
     try:
