@@ -261,8 +261,7 @@ class Runtimes:
         for suffix, source, precision, recipe in plan:
             folder = Path(tempfile.mkdtemp(prefix=f"{name}-{suffix}-", dir=self.work))
             start = time.perf_counter()
-            options = {} if recipe is None else {"recipe": recipe}
-            runtime.export(source, folder, precision, output_gather=True, threads=self.threads, **options)
+            runtime.export(source, folder, precision, output_gather=True, threads=self.threads, recipe=recipe)
             self.export_s[f"{name}+{suffix}"] = time.perf_counter() - start
             out[suffix] = folder
         return out

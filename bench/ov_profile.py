@@ -38,7 +38,7 @@ from icd.data.corpus import load_split
 from icd.io.bench_result import BenchRecord
 from icd.measure.encode import encode
 from icd.measure.fidelity import fidelity
-from icd.measure.latency import measure_latency_interleaved, paired_ratio, synthetic_batch
+from icd.measure.latency import measure_latency_interleaved, paired_ratio, ratio_text, synthetic_batch
 from icd.model.loader import load_encoder, load_tokenizer
 from icd.runtimes.base import Precision
 from icd.runtimes.openvino import compile_model, load_properties
@@ -171,10 +171,6 @@ def run(args) -> dict[str, Any]:
             "variants": [{"variant": name, **row} for name, row in rows.items()]}
 
 
-def _ratio(ratio: dict[str, Any]) -> str:
-    return f"{ratio['median']:.3f} ({ratio['ci95'][0]:.3f}-{ratio['ci95'][1]:.3f})"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     record = BenchRecord.start(None if argv is None else ["bench/ov_profile.py", *argv])
@@ -187,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio, same = row["latency_ratio_to_sdpa_nncf_default"], row["latency_ratio_to_same_graph_nncf_default"]
         print(f"{row['variant']:44} {row['fake_quantize_ops']:3d} {a['cos_mean']:8.5f} {a['nn_agreement']:6.3f} "
               f"{b['cos_mean']:8.5f} {b['nn_agreement']:6.3f} {row['latency_median_ms']:7.1f} "
-              f"{row['op_profile']['sum_ms']:7.1f}  {_ratio(ratio):>22}  {_ratio(same):>22}")
+              f"{row['op_profile']['sum_ms']:7.1f}  {ratio_text(ratio):>22}  {ratio_text(same):>22}")
     print(f"-> {args.out}")
     return 0
 

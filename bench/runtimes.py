@@ -139,10 +139,6 @@ def _variants(args, fp32, tokenizer, split, work: Path) -> dict[str, dict[str, A
     return out
 
 
-def _ratio_text(ratio: dict[str, Any] | None) -> str:
-    return "" if ratio is None else f"{ratio['median']:.3f} ({ratio['ci95'][0]:.3f}-{ratio['ci95'][1]:.3f})"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     from compaction import model_section
@@ -151,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     from icd.io.atomic import write_json_atomic
     from icd.measure.encode import encode
     from icd.measure.fidelity import fidelity
-    from icd.measure.latency import measure_latency_interleaved, paired_ratio
+    from icd.measure.latency import measure_latency_interleaved, paired_ratio, ratio_text
     from icd.model.loader import load_encoder, load_tokenizer
 
     load_start = os.getloadavg()
@@ -208,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'variant':44} {'cos':>8} {'cos_min':>8} {'nn':>6} {'cos2':>8} {'nn2':>6} {'med_ms':>8} {'x':>6}"
           f"  {'/ nncf_default (95% CI)':>24}  {'/ nncf_default_bf16 (95% CI)':>24}")
     for r in rows:
-        paired = [_ratio_text(r[f"latency_ratio_to_{anchor}"]) for anchor in ("nncf_default", "nncf_default_bf16")]
+        paired = [ratio_text(r[f"latency_ratio_to_{anchor}"]) for anchor in ("nncf_default", "nncf_default_bf16")]
         print(f"{r['variant']:44} {r['cos_mean']:8.5f} {r['cos_min']:8.5f} {r['nn_agreement']:6.3f} "
               f"{r['cos_mean_set2']:8.5f} {r['nn_agreement_set2']:6.3f} {r['latency_median_ms']:8.1f} "
               f"{r['speedup']:6.2f}  {paired[0]:>24}  {paired[1]:>24}")

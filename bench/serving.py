@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 "high_load": load_is_high(load_start[0], load_end[0])},
         "run": {"name": args.run_dir.name, **_run_meta(args.run_dir)}, "bert_icd": {"variant": icd.variant.name, "chosen_by": icd.variant_source},
         "bert_baseline": {"variant": base.variant.name}, "threads_per_instance": threads,
-        "settings": settings.to_dict(), "dynamic_batching": {**common, "preferred_batch_sizes": list(preferred)},
+        "settings": settings.to_dict(), "dynamic_batching": common,
         "alone": alone, "together": together,
         "icd_over_baseline": icd_rps / base_rps, "target_icd_over_baseline": TARGET_ICD_OVER_BASELINE,
         "triton_over_in_process": ratio, "target_ratio": TARGET_RATIO,

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -157,6 +158,14 @@ class PairedRatio:
         return {"median": self.median, f"ci{round(self.confidence * 100)}": [self.low, self.high],
                 "rounds": self.rounds, "how": "median of per-round latency ratios (same round of one interleaved "
                                               "run), percentile bootstrap interval (scipy.stats.bootstrap, seed 0)"}
+
+
+def ratio_text(ratio: Mapping[str, Any] | None) -> str:
+    """A :meth:`PairedRatio.to_dict` as ``0.962 (0.940-0.981)`` (median, 95 % interval); empty for None."""
+    if not ratio:
+        return ""
+    low, high = ratio["ci95"]
+    return f"{ratio['median']:.3f} ({low:.3f}-{high:.3f})"
 
 
 def paired_ratio(a_ms: Sequence[float], b_ms: Sequence[float], confidence: float = 0.95) -> PairedRatio:

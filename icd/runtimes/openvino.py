@@ -68,6 +68,16 @@ def convert_onnx(path: Path):
         raise ArtefactError(f"OpenVINO conversion failed: {str(exc).splitlines()[0]}") from None
 
 
+FUSED_ATTENTION = "ScaledDotProductAttention"
+"""OpenVINO's fused attention operation, made by its conversion from eager attention (BERT-style, no position
+bias inside the scores; MPNet's relative position bias keeps the MatMuls apart)."""
+
+
+def fused_attention_ops(model) -> int:
+    """How many of OpenVINO's fused attention operations the converted ``model`` has."""
+    return sum(op.get_type_name() == FUSED_ATTENTION for op in model.get_ops())
+
+
 def fp32_graph(source: ModelSource, onnx_path: Path, output_gather: bool, fused_attention: bool = True):
     """The converted fp32 model of ``source`` (via ``onnx_path``) and how its attention was exported.
 
@@ -77,7 +87,6 @@ def fp32_graph(source: ModelSource, onnx_path: Path, output_gather: bool, fused_
     choose it with their ``fused_attention`` field.
     """
     from icd.runtimes.onnx_graph import with_eager_attention
-    from icd.runtimes.openvino_int8 import fused_attention_ops
 
     encoder = source.torch_encoder(Precision.FP32, output_gather)
     export_onnx(with_eager_attention(encoder) if fused_attention else encoder, onnx_path)

@@ -68,6 +68,7 @@ import torch
 
 from icd.errors import ArtefactError
 from icd.runtimes.onnx_graph import ATTENTION_PRODUCTS, activation_matmuls, matmul_nodes, with_eager_attention
+from icd.runtimes.openvino import FUSED_ATTENTION, fused_attention_ops
 from icd.runtimes.source import ModelSource
 from icd.transforms.runtime import WEIGHT_ROUNDINGS
 
@@ -302,7 +303,7 @@ def quantize_with_recipe(model, onnx_path: Path, source: ModelSource, recipe: Op
     ignored = recipe.ignored_linears(source) + list(split_fp32 or [])
     names = [node for nodes in matmul_nodes(onnx_path, ignored).values() for node in nodes] if ignored else []
     types = []
-    if recipe.fused_attention and _has_fused_attention(model):
+    if recipe.fused_attention and fused_attention_ops(model):
         # the kernel's query and key inputs are NNCF's only quantizers on it; its V never is quantized
         types = [FUSED_ATTENTION] if "scores" in recipe.attention_matmuls_fp32 else []
     elif recipe.attention_matmuls_fp32:
@@ -333,20 +334,6 @@ def quantize_with_recipe(model, onnx_path: Path, source: ModelSource, recipe: Op
                   if op.get_type_name() in ("MatMul", "Gather") and op.get_friendly_name() not in names]
         return nncf.compress_weights(quantized, mode=nncf.CompressWeightsMode.INT8_ASYM,
                                      ignored_scope=nncf.IgnoredScope(names=others, validate=False)), {}
-
-
-FUSED_ATTENTION = "ScaledDotProductAttention"
-"""OpenVINO's fused attention operation, made by its conversion from eager attention (BERT-style, no position
-bias inside the scores; MPNet's relative position bias keeps the MatMuls apart)."""
-
-
-def _has_fused_attention(model) -> bool:
-    return fused_attention_ops(model) > 0
-
-
-def fused_attention_ops(model) -> int:
-    """How many of OpenVINO's fused attention operations the converted ``model`` has."""
-    return sum(op.get_type_name() == FUSED_ATTENTION for op in model.get_ops())
 
 
 def _round_gptq_(quantized, source: ModelSource, recipe: OpenVinoInt8Recipe, threads: int) -> dict[str, Any]:

@@ -203,8 +203,11 @@ def _ratio_to(latency: dict[str, Any], name: str, chosen: str) -> dict[str, Any]
 
 
 def render_table(doc: dict[str, Any]):
-    """A rich Table of a profile document (chosen row marked)."""
+    """A rich Table of a profile document (chosen row marked; a profile written before ``latency_ratio_to_choice``
+    was recorded shows that column empty)."""
     from rich.table import Table
+
+    from icd.measure.latency import ratio_text
 
     floor = doc["floor"]
     agreement = doc["agreement"]
@@ -222,17 +225,10 @@ def render_table(doc: dict[str, Any]):
         mark = "chosen" if row["variant"] == chosen else ""
         table.add_row(row["variant"], f"{row['cos_mean']:.5f}", f"{row['cos_min']:.4f}", f"{row['agreement']:.3f}",
                       f"{row['latency_median_ms']:.1f}", f"{row['speedup']:.2f}",
-                      _ratio_text(row.get("latency_ratio_to_choice")), mark)
+                      ratio_text(row.get("latency_ratio_to_choice")), mark)
     ties = doc.get("near_ties")
     if ties:
         table.caption = (f"{ties['texts']} held-out text(s) have a near tie (two nearest other texts within "
                          f"{ties['margin']} cosine): each can flip NN agreement under any small error")
     return table
 
-
-def _ratio_text(ratio: dict[str, Any] | None) -> str:
-    """``0.962 (0.940–0.981)``; empty for a profile written before the ratio was recorded."""
-    if not ratio:
-        return ""
-    low, high = ratio["ci95"]
-    return f"{ratio['median']:.3f} ({low:.3f}–{high:.3f})"
