@@ -15,8 +15,11 @@
    ``drain_completions_per_interval``). ``--max-batch-size`` bounds Triton's batches and so how long one takes.
 4. **In-process**: bert_icd's exported artefact loaded in this process through the same runtime with the served
    instance's thread count runs exactly the multiset of batch sizes Triton formed in step 2 (statistics API) on
-   the same texts. Ratio = served / in-process throughput (target >= 0.85).
-5. **Outputs**: the served outputs of bert_icd equal the in-process outputs of its runtime (max |diff|).
+   the same texts, each batch cut to the length the server runs (``--trim-padding``, the python backend's
+   ``icd_trim_padding``: trailing padding no row attends to, to a multiple of that many tokens; as
+   ``icd export-triton`` decides per model unless given). Ratio = served / in-process throughput (target >= 0.85).
+5. **Outputs**: the served outputs of bert_icd equal the in-process outputs of its runtime on the batch as the
+   server runs it (max |diff|), and what the same runtime gives for the batch as sent, padding included.
 
 Writes JSON (``--report``) with the command, machine, date, load averages and every figure.
 """
@@ -68,24 +71,37 @@ def _load(server, models: tuple[str, ...], settings) -> dict[str, Any]:
     return out
 
 
-def _in_process(session, batches, histogram: Counter) -> float:
-    """Run the batch-size multiset ``histogram`` through ``session``; returns the summed seconds."""
+def _as_served(ids: np.ndarray, mask: np.ndarray, trim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The batch as the python backend runs it (``icd_trim_padding``: trailing padding cut)."""
+    from icd.serve.backend.icd_runtime import trimmed_length
+
+    keep = trimmed_length(mask, trim)
+    return np.ascontiguousarray(ids[:, :keep]), np.ascontiguousarray(mask[:, :keep])
+
+
+def _in_process(session, batches, histogram: Counter, trim: int) -> tuple[float, float]:
+    """Run the batch-size multiset ``histogram`` through ``session`` as the server runs each batch; returns the
+    summed seconds and the mean length run."""
     ids = np.concatenate([b.input_ids for b in batches])
     mask = np.concatenate([b.attention_mask for b in batches])
-    for size in sorted(histogram):
-        session.numpy(ids[:size], mask[:size])  # warm-up of every shape
-    total, cursor = 0.0, 0
+    plan, cursor = [], 0
     for size, count in sorted(histogram.items()):
         for _ in range(count):
             rows = [(cursor + k) % len(ids) for k in range(size)]
             cursor += size
-            start = time.perf_counter()
-            session.numpy(ids[rows], mask[rows])
-            total += time.perf_counter() - start
-    return total
+            plan.append(_as_served(ids[rows], mask[rows], trim))
+    for shape in sorted({batch[0].shape for batch in plan}):
+        session.numpy(*next(batch for batch in plan if batch[0].shape == shape))  # warm-up of every shape
+    total = 0.0
+    for batch in plan:
+        start = time.perf_counter()
+        session.numpy(*batch)
+        total += time.perf_counter() - start
+    return total, float(np.mean([batch[0].shape[1] for batch in plan]))
 
 
-def _served_vs_in_process(server, version_dir: Path, runtime_name: str, threads: int, batches, output: str) -> float:
+def _served_vs_in_process(server, version_dir: Path, runtime_name: str, threads: int, batches, output: str,
+                          trim: int) -> tuple[float, float]:
     import tritonclient.http as httpclient
 
     from icd.runtimes.registry import get_runtime
@@ -93,7 +109,7 @@ def _served_vs_in_process(server, version_dir: Path, runtime_name: str, threads:
 
     session = get_runtime(runtime_name).load(version_dir, threads)
     index = LayoutRecord.load(version_dir, {}).output_index()
-    worst = 0.0
+    worst = padded_worst = 0.0
     with httpclient.InferenceServerClient(server.http_url.removeprefix("http://")) as client:
         for batch in batches[:8]:
             ids, mask = batch.input_ids, batch.attention_mask
@@ -102,10 +118,11 @@ def _served_vs_in_process(server, version_dir: Path, runtime_name: str, threads:
             inputs[0].set_data_from_numpy(ids)
             inputs[1].set_data_from_numpy(mask)
             served = client.infer("bert_icd", inputs).as_numpy(output)
-            local = session.numpy(ids, mask)
-            local = local[:, index] if index.size else local
+            local, padded = session.numpy(*_as_served(ids, mask, trim)), session.numpy(ids, mask)
+            local, padded = (local[:, index], padded[:, index]) if index.size else (local, padded)
             worst = max(worst, float(np.abs(served - local).max()))
-    return worst
+            padded_worst = max(padded_worst, float(np.abs(served - padded).max()))
+    return worst, padded_worst
 
 
 def _machine() -> dict[str, Any]:
@@ -133,14 +150,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preferred-batch-sizes", default="",
                         help="comma-separated preferred batch sizes of Triton's dynamic batcher (the guide's: 4,8) "
                              "[none]")
+    parser.add_argument("--trim-padding", type=int,
+                        help="both models: run each batch without its trailing padding, to a multiple of this many "
+                             "tokens (0 = never) [as icd export-triton decides per model]")
     parser.add_argument("--report", type=Path, help="write the result as JSON here")
     args = parser.parse_args(argv)
 
     from icd.export.options import ExportOptions
-    from icd.export.repository import export_model
+    from icd.export.repository import export_model, padding_trim
     from icd.io.ports import free_port
     from icd.load.inputs import token_batches
     from icd.load.settings import LoadSettings
+    from icd.runtimes.registry import get_runtime
     from icd.serve.triton_local import TritonServer
 
     load_start = os.getloadavg()
@@ -148,11 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         preferred = tuple(int(size) for size in args.preferred_batch_sizes.split(",") if size)
         common = {"max_batch_size": args.max_batch_size, "preferred_batch_sizes": preferred,
-                  "max_queue_delay_us": args.max_queue_delay_us}
-        icd = export_model(args.run_dir, work / "models", ExportOptions(
-            model_name="bert_icd", runtime=args.runtime, precision=args.precision, **common))
+                  "max_queue_delay_us": args.max_queue_delay_us, "trim_padding": args.trim_padding}
+        icd_options = ExportOptions(model_name="bert_icd", runtime=args.runtime, precision=args.precision, **common)
+        icd = export_model(args.run_dir, work / "models", icd_options)
         base = export_model(args.run_dir, work / "models", ExportOptions(
             model_name="bert_baseline", baseline=True, runtime="torchscript", precision="fp32", **common))
+        trim = padding_trim(icd_options, icd.variant, get_runtime(icd.variant.runtime))[0]
         settings = LoadSettings(duration_s=args.duration, warmup_s=args.warmup, concurrency=args.concurrency,
                                 input_shape=args.seq_len, workers=0)
         server = TritonServer(work / "models", free_port(), free_port(), free_port())
@@ -164,13 +186,11 @@ def main(argv: list[str] | None = None) -> int:
             alone.update(_load(server, ("bert_baseline",), settings))
             together = _load(server, ("bert_icd", "bert_baseline"), settings)
             batches = token_batches(LoadSettings(input_shape=args.seq_len, pool_size=64, batch_size=1, workers=0))
-            max_diff = _served_vs_in_process(server, icd.version_dir, icd.variant.runtime, threads, batches,
-                                             icd.output_name)
-        from icd.runtimes.registry import get_runtime
-
+            max_diff, padded_diff = _served_vs_in_process(server, icd.version_dir, icd.variant.runtime, threads,
+                                                          batches, icd.output_name, trim)
         session = get_runtime(icd.variant.runtime).load(icd.version_dir, threads)
         served_texts = sum(size * count for size, count in histogram.items())
-        in_process_s = _in_process(session, batches, histogram)
+        in_process_s, run_len = _in_process(session, batches, histogram, trim)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load_end = os.getloadavg()
@@ -187,17 +207,19 @@ def main(argv: list[str] | None = None) -> int:
             str(args.run_dir), f"runs/{args.run_dir.name}"),
         "machine": _machine(), "load_average": {"start": load_start, "end": load_end,
                                                 "high_load": load_is_high(load_start[0], load_end[0])},
-        "run": {"name": args.run_dir.name, **_run_meta(args.run_dir)}, "bert_icd": {"variant": icd.variant.name, "chosen_by": icd.variant_source},
-        "bert_baseline": {"variant": base.variant.name}, "threads_per_instance": threads,
-        "settings": settings.to_dict(), "dynamic_batching": common,
+        "run": {"name": args.run_dir.name, **_run_meta(args.run_dir)},
+        "bert_icd": {"variant": icd.variant.name, "chosen_by": icd.variant_source, "padding": icd.padding},
+        "bert_baseline": {"variant": base.variant.name, "padding": base.padding}, "threads_per_instance": threads,
+        "settings": settings.to_dict(), "export": common,
         "alone": alone, "together": together,
         "icd_over_baseline": icd_rps / base_rps, "target_icd_over_baseline": TARGET_ICD_OVER_BASELINE,
         "triton_over_in_process": ratio, "target_ratio": TARGET_RATIO,
         "in_process_texts_per_s": in_process_rps, "in_process_compute_s": in_process_s,
+        "in_process_mean_tokens_run": run_len,
         "batch_size_histogram": {str(k): v for k, v in sorted(histogram.items())},
         "together_over_alone": summed_together / summed_alone, "target_together": TARGET_TOGETHER,
         "zero_completion_intervals_together": zero,
-        "served_vs_in_process_max_abs_diff": max_diff,
+        "served_vs_in_process_max_abs_diff": max_diff, "served_vs_padded_in_process_max_abs_diff": padded_diff,
         "how": "icd.load closed loop over HTTP, one real tokenized text per request, in this process (workers=0); "
                "in-process: the exported artefact through the same runtime and threads on Triton's batch sizes; "
                "this machine's cores are shared by the server, the generator and the in-process run",
@@ -209,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{ratio:.3f} (target >= {TARGET_RATIO})")
     print(f"together: {summed_together:.1f} req/s vs {summed_alone:.1f} alone summed = "
           f"{summed_together / summed_alone:.3f} (target >= {TARGET_TOGETHER}); intervals with zero completions: {zero}")
-    print(f"served vs in-process outputs: max |diff| {max_diff:.2e}")
+    print(f"served vs in-process outputs: max |diff| {max_diff:.2e} (batch as run), {padded_diff:.2e} (as sent, "
+          f"padded to {args.seq_len}); in-process batches ran {run_len:.1f} tokens on average")
     if args.report:
         from icd.io.atomic import write_json_atomic
 

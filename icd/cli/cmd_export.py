@@ -85,6 +85,10 @@ def export_triton(
                                     help="OpenVINO int8 recipe: icd_outliers_fused_fp32 | icd_outliers | "
                                          "icd_outliers_fused | nncf_default | ... (docs/int8.md) "
                                          "[icd_outliers_fused_fp32]"),
+    trim_padding: int = typer.Option(None, "--trim-padding",
+                                     help="python backend: run each batch without its trailing padding, to a "
+                                          "multiple of this many tokens (0 = never) [8; 0 for torchscript / "
+                                          "onnx int8]"),
     export_config: Path = typer.Option(None, "--export-config", help="JSON/YAML file of these options"),
 ) -> None:
     """Export a run to a Triton model repository (config.pbtxt, the runtime's artefact, python backend, checksums)."""
@@ -97,7 +101,7 @@ def export_triton(
         "preferred_batch_sizes": _int_list(preferred_batch_sizes, "--preferred-batch-sizes"),
         "max_queue_delay_us": max_queue_delay_us, "preserve_ordering": preserve_ordering,
         "priority_levels": priority_levels, "dynamic_batching": dynamic_batching, "threads": threads,
-        "runtime": runtime, "precision": precision, "int8_recipe": int8_recipe,
+        "runtime": runtime, "precision": precision, "int8_recipe": int8_recipe, "trim_padding": trim_padding,
     }
     options = _build_options(flags, _options_file(export_config), str(export_config or "export options"))
     result = export_model(input_dir, output_dir, options)
@@ -112,6 +116,8 @@ def export_triton(
             f"max |diff| vs in-process {check['same_precision_reference']} {check['max_abs_diff']:.1e}; ")
     typer.echo(f"  verified on {check['texts']} {check['inputs']}: {same}cos mean vs fp32 {check['cos_mean_fp32']:.5f}, "
                f"NN {check['nn_agreement_fp32']:.3f}")
+    if result.padding:
+        typer.echo(f"  {result.padding}")
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
     if options.platform.value == "python" and not options.threads:

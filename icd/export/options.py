@@ -13,6 +13,7 @@ DEFAULT_PREFERRED_BATCH_SIZES = (4, 8)
 DEFAULT_MAX_QUEUE_DELAY_US = 2000
 DEFAULT_PRIORITY_LEVELS = 0
 DEFAULT_TRACE_SEQ_LEN = 16
+DEFAULT_TRIM_PADDING = 8
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -74,6 +75,9 @@ class ExportOptions(BaseModel):
             default, ``icd_outliers_fused_fp32``; ``icd_outliers_fused`` also quantizes the fused attention's query and
             key, docs/int8.md).
         trace_seq_len: sequence length of the example input used to trace (the trace is shape-generic).
+        trim_padding: python backend: run each batch without its trailing padding, rounded up to a multiple of
+            this many tokens (``icd_trim_padding``; 0 = run the length clients send; docs/serving.md). None:
+            :data:`DEFAULT_TRIM_PADDING`, or 0 for an int8 whose activation ranges come from each batch.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -96,6 +100,7 @@ class ExportOptions(BaseModel):
     threads: int = Field(0, ge=0, validation_alias=AliasChoices("threads", "torch_threads"))
     trace_seq_len: int = Field(DEFAULT_TRACE_SEQ_LEN, ge=2, le=512)
     int8_recipe: str | None = None
+    trim_padding: int | None = Field(None, ge=0)
 
     @field_validator("model_name")
     @classmethod

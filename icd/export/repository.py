@@ -32,7 +32,7 @@ from icd.export.config_pbtxt import parse_config, render_config
 from icd.export.gpu_shapes import gpu_shape_warning
 from icd.export.gpu_target import gpu_problem
 from icd.export.layout_efficiency import BLOCK, layout_efficiency
-from icd.export.options import ExportOptions, Platform, Target
+from icd.export.options import DEFAULT_TRIM_PADDING, ExportOptions, Platform, Target
 from icd.export.provenance import applied_records
 from icd.export.run_inputs import CORRELATION_FILE, PERMUTATION_FILE, RunInputs, read_run
 from icd.io.atomic import write_json_atomic, write_text_atomic
@@ -41,7 +41,7 @@ from icd.runtimes.base import ExportedArtefact, Precision, Runtime, Variant
 from icd.runtimes.source import ModelSource
 from icd.runtimes.threads import ThreadBudget
 from icd.serve.backend import BACKEND_DIR, BACKEND_FILES
-from icd.serve.backend.icd_runtime import LAYOUT_FILE, MANIFEST_NAME, OUTPUT_FROM_HIDDEN, manifest_text
+from icd.serve.backend.icd_runtime import LAYOUT_FILE, MANIFEST_NAME, OUTPUT_FROM_HIDDEN, TRIM_PARAMETER, manifest_text
 
 PROVENANCE_FILE = "provenance.json"
 
@@ -62,6 +62,8 @@ class ExportResult:
     threads: ThreadBudget
     verification: dict[str, Any]
     warnings: tuple[str, ...] = ()
+    padding: str = ""
+    """python backend: what ``icd_trim_padding`` does for this model, in words (empty for native backends)."""
 
 
 def load_model_for(inputs: RunInputs, baseline: bool) -> Encoder:
@@ -214,6 +216,24 @@ def _write_version(tmp: Path, inputs: RunInputs, source: ModelSource, options: E
     return layout, artefact, verification
 
 
+def padding_trim(options: ExportOptions, variant: Variant, runtime: Runtime) -> tuple[int, str]:
+    """The ``icd_trim_padding`` multiple of a python-backend export and why, in words.
+
+    Trimming leaves every text's tokens and what they attend to as they were; an int8 that takes its activation
+    ranges from each batch (padding included) would still change, so such a variant keeps its padding unless
+    ``--trim-padding`` says otherwise.
+    """
+    if options.trim_padding is not None:
+        multiple, why = options.trim_padding, "--trim-padding"
+    elif variant.precision == Precision.INT8 and runtime.int8_ranges_per_batch:
+        return 0, (f"padding kept: {variant.name} takes its int8 activation ranges from each batch, padding "
+                   "included (--trim-padding N trims it anyway)")
+    else:
+        multiple, why = DEFAULT_TRIM_PADDING, "default"
+    return multiple, ("padding kept (--trim-padding 0)" if multiple == 0 else
+                      f"trailing padding trimmed to a multiple of {multiple} tokens ({why})")
+
+
 def _parameters(options: ExportOptions, layout: dict[str, Any], variant: Variant, runtime: Runtime,
                 artefact: ExportedArtefact, threads: int) -> tuple[dict[str, str], dict[str, str]]:
     params = {"icd_kind": "baseline" if options.baseline else "icd", "icd_runtime": variant.runtime,
@@ -222,6 +242,7 @@ def _parameters(options: ExportOptions, layout: dict[str, Any], variant: Variant
     params["icd_layout_efficiency"] = "nan" if value is None else f"{value:.6f}"
     if options.platform == Platform.PYTHON:
         params["icd_threads"] = str(options.threads)
+        params[TRIM_PARAMETER] = str(padding_trim(options, variant, runtime)[0])
         return {"backend": "python"}, params
     serving, backend_params = runtime.triton_serving(variant.precision, threads)
     if variant.runtime == "openvino":  # what the artefact was verified with (its recipe's precision hint), served threads
@@ -290,8 +311,10 @@ def export_model(run_dir: Path, output_dir: Path, options: ExportOptions) -> Exp
     write_text_atomic(config_path, config_text)
     parse_config(config_path.read_text(), source=str(config_path))
     files = tuple(sorted(p.name for p in version_dir.iterdir()))
+    padding = padding_trim(options, variant, runtime)[1] if options.platform == Platform.PYTHON else ""
     return ExportResult(model_dir, version_dir, config_path, files, layout["layout_efficiency"], source.output_name,
-                        source.output_width, variant, where, budget, verification, _warnings(options, source))
+                        source.output_width, variant, where, budget, verification, _warnings(options, source),
+                        padding)
 
 
 def _warnings(options: ExportOptions, source: ModelSource) -> tuple[str, ...]:

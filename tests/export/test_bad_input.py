@@ -88,10 +88,12 @@ def test_corrupt_correlation_file(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [(["--preferred-batch-sizes", "4,x"], "--preferred-batch-sizes"), (["--target", "tpu"], "target"),
-     (["--max-batch-size", "8", "--preferred-batch-sizes", "16"], "preferred_batch_sizes")],
+     (["--max-batch-size", "8", "--preferred-batch-sizes", "16"], "preferred_batch_sizes"),
+     (["--trim-padding", "-8"], "trim_padding: Input should be greater than or equal to 0")],
 )
 def test_invalid_flags(tmp_path, capsys, extra, message):
     _fails(capsys, _export(_run_dir(tmp_path), tmp_path / "out", *extra), message)
+    assert not (tmp_path / "out").exists(), "nothing written"
 
 
 def test_invalid_model_name(tmp_path, capsys):

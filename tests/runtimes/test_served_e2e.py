@@ -33,7 +33,7 @@ def _in_process(version_dir, runtime: str, ids: np.ndarray, mask: np.ndarray) ->
     return out[:, index] if index.size else out
 
 
-def test_onnx_and_openvino_serve_like_in_process_with_metrics_budget_and_bad_threads(
+def test_onnx_and_openvino_serve_like_in_process_with_metrics_budget_trim_and_bad_parameters(
         tmp_path, runtime_repo, triton_server, optimized_source, corpus_split):
     repo = tmp_path / "repo"
     shutil.copytree(runtime_repo, repo)
@@ -42,12 +42,20 @@ def test_onnx_and_openvino_serve_like_in_process_with_metrics_budget_and_bad_thr
     config = (bad / "config.pbtxt").read_text().replace('name: "bert_onnx"', 'name: "bert_bad_threads"')
     (bad / "config.pbtxt").write_text(config.replace('key: "icd_threads"\n  value {\n    string_value: "0"',
                                                      'key: "icd_threads"\n  value {\n    string_value: "two"'))
+    bad_trim = repo / "bert_bad_trim"
+    shutil.copytree(repo / "bert_onnx", bad_trim)
+    config = (bad_trim / "config.pbtxt").read_text().replace('name: "bert_onnx"', 'name: "bert_bad_trim"')
+    (bad_trim / "config.pbtxt").write_text(config.replace('key: "icd_trim_padding"\n  value {\n    string_value: "8"',
+                                                          'key: "icd_trim_padding"\n  value {\n    string_value: "-8"'))
     server = triton_server(repo, model_control_mode=ModelControlMode.EXPLICIT,
-                           load_models=("bert_onnx", "bert_openvino", "bert_bad_threads"), timeout_s=300,
+                           load_models=("bert_onnx", "bert_openvino", "bert_bad_threads", "bert_bad_trim"),
+                           timeout_s=300,
                            env={"TRITON_ICD_CACHE_DIR": str(tmp_path / "cache")})
     rows = {row["name"]: row for row in server.repository_index()}
     assert rows["bert_bad_threads"]["state"] != "READY"
     assert "icd_threads='two': expected a whole number" in rows["bert_bad_threads"].get("reason", "")
+    assert rows["bert_bad_trim"]["state"] != "READY"
+    assert "icd_trim_padding='-8': expected a whole number" in rows["bert_bad_trim"].get("reason", "")
 
     batch = optimized_source.tokenizer(corpus_split.heldout[:6], padding="max_length", max_length=32,
                                        truncation=True, return_tensors="np")
@@ -66,8 +74,12 @@ def test_onnx_and_openvino_serve_like_in_process_with_metrics_budget_and_bad_thr
         assert len(mine) == 6 and {r["runtime"] for r in mine} == {runtime}
         assert [r["cache"] for r in mine] == ["miss"] + ["hit"] * 5, "one instance: one miss, then the cache serves"
         assert all(r["permutation_time_s"] > 0 for r in mine), "the hidden-dim output gather runs and is timed"
+        # sent padded to 32 tokens, run without the padding (a multiple of 8): the outputs above are the padded ones
+        assert all(r["seq_lens"] == [32] and r["run_seq_lens"][0] % 8 == 0 for r in mine)
+        assert min(r["run_seq_lens"][0] for r in mine) < 32, [r["run_seq_lens"] for r in mine]
         labels = {"model": model, "version": "1"}
         assert metric(text, "triton_icd_correlation_total", **labels) == 6
         assert metric(text, "triton_icd_correlation_cache_hits", **labels) == 5
-        # the thread budget: 3 models with one instance each on this host, passed to every instance
+        # the thread budget: one instance per model of the repository, passed to every instance
         assert f"icd: loaded {model} v1" in log and "from $ICD_THREADS_PER_INSTANCE" in log
+        assert "padding trimmed to a multiple of 8 tokens" in log

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -191,3 +192,44 @@ def test_log_line_is_tagged_json():
     record = json.loads(line[4:])
     assert isinstance(record.pop("ts"), float)
     assert record == {"tag": "ICD", "model": "m", "batch_size": 3}
+
+
+@st.composite
+def _masks(draw) -> np.ndarray:
+    rows, seq = draw(st.integers(1, 6)), draw(st.integers(1, 40))
+    lengths = draw(st.lists(st.integers(0, seq), min_size=rows, max_size=rows))
+    mask = np.zeros((rows, seq), dtype=np.int64)
+    for row, length in enumerate(lengths):
+        mask[row, :length] = 1
+    return mask
+
+
+@given(mask=_masks(), multiple=st.integers(0, 20))
+def test_trimmed_length_cuts_only_trailing_padding_and_rounds_up(mask, multiple):
+    seq = mask.shape[1]
+    keep = rt.trimmed_length(mask, multiple)
+    assert 1 <= keep <= seq and not mask[:, keep:].any(), "nothing a row attends to is cut"
+    if multiple == 0 or not mask.any(axis=1).all():
+        assert keep == seq, "off, or a row that attends to nothing: the batch runs as sent"
+    else:
+        last = int(mask.sum(axis=1).max())
+        assert keep == seq or keep % multiple == 0
+        assert keep - last < multiple, "the shortest multiple that holds every attended token"
+
+
+def test_trimmed_length_keeps_interior_padding_and_left_padding():
+    mask = np.array([[0, 0, 1, 1, 0, 1, 0, 0, 0, 0]])
+    assert rt.trimmed_length(mask, 1) == 6
+    assert rt.trimmed_length(mask, 4) == 8
+
+
+@pytest.mark.parametrize(("params", "expected"), [({}, 0), ({"icd_trim_padding": "8"}, 8),
+                                                  ({"icd_trim_padding": " 0 "}, 0)])
+def test_trim_multiple_from_parameters(params, expected):
+    assert rt.trim_multiple(params) == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "eight", "2.5"])
+def test_bad_trim_parameter_names_itself_and_the_value(value):
+    with pytest.raises(rt.TrimError, match=rf"icd_trim_padding='{re.escape(value)}': expected a whole number"):
+        rt.trim_multiple({"icd_trim_padding": value})

@@ -7,6 +7,7 @@
 * :class:`SharedFileCache`: a bounded, TTL'd cache of layout artefacts (correlation matrices, permutations) held
   as ``.npy`` files in one directory (``/dev/shm`` by default), so every instance process of every model on the
   host that uses the same directory shares it. Lookups and hits are what the ICD counters count.
+* Padding trimmed from a batch (``icd_trim_padding``): :func:`trimmed_length`.
 * :func:`icd_log_line`: the structured ``ICD {json}`` log line.
 """
 
@@ -478,6 +479,48 @@ def instance_threads(params: Mapping[str, str], env: Mapping[str, str]) -> tuple
         if value > 0:
             return value, f"${THREADS_ENV}"
     return max(1, os.cpu_count() or 1), "all cores (no budget set)"
+
+
+# ------------------------------------------------------------------------------------------ padding
+TRIM_PARAMETER = "icd_trim_padding"
+"""config.pbtxt parameter: trim a batch's trailing padding to a multiple of this many tokens (0 = never)."""
+
+
+class TrimError(ValueError):
+    """The ``icd_trim_padding`` parameter is not a whole number >= 0."""
+
+
+def trim_multiple(params: Mapping[str, str]) -> int:
+    """The ``icd_trim_padding`` multiple of a model's parameters (0 when absent: exports older than it).
+
+    Raises:
+        TrimError: one line naming the parameter and the value.
+    """
+    text = params.get(TRIM_PARAMETER, "0")
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise TrimError(f"{TRIM_PARAMETER}={text!r}: expected a whole number of tokens >= 0 (0 = never trim)")
+    return value
+
+
+def trimmed_length(mask: np.ndarray, multiple: int) -> int:
+    """Columns of a ``[batch, seq]`` batch to run: through the last column any row attends to, rounded up to
+    ``multiple`` (at most ``seq``).
+
+    Only trailing columns that no row attends to are cut, so every token's positions, its attention (padding is
+    masked out of it) and a masked pooling see the same tokens: the outputs are those of the padded batch, up to
+    the arithmetic of other shapes. The full length when ``multiple`` is 0 or a row attends to nothing (the
+    output of such a row depends on how much padding it has).
+    """
+    seq = int(mask.shape[1])
+    attended = np.asarray(mask) != 0
+    if multiple <= 0 or seq == 0 or not attended.any(axis=1).all():
+        return seq
+    last = int(np.flatnonzero(attended.any(axis=0))[-1]) + 1
+    return min(seq, -(-last // multiple) * multiple)
 
 
 def icd_log_line(fields: Mapping[str, object]) -> str:

@@ -15,7 +15,9 @@ OpenVINO's CPU plugin). At load it
 Each ``execute`` gets the version's *request layout* — the output gather index, built from ``icd_layout.json``
 and the (decrypted) ``permutation.json`` — from the shared correlation cache (the ``triton_icd_correlation_*``
 counters count these lookups; a miss rebuilds it from the files), runs the batch Triton formed (requests grouped
-by sequence length, never padded), applies the gather when the index is not empty (an *embedding* model whose
+by sequence length, never padded by the server; with ``icd_trim_padding`` > 0 the trailing columns that no row
+attends to are cut first, to a multiple of that many tokens: clients that pad every text to one length still get
+one batch, and the padding is not computed), applies the gather when the index is not empty (an *embedding* model whose
 hidden dim was permuted), adds the measured time of that gather to ``triton_icd_permutation_time_seconds`` (exactly
 0.0 when there is none) and prints one ``ICD {json}`` log line.
 """
@@ -104,9 +106,11 @@ class TritonPythonModel:
             rt.verify_manifest(self.folder)
             self.settings = rt.CacheSettings.from_env(os.environ)
             self.threads, self.threads_from = rt.instance_threads(params, os.environ)
+            self.trim = rt.trim_multiple(params)
             layout = rt.LayoutRecord.load(self.folder, os.environ)
             layout.output_index()  # refuse an unbuildable request layout at load, not on the first request
-        except (rt.ChecksumError, rt.CacheConfigError, rt.ThreadsError, rt.DecryptionError, rt.LayoutError) as exc:
+        except (rt.ChecksumError, rt.CacheConfigError, rt.ThreadsError, rt.TrimError, rt.DecryptionError,
+                rt.LayoutError) as exc:
             raise pb_utils.TritonModelException(f"{self.model_name}: {exc}") from None
         self.layout_efficiency = layout.layout_efficiency
         self.runtime = params.get("icd_runtime", "torchscript")
@@ -124,8 +128,9 @@ class TritonPythonModel:
                 f"{self.model_name}: runtime {self.runtime} is not installed in this Python ({exc})") from None
         self.instance = args.get("model_instance_name", "")
         self._metrics()
+        trim = f"padding trimmed to a multiple of {self.trim} tokens" if self.trim else "padding kept"
         print(f"icd: loaded {self.model_name} v{self.version} ({self.instance}): runtime {self.runtime}, "
-              f"{self.threads} thread(s) per instance from {self.threads_from}", flush=True)
+              f"{self.threads} thread(s) per instance from {self.threads_from}, {trim}", flush=True)
         if self.settings.preload:
             self._preload(layout)
 
@@ -189,10 +194,14 @@ class TritonPythonModel:
             groups.setdefault(ids.shape[1], []).append((index, ids, mask))
         gathered = time.perf_counter()
         permutation_s = 0.0  # stays 0.0 when every permutation is folded into the weights
-        batch = 0
+        batch, run_lens = 0, []
         for items in groups.values():
-            ids = np.ascontiguousarray(np.concatenate([item[1] for item in items]), dtype=np.int64)
-            mask = np.ascontiguousarray(np.concatenate([item[2] for item in items]), dtype=np.int64)
+            ids = np.concatenate([item[1] for item in items])
+            mask = np.concatenate([item[2] for item in items])
+            keep = rt.trimmed_length(mask, self.trim)  # trailing padding no row attends to is not computed
+            run_lens.append(keep)
+            ids = np.ascontiguousarray(ids[:, :keep], dtype=np.int64)
+            mask = np.ascontiguousarray(mask[:, :keep], dtype=np.int64)
             out = np.asarray(self.run(ids, mask), dtype=np.float32)
             if output_index is not None:  # the one run-time permutation: gather the output's last axis
                 begin = time.perf_counter()
@@ -209,7 +218,7 @@ class TritonPythonModel:
         self.metrics["permutation_time"].increment(permutation_s)
         fields = {
             "model": self.model_name, "version": self.version, "instance": self.instance, "runtime": self.runtime,
-            "requests": len(requests), "batch_size": batch, "seq_lens": sorted(groups),
+            "requests": len(requests), "batch_size": batch, "seq_lens": sorted(groups), "run_seq_lens": run_lens,
             "permutation_time": permutation_s, "permutation_time_s": permutation_s,
             "cache": "hit" if lookup.hit else "miss", "infer_ms": round((forwarded - gathered) * 1e3, 3),
             "total_ms": round((forwarded - started) * 1e3, 3),
