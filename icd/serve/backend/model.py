@@ -17,9 +17,9 @@ and the (decrypted) ``permutation.json`` — from the shared correlation cache (
 counters count these lookups; a miss rebuilds it from the files), runs the batch Triton formed (requests grouped
 by sequence length, never padded by the server; with ``icd_trim_padding`` > 0 the trailing columns that no row
 attends to are cut first, to a multiple of that many tokens: clients that pad every text to one length still get
-one batch, and the padding is not computed), applies the gather when the index is not empty (an *embedding* model whose
-hidden dim was permuted), adds the measured time of that gather to ``triton_icd_permutation_time_seconds`` (exactly
-0.0 when there is none) and prints one ``ICD {json}`` log line.
+one batch, and the padding is not computed), applies the gather when the index is not empty (an *embedding* model
+whose hidden dim was permuted), adds the measured time of that gather to ``triton_icd_permutation_time_seconds``
+(exactly 0.0 when there is none) and prints one ``ICD {json}`` log line.
 """
 
 import json
@@ -195,7 +195,8 @@ class TritonPythonModel:
         gathered = time.perf_counter()
         permutation_s = 0.0  # stays 0.0 when every permutation is folded into the weights
         batch, run_lens = 0, []
-        for items in groups.values():
+        for seq_len in sorted(groups):  # run_seq_lens in the order of seq_lens
+            items = groups[seq_len]
             ids = np.concatenate([item[1] for item in items])
             mask = np.concatenate([item[2] for item in items])
             keep = rt.trimmed_length(mask, self.trim)  # trailing padding no row attends to is not computed
