@@ -42,6 +42,7 @@ import httpx
 import numpy as np
 
 from icd.io.bench_result import load_is_high
+from icd.serve.backend.icd_runtime import trim_batch
 
 TARGET_RATIO = 0.85
 TARGET_TOGETHER = 0.90
@@ -71,14 +72,6 @@ def _load(server, models: tuple[str, ...], settings) -> dict[str, Any]:
     return out
 
 
-def _as_served(ids: np.ndarray, mask: np.ndarray, trim: int) -> tuple[np.ndarray, np.ndarray]:
-    """The batch as the python backend runs it (``icd_trim_padding``: trailing padding cut)."""
-    from icd.serve.backend.icd_runtime import trimmed_length
-
-    keep = trimmed_length(mask, trim)
-    return np.ascontiguousarray(ids[:, :keep]), np.ascontiguousarray(mask[:, :keep])
-
-
 def _in_process(session, batches, histogram: Counter, trim: int) -> tuple[float, float]:
     """Run the batch-size multiset ``histogram`` through ``session`` as the server runs each batch; returns the
     summed seconds and the mean length run."""
@@ -89,7 +82,7 @@ def _in_process(session, batches, histogram: Counter, trim: int) -> tuple[float,
         for _ in range(count):
             rows = [(cursor + k) % len(ids) for k in range(size)]
             cursor += size
-            plan.append(_as_served(ids[rows], mask[rows], trim))
+            plan.append(trim_batch(ids[rows], mask[rows], trim))
     for shape in sorted({batch[0].shape for batch in plan}):
         session.numpy(*next(batch for batch in plan if batch[0].shape == shape))  # warm-up of every shape
     total = 0.0
@@ -118,7 +111,7 @@ def _served_vs_in_process(server, version_dir: Path, runtime_name: str, threads:
             inputs[0].set_data_from_numpy(ids)
             inputs[1].set_data_from_numpy(mask)
             served = client.infer("bert_icd", inputs).as_numpy(output)
-            local, padded = session.numpy(*_as_served(ids, mask, trim)), session.numpy(ids, mask)
+            local, padded = session.numpy(*trim_batch(ids, mask, trim)), session.numpy(ids, mask)
             local, padded = (local[:, index], padded[:, index]) if index.size else (local, padded)
             worst = max(worst, float(np.abs(served - local).max()))
             padded_worst = max(padded_worst, float(np.abs(served - padded).max()))

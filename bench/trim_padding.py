@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from icd.io.bench_result import BenchRecord
+from icd.serve.backend.icd_runtime import trim_batch
 
 RESULT = Path(__file__).parent / "results" / "trim_padding.json"
 
@@ -63,15 +64,8 @@ def _texts(seq_len: int, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return (np.concatenate([b.input_ids for b in batches]), np.concatenate([b.attention_mask for b in batches]))
 
 
-def _cut(ids: np.ndarray, mask: np.ndarray, multiple: int) -> tuple[np.ndarray, np.ndarray]:
-    from icd.serve.backend.icd_runtime import trimmed_length
-
-    keep = trimmed_length(mask, multiple)
-    return np.ascontiguousarray(ids[:, :keep]), np.ascontiguousarray(mask[:, :keep])
-
-
 def _measure(session, ids, mask, selections, multiples, rounds) -> dict[int, dict[str, Any]]:
-    plans = {m: [_cut(ids[rows], mask[rows], m) for rows in selections] for m in multiples}
+    plans = {m: [trim_batch(ids[rows], mask[rows], m) for rows in selections] for m in multiples}
     for plan in plans.values():
         for shape in sorted({batch[0].shape for batch in plan}):
             session.numpy(*next(batch for batch in plan if batch[0].shape == shape))

@@ -235,14 +235,15 @@ def padding_trim(options: ExportOptions, variant: Variant, runtime: Runtime) -> 
 
 
 def _parameters(options: ExportOptions, layout: dict[str, Any], variant: Variant, runtime: Runtime,
-                artefact: ExportedArtefact, threads: int) -> tuple[dict[str, str], dict[str, str]]:
+                artefact: ExportedArtefact, threads: int, trim: int = 0) -> tuple[dict[str, str], dict[str, str]]:
+    """config.pbtxt's serving fields and parameters; ``trim`` is the python backend's ``icd_trim_padding``."""
     params = {"icd_kind": "baseline" if options.baseline else "icd", "icd_runtime": variant.runtime,
               "icd_precision": variant.precision.value}
     value = layout["layout_efficiency"]
     params["icd_layout_efficiency"] = "nan" if value is None else f"{value:.6f}"
     if options.platform == Platform.PYTHON:
         params["icd_threads"] = str(options.threads)
-        params[TRIM_PARAMETER] = str(padding_trim(options, variant, runtime)[0])
+        params[TRIM_PARAMETER] = str(trim)
         return {"backend": "python"}, params
     serving, backend_params = runtime.triton_serving(variant.precision, threads)
     if variant.runtime == "openvino":  # what the artefact was verified with (its recipe's precision hint), served threads
@@ -287,6 +288,7 @@ def export_model(run_dir: Path, output_dir: Path, options: ExportOptions) -> Exp
     if recipe is not None:
         where += f", int8 recipe {recipe}" + ("" if options.int8_recipe else " (icd profile choice)")
     budget = _budget(Path(output_dir), options)
+    trim, padding = padding_trim(options, variant, runtime)
     model_dir = Path(output_dir) / options.model_name
     model_dir.mkdir(parents=True, exist_ok=True)
     version_dir = model_dir / str(options.version)
@@ -294,7 +296,7 @@ def export_model(run_dir: Path, output_dir: Path, options: ExportOptions) -> Exp
     try:
         layout, artefact, verification = _write_version(tmp, inputs, source, options, runtime, variant,
                                                         budget.threads, recipe)
-        serving, params = _parameters(options, layout, variant, runtime, artefact, budget.threads)
+        serving, params = _parameters(options, layout, variant, runtime, artefact, budget.threads, trim)
         config_text = render_config(options, source.output_name, source.output_width, params, serving)
         if version_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{options.version}.old.", dir=model_dir))
@@ -311,10 +313,9 @@ def export_model(run_dir: Path, output_dir: Path, options: ExportOptions) -> Exp
     write_text_atomic(config_path, config_text)
     parse_config(config_path.read_text(), source=str(config_path))
     files = tuple(sorted(p.name for p in version_dir.iterdir()))
-    padding = padding_trim(options, variant, runtime)[1] if options.platform == Platform.PYTHON else ""
     return ExportResult(model_dir, version_dir, config_path, files, layout["layout_efficiency"], source.output_name,
                         source.output_width, variant, where, budget, verification, _warnings(options, source),
-                        padding)
+                        padding if options.platform == Platform.PYTHON else "")
 
 
 def _warnings(options: ExportOptions, source: ModelSource) -> tuple[str, ...]:

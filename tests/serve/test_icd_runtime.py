@@ -233,3 +233,13 @@ def test_trim_multiple_from_parameters(params, expected):
 def test_bad_trim_parameter_names_itself_and_the_value(value):
     with pytest.raises(rt.TrimError, match=rf"icd_trim_padding='{re.escape(value)}': expected a whole number"):
         rt.trim_multiple({"icd_trim_padding": value})
+
+
+def test_trim_batch_cuts_both_arrays_to_the_trimmed_length_as_contiguous_int64():
+    mask = np.array([[1, 1, 1, 0, 0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]], dtype=np.int32)
+    ids = np.arange(20, dtype=np.int32).reshape(2, 10)
+    got_ids, got_mask = rt.trim_batch(ids, mask, 4)
+    assert got_ids.shape == got_mask.shape == (2, 4)
+    assert got_ids.dtype == got_mask.dtype == np.int64 and got_ids.flags.c_contiguous and got_mask.flags.c_contiguous
+    np.testing.assert_array_equal(got_ids, ids[:, :4])
+    np.testing.assert_array_equal(got_mask, mask[:, :4])

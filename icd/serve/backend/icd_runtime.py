@@ -7,7 +7,7 @@
 * :class:`SharedFileCache`: a bounded, TTL'd cache of layout artefacts (correlation matrices, permutations) held
   as ``.npy`` files in one directory (``/dev/shm`` by default), so every instance process of every model on the
   host that uses the same directory shares it. Lookups and hits are what the ICD counters count.
-* Padding trimmed from a batch (``icd_trim_padding``): :func:`trimmed_length`.
+* Padding trimmed from a batch (``icd_trim_padding``): :func:`trimmed_length`, :func:`trim_batch`.
 * :func:`icd_log_line`: the structured ``ICD {json}`` log line.
 """
 
@@ -445,19 +445,24 @@ class ThreadsError(ValueError):
     """A thread setting is not a whole number >= 0."""
 
 
+def _whole_number(text: str, name: str, error: type[ValueError], expected: str) -> int:
+    """``text`` as an integer ``>= 0``, else ``error`` naming ``name``, the value and what was ``expected``."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise error(f"{name}={text!r}: expected {expected}")
+    return value
+
+
 def parse_threads(text: str, name: str) -> int:
     """A thread count ``>= 0`` (0 = the thread budget) from a config parameter or variable.
 
     Raises:
         ThreadsError: one line naming ``name`` and the value.
     """
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        raise ThreadsError(f"{name}={text!r}: expected a whole number of threads >= 0 (0 = the thread budget)") from None
-    if value < 0:
-        raise ThreadsError(f"{name}={text!r}: expected a whole number of threads >= 0 (0 = the thread budget)")
-    return value
+    return _whole_number(text, name, ThreadsError, "a whole number of threads >= 0 (0 = the thread budget)")
 
 
 def instance_threads(params: Mapping[str, str], env: Mapping[str, str]) -> tuple[int, str]:
@@ -496,14 +501,8 @@ def trim_multiple(params: Mapping[str, str]) -> int:
     Raises:
         TrimError: one line naming the parameter and the value.
     """
-    text = params.get(TRIM_PARAMETER, "0")
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise TrimError(f"{TRIM_PARAMETER}={text!r}: expected a whole number of tokens >= 0 (0 = never trim)")
-    return value
+    return _whole_number(params.get(TRIM_PARAMETER, "0"), TRIM_PARAMETER, TrimError,
+                         "a whole number of tokens >= 0 (0 = never trim)")
 
 
 def trimmed_length(mask: np.ndarray, multiple: int) -> int:
@@ -521,6 +520,14 @@ def trimmed_length(mask: np.ndarray, multiple: int) -> int:
         return seq
     last = int(np.flatnonzero(attended.any(axis=0))[-1]) + 1
     return min(seq, -(-last // multiple) * multiple)
+
+
+def trim_batch(ids: np.ndarray, mask: np.ndarray, multiple: int) -> tuple[np.ndarray, np.ndarray]:
+    """The batch as the python backend runs it: both arrays cut to :func:`trimmed_length` columns, contiguous
+    int64."""
+    keep = trimmed_length(mask, multiple)
+    return (np.ascontiguousarray(ids[:, :keep], dtype=np.int64),
+            np.ascontiguousarray(mask[:, :keep], dtype=np.int64))
 
 
 def icd_log_line(fields: Mapping[str, object]) -> str:

@@ -197,12 +197,10 @@ class TritonPythonModel:
         batch, run_lens = 0, []
         for seq_len in sorted(groups):  # run_seq_lens in the order of seq_lens
             items = groups[seq_len]
-            ids = np.concatenate([item[1] for item in items])
-            mask = np.concatenate([item[2] for item in items])
-            keep = rt.trimmed_length(mask, self.trim)  # trailing padding no row attends to is not computed
-            run_lens.append(keep)
-            ids = np.ascontiguousarray(ids[:, :keep], dtype=np.int64)
-            mask = np.ascontiguousarray(mask[:, :keep], dtype=np.int64)
+            # trailing padding no row attends to is not computed
+            ids, mask = rt.trim_batch(np.concatenate([item[1] for item in items]),
+                                      np.concatenate([item[2] for item in items]), self.trim)
+            run_lens.append(ids.shape[1])
             out = np.asarray(self.run(ids, mask), dtype=np.float32)
             if output_index is not None:  # the one run-time permutation: gather the output's last axis
                 begin = time.perf_counter()
