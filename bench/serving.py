@@ -41,6 +41,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from icd.export.options import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_QUEUE_DELAY_US, DEFAULT_PREFERRED_BATCH_SIZES
 from icd.io.bench_result import load_is_high
 from icd.serve.backend.icd_runtime import trim_batch
 
@@ -138,11 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per phase")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
     parser.add_argument("--seq-len", type=int, default=128, help="tokens per text (padded / truncated)")
-    parser.add_argument("--max-batch-size", type=int, default=32)
-    parser.add_argument("--max-queue-delay-us", type=int, default=2000)
-    parser.add_argument("--preferred-batch-sizes", default="",
-                        help="comma-separated preferred batch sizes of Triton's dynamic batcher (the guide's: 4,8) "
-                             "[none]")
+    parser.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
+                        help=f"both models' max_batch_size [{DEFAULT_MAX_BATCH_SIZE}, as icd export-triton]")
+    parser.add_argument("--max-queue-delay-us", type=int, default=DEFAULT_MAX_QUEUE_DELAY_US,
+                        help=f"dynamic batching delay [{DEFAULT_MAX_QUEUE_DELAY_US}, as icd export-triton]")
+    parser.add_argument("--preferred-batch-sizes", default=",".join(map(str, DEFAULT_PREFERRED_BATCH_SIZES)),
+                        help="comma-separated preferred batch sizes of Triton's dynamic batcher, 'none' for none "
+                             f"[{','.join(map(str, DEFAULT_PREFERRED_BATCH_SIZES))}: icd export-triton's and the "
+                             "guide's]")
     parser.add_argument("--trim-padding", type=int,
                         help="both models: run each batch without its trailing padding, to a multiple of this many "
                              "tokens (0 = never) [as icd export-triton decides per model]")
@@ -160,14 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="icd-bench-serving-"))
     try:
-        preferred = tuple(int(size) for size in args.preferred_batch_sizes.split(",") if size)
+        preferred = () if args.preferred_batch_sizes == "none" else tuple(
+            int(size) for size in args.preferred_batch_sizes.split(",") if size)
         common = {"max_batch_size": args.max_batch_size, "preferred_batch_sizes": preferred,
                   "max_queue_delay_us": args.max_queue_delay_us, "trim_padding": args.trim_padding}
         icd_options = ExportOptions(model_name="bert_icd", runtime=args.runtime, precision=args.precision, **common)
         icd = export_model(args.run_dir, work / "models", icd_options)
         base = export_model(args.run_dir, work / "models", ExportOptions(
             model_name="bert_baseline", baseline=True, runtime="torchscript", precision="fp32", **common))
-        trim = padding_trim(icd_options, icd.variant, get_runtime(icd.variant.runtime))[0]
+        trim = padding_trim(icd_options)[0]
         settings = LoadSettings(duration_s=args.duration, warmup_s=args.warmup, concurrency=args.concurrency,
                                 input_shape=args.seq_len, workers=0)
         server = TritonServer(work / "models", free_port(), free_port(), free_port())

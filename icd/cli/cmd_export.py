@@ -142,7 +142,11 @@ def profile(
     runs: int = typer.Option(10, "--runs", min=1, help="timed interleaved rounds"),
     warmup: int = typer.Option(3, "--warmup", min=0),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
-    seq_len: int = typer.Option(128, "--seq-len", min=1),
+    seq_len: int = typer.Option(128, "--seq-len", min=1,
+                                help="tokens each timed text is padded / truncated to, as clients send it"),
+    inputs: str = typer.Option("text", "--inputs",
+                               help="text: batches of held-out texts, each cut as the variant's export serves it "
+                                    "(trailing padding trimmed); random: one full-length batch of random ids [text]"),
     texts: int = typer.Option(None, "--texts", min=2, help="held-out texts for fidelity [all of the run's]"),
     int8_recipe: list[str] = typer.Option([], "--int8-recipe",
                                           help="also profile openvino:int8 with this recipe (repeatable), e.g. "
@@ -161,7 +165,7 @@ def profile(
         if name not in {p.value for p in Precision}:
             raise ConfigError(f"--precision {name!r}: expected one of {[p.value for p in Precision]}")
     doc = profile_run(run_dir, runtimes=runtime, precisions=precision, threads=threads, runs=runs, warmup=warmup, batch_size=batch_size,
-                      seq_len=seq_len, texts=texts, int8_recipes=int8_recipe, progress=typer.echo)
+                      seq_len=seq_len, texts=texts, int8_recipes=int8_recipe, inputs=inputs, progress=typer.echo)
     Console(width=120).print(render_table(doc))
     choice = doc["choice"]
     typer.echo(f"chosen: {choice['variant']} — {choice['reason']}")

@@ -216,20 +216,15 @@ def _write_version(tmp: Path, inputs: RunInputs, source: ModelSource, options: E
     return layout, artefact, verification
 
 
-def padding_trim(options: ExportOptions, variant: Variant, runtime: Runtime) -> tuple[int, str]:
+def padding_trim(options: ExportOptions) -> tuple[int, str]:
     """The ``icd_trim_padding`` multiple of a python-backend export and why, in words.
 
-    Trimming leaves every text's tokens and what they attend to as they were; an int8 that takes its activation
-    ranges from each batch (padding included) would still change, so such a variant keeps its padding unless
-    ``--trim-padding`` says otherwise.
+    Trimming leaves every text's tokens and what they attend to as they were. An int8 that takes its activation
+    ranges from each batch (TorchScript, ONNX Runtime) gets other ranges from a trimmed batch, with the same
+    fidelity to fp32 (``bench/int8_padding.py``), so every variant trims by default.
     """
-    if options.trim_padding is not None:
-        multiple, why = options.trim_padding, "--trim-padding"
-    elif variant.precision == Precision.INT8 and runtime.int8_ranges_per_batch:
-        return 0, (f"padding kept: {variant.name} takes its int8 activation ranges from each batch, padding "
-                   "included (--trim-padding N trims it anyway)")
-    else:
-        multiple, why = DEFAULT_TRIM_PADDING, "default"
+    multiple, why = ((options.trim_padding, "--trim-padding") if options.trim_padding is not None
+                     else (DEFAULT_TRIM_PADDING, "default"))
     return multiple, ("padding kept (--trim-padding 0)" if multiple == 0 else
                       f"trailing padding trimmed to a multiple of {multiple} tokens ({why})")
 
@@ -288,7 +283,7 @@ def export_model(run_dir: Path, output_dir: Path, options: ExportOptions) -> Exp
     if recipe is not None:
         where += f", int8 recipe {recipe}" + ("" if options.int8_recipe else " (icd profile choice)")
     budget = _budget(Path(output_dir), options)
-    trim, padding = padding_trim(options, variant, runtime)
+    trim, padding = padding_trim(options)
     model_dir = Path(output_dir) / options.model_name
     model_dir.mkdir(parents=True, exist_ok=True)
     version_dir = model_dir / str(options.version)

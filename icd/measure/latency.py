@@ -21,8 +21,28 @@ DEFAULT_VOCAB = 30522
 
 
 @dataclass(frozen=True)
+class Workload:
+    """Real batches (``input_ids``, ``attention_mask``) that one model runs once per timed round, as its server
+    would run them (e.g. each batch's trailing padding trimmed); its time per round is the mean per batch."""
+
+    batches: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    how: str
+
+    def __post_init__(self) -> None:
+        if not self.batches:
+            raise ValueError("Workload: no batches")
+
+    @property
+    def mean_tokens_run(self) -> float:
+        """Columns run per row, averaged over the batches' rows."""
+        rows = sum(int(ids.shape[0]) for ids, _ in self.batches)
+        return sum(int(ids.shape[0]) * int(ids.shape[1]) for ids, _ in self.batches) / rows
+
+
+@dataclass(frozen=True)
 class Latency:
-    """Median / p95 wall time of ``runs`` timed forwards of a ``batch_size × seq_len`` batch."""
+    """Median / p95 wall time of ``runs`` timed forwards of a ``batch_size × seq_len`` batch (with a
+    :class:`Workload`: of one of its batches, on average; ``tokens_run``: the columns it ran per row)."""
 
     median_ms: float
     p95_ms: float
@@ -32,6 +52,7 @@ class Latency:
     seq_len: int
     how: str
     samples_ms: tuple[float, ...] = ()
+    tokens_run: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         out = asdict(self)
@@ -81,10 +102,12 @@ def _check_sizes(batch_size: int, seq_len: int, warmup: int, runs: int, threads:
             raise ValueError(f"measure_latency: {name} must be >= {low}, got {value}")
 
 
-def _time_once(encoder: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> float:
+def _time_once(encoder: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Milliseconds per batch of one pass over ``batches``."""
     start = time.perf_counter()
-    encoder(ids, mask)
-    return (time.perf_counter() - start) * 1000.0
+    for ids, mask in batches:
+        encoder(ids, mask)
+    return (time.perf_counter() - start) * 1000.0 / len(batches)
 
 
 def measure_latency_interleaved(
@@ -95,37 +118,46 @@ def measure_latency_interleaved(
     runs: int = 10,
     threads: int = 2,
     seed: int = 0,
+    workloads: Mapping[str, Workload] | None = None,
 ) -> dict[str, Latency]:
     """Time several models in rounds (each round runs every model once, in an order shuffled per round from
     ``seed``), so that a change in machine load during the measurement affects all of them alike and no model
     always runs right after the same one; same inputs, threads and warm-up for each. ``samples_ms[i]`` of every
     model is round ``i``: :func:`paired_ratio` compares two models round by round.
 
+    Inputs: one seeded random ``batch_size × seq_len`` batch, or with ``workloads`` (one per model) each model's
+    own real batches, every one of them once per round (a sample is the mean time per batch).
+
     With one model this is :func:`measure_latency`. The previous torch thread count is restored afterwards.
     """
     _check_sizes(batch_size, seq_len, warmup, runs, threads)
     if not encoders:
         raise ValueError("measure_latency_interleaved: no models")
+    if workloads is not None and set(workloads) != set(encoders):
+        raise ValueError(f"measure_latency_interleaved: workloads for {sorted(workloads)}, models {sorted(encoders)}")
     first = next(iter(encoders.values()))
-    ids, mask = synthetic_batch(first, batch_size, seq_len, seed)
+    synthetic = (synthetic_batch(first, batch_size, seq_len, seed),)
+    inputs = {name: workloads[name].batches if workloads else synthetic for name in encoders}
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     samples: dict[str, list[float]] = {name: [] for name in encoders}
     order, rng = list(encoders), random.Random(seed)
     try:
         with torch.inference_mode():
-            for encoder in encoders.values():
+            for name, encoder in encoders.items():
                 for _ in range(warmup):
-                    encoder(ids, mask)
+                    _time_once(encoder, inputs[name])
             for _ in range(runs):
                 rng.shuffle(order)
                 for name in order:
-                    samples[name].append(_time_once(encoders[name], ids, mask))
+                    samples[name].append(_time_once(encoders[name], inputs[name]))
     finally:
         torch.set_num_threads(previous)
+    what = (next(iter(workloads.values())).how if workloads else
+            f"batch {batch_size}x{seq_len} random token ids")
     how = (
-        f"in-process forward, torch.inference_mode, {threads} threads, batch {batch_size}x{seq_len} random "
-        f"token ids, {warmup} warm-up + {runs} timed runs (perf_counter)"
+        f"in-process forward, torch.inference_mode, {threads} threads, {what}, {warmup} warm-up + {runs} timed "
+        "runs (perf_counter)"
         + (f", interleaved: {len(encoders)} models, each once per round in a shuffled order"
            if len(encoders) > 1 else "")
     )
@@ -139,6 +171,7 @@ def measure_latency_interleaved(
             seq_len=seq_len,
             how=how,
             samples_ms=tuple(values),
+            tokens_run=workloads[name].mean_tokens_run if workloads else float(seq_len),
         )
         for name, values in samples.items()
     }

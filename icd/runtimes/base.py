@@ -98,14 +98,11 @@ class Runtime(ABC):
         name: registry name (``--runtime``).
         package: the Python package it needs (checked by :meth:`check_installed`).
         precisions: the precisions it can export.
-        int8_ranges_per_batch: its int8 quantizes activations with ranges taken from each batch it is given
-            (dynamic quantization), so a text's int8 output depends on the rest of the batch, padding included.
     """
 
     name: str = ""
     package: str = ""
     precisions: tuple[Precision, ...] = (Precision.FP32,)
-    int8_ranges_per_batch: bool = False
 
     def check_installed(self) -> None:
         """Raise :class:`icd.errors.UserError` (one line) when the runtime's package cannot be imported."""

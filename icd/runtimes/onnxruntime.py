@@ -44,7 +44,6 @@ class OnnxRuntime(Runtime):
     name = "onnx"
     package = "onnxruntime"
     precisions = (Precision.FP32, Precision.INT8)
-    int8_ranges_per_batch = True  # quantize_dynamic
 
     def export(self, source: ModelSource, folder: Path, precision: Precision, *, output_gather: bool,
                threads: int) -> ExportedArtefact:

@@ -4,10 +4,12 @@ Each variant is exported through its runtime into a temporary folder and loaded 
 ``icd export-triton --runtime`` writes). Fidelity: the run's held-out texts, outputs vs the *original* fp32 model
 (rebuilt from config.lock.json), cos mean / min and the agreement that fits the task: nearest-neighbour agreement
 for embedding models, argmax agreement for classifiers (a classifier's few logits make NN agreement noise).
-Latency: the one interleaved harness
-(:func:`icd.measure.latency.measure_latency_interleaved`): every variant once per round, same synthetic batch,
-same thread count. The choice (:mod:`icd.runtimes.choice`, floors ``serve.min_cos`` / ``serve.min_nn``) is written
-to ``RUN/runtime_profile.json``; ``icd export-triton`` uses it unless told otherwise.
+Latency: the one interleaved harness (:func:`icd.measure.latency.measure_latency_interleaved`): every variant once
+per round, same thread count, on what its server would run (``inputs="text"``, the default): held-out texts in
+batches padded to ``seq_len`` as clients send them, each batch's trailing padding trimmed as the python backend of
+an ``icd export-triton`` export runs it (``icd_trim_padding``) — or on one synthetic full-length batch
+(``inputs="random"``). The choice (:mod:`icd.runtimes.choice`, floors ``serve.min_cos`` / ``serve.min_nn``) is
+written to ``RUN/runtime_profile.json``; ``icd export-triton`` uses it unless told otherwise.
 """
 
 from __future__ import annotations
@@ -19,14 +21,20 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from icd.errors import ArtefactError, ConfigError, UserError
 from icd.runtimes.base import Precision, Variant
 from icd.runtimes.choice import ProfileRow, choose
 
+if TYPE_CHECKING:
+    from icd.measure.latency import Workload
+
 PROFILE_FILE = "runtime_profile.json"
 REFERENCE = "reference torch fp32"
+INPUTS = ("text", "random")
+TIMING_BATCHES = 4
+"""Batches of held-out texts each variant runs per timed round (``inputs="text"``)."""
 
 
 def default_variants(has_int8_record: bool) -> list[Variant]:
@@ -77,13 +85,14 @@ def _build(variant: Variant, source, work: Path, threads: int, recipe: str | Non
 def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequence[str] = (), threads: int = 2,
                 runs: int = 10,
                 warmup: int = 3, batch_size: int = 8, seq_len: int = 128, texts: int | None = None,
-                int8_recipes: Sequence[str] = (),
+                int8_recipes: Sequence[str] = (), inputs: str = "text",
                 progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Profile the run's model on every variant (or those of ``runtimes`` / ``precisions``; ``openvino:int8`` also
     with each of ``int8_recipes``), choose, write ``RUN/runtime_profile.json``; returns the document.
 
     Raises:
-        ArtefactError / ConfigError: the run directory is not a complete run, or no variant matches.
+        ArtefactError / ConfigError: the run directory is not a complete run, no variant matches, or ``inputs``
+            is not one of :data:`INPUTS`.
     """
     from icd.config.schema import IcdConfig
     from icd.data.corpus import load_split
@@ -95,9 +104,10 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
     from icd.model.loader import load_encoder
     from icd.runtimes.source import ModelSource
 
+    if inputs not in INPUTS:
+        raise ConfigError(f"icd profile: --inputs {inputs!r} is not one of {list(INPUTS)}")
     run_dir = Path(run_dir)
-    inputs = read_run(run_dir)
-    cfg = IcdConfig.model_validate(inputs.config_lock)
+    cfg = IcdConfig.model_validate(read_run(run_dir).config_lock)
     source = ModelSource.from_run(run_dir)
     reference = load_encoder(cfg.model).eval()
     heldout = load_split(cfg.data.calibration_texts, cfg.data.heldout_texts, cfg.data.seed,
@@ -129,8 +139,11 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
             models[name] = session
             recipes[name] = dict(artefact.recipe)
         progress(f"[profile] timing {len(models)} models, {runs} interleaved rounds, {threads} threads")
+        workload = None if inputs == "random" else served_workload(source.tokenizer, heldout, batch_size, seq_len)
+        workloads = None if workload is None else dict.fromkeys(models, workload)
         load_before = os.getloadavg()
-        latency = measure_latency_interleaved(models, batch_size, seq_len, warmup=warmup, runs=runs, threads=threads)
+        latency = measure_latency_interleaved(models, batch_size, seq_len, warmup=warmup, runs=runs, threads=threads,
+                                              workloads=workloads)
         load_after = os.getloadavg()
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -143,10 +156,11 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
         "schema": "icd.runtime_profile/v1",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "run": str(run_dir.resolve()),
-        "reference": {"name": REFERENCE, "latency_median_ms": base_ms,
+        "reference": {"name": REFERENCE, "latency_median_ms": base_ms, "tokens_run": latency[REFERENCE].tokens_run,
                       "how": "the original model rebuilt from config.lock.json, eager torch fp32"},
         "fidelity_how": f"{len(heldout)} held-out texts of the run's split, outputs vs the reference fp32 model",
         "latency_how": latency[REFERENCE].how,
+        "inputs": inputs,
         "load_average": {"before_timing": load_before, "after_timing": load_after},
         "floor": {"min_cos": cfg.serve.min_cos, "min_nn": cfg.serve.min_nn},
         "agreement": agreement,
@@ -157,12 +171,38 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
             "how": "held-out texts whose nearest and second-nearest other text (reference outputs, cosine) are "
                    "within the margin: any small error can swap them, so each can move NN agreement by 1/texts"},
         "rows": [{**asdict(r), "speedup": None if r.latency_median_ms is None else base_ms / r.latency_median_ms,
+                  "tokens_run": latency[r.variant].tokens_run if r.variant in latency else None,
                   "latency_ratio_to_choice": _ratio_to(latency, r.variant, choice.variant),
                   "recipe": recipes.get(r.variant)} for r in rows.values()],
         "choice": asdict(choice),
     }
     write_json_atomic(run_dir / PROFILE_FILE, doc)
     return doc
+
+
+def served_workload(tokenizer: Any, texts: Sequence[str], batch_size: int, seq_len: int) -> Workload:
+    """:data:`TIMING_BATCHES` batches of ``texts`` (at most; a seeded draw) padded to ``seq_len`` as clients send
+    them, then cut as the python backend of a default export runs them (:func:`trim_batch` at
+    :func:`icd.export.repository.padding_trim`'s multiple)."""
+    import random
+
+    import torch
+
+    from icd.export.options import ExportOptions
+    from icd.export.repository import padding_trim
+    from icd.measure.latency import Workload
+    from icd.serve.backend.icd_runtime import trim_batch
+
+    chosen = random.Random(0).sample(list(texts), min(len(texts), TIMING_BATCHES * batch_size))
+    sent = tokenizer(chosen, padding="max_length", truncation=True, max_length=seq_len, return_tensors="np")
+    ids, mask = sent["input_ids"], sent["attention_mask"]
+    multiple = padding_trim(ExportOptions())[0]
+    batches = [tuple(torch.from_numpy(part) for part in trim_batch(ids[start:start + batch_size],
+                                                                   mask[start:start + batch_size], multiple))
+               for start in range(0, len(chosen), batch_size)]
+    return Workload(tuple(batches), f"{len(chosen)} held-out texts in batches of {batch_size}, padded to {seq_len} "
+                                    f"tokens, each batch's trailing padding trimmed to a multiple of {multiple} as "
+                                    "the python backend serves it")
 
 
 def read_choice(run_dir: Path) -> tuple[Variant, str | None] | None:
@@ -213,22 +253,28 @@ def render_table(doc: dict[str, Any]):
     agreement = doc["agreement"]
     table = Table(title=f"runtimes × precisions (floor: cos mean >= {floor['min_cos']}, "
                         f"{agreement} >= {floor['min_nn']})")
-    for column in ("variant", "cos mean", "cos min", agreement, "median ms", "× ref", "ms × chosen", ""):
+    for column in ("variant", "cos mean", "cos min", agreement, "median ms", "tokens", "× ref", "ms × chosen", ""):
         table.add_column(column, justify="left" if column in ("variant", "") else "right")
-    table.add_row(REFERENCE, "1.00000", "1.0000", "1.000", f"{doc['reference']['latency_median_ms']:.1f}", "1.00", "",
-                  "")
+    table.add_row(REFERENCE, "1.00000", "1.0000", "1.000", f"{doc['reference']['latency_median_ms']:.1f}",
+                  _tokens(doc["reference"].get("tokens_run")), "1.00", "", "")
     chosen = doc["choice"]["variant"]
     for row in doc["rows"]:
         if row["error"]:
-            table.add_row(row["variant"], "-", "-", "-", "-", "-", "-", f"not measured: {row['error']}")
+            table.add_row(row["variant"], "-", "-", "-", "-", "-", "-", "-", f"not measured: {row['error']}")
             continue
         mark = "chosen" if row["variant"] == chosen else ""
         table.add_row(row["variant"], f"{row['cos_mean']:.5f}", f"{row['cos_min']:.4f}", f"{row['agreement']:.3f}",
-                      f"{row['latency_median_ms']:.1f}", f"{row['speedup']:.2f}",
+                      f"{row['latency_median_ms']:.1f}", _tokens(row.get("tokens_run")), f"{row['speedup']:.2f}",
                       ratio_text(row.get("latency_ratio_to_choice")), mark)
     ties = doc.get("near_ties")
+    table.caption = f"timed on: {doc['latency_how']}"
     if ties:
-        table.caption = (f"{ties['texts']} held-out text(s) have a near tie (two nearest other texts within "
+        table.caption += (f"\n{ties['texts']} held-out text(s) have a near tie (two nearest other texts within "
                          f"{ties['margin']} cosine): each can flip NN agreement under any small error")
     return table
+
+
+def _tokens(value: float | None) -> str:
+    """Columns run per row (a profile written before ``tokens_run`` was recorded: empty)."""
+    return "" if value is None else f"{value:.1f}"
 

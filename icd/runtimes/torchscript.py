@@ -21,7 +21,6 @@ class TorchScriptRuntime(Runtime):
     name = "torchscript"
     package = "torch"
     precisions = (Precision.FP32, Precision.INT8)
-    int8_ranges_per_batch = True  # icd's int8 kernels: torch's dynamic int8 GEMM
 
     def __init__(self, trace_seq_len: int = 16) -> None:
         self.trace_seq_len = trace_seq_len

@@ -88,3 +88,33 @@ def test_encode_keeps_text_order(tiny, minilm_tokenizer):
     assert torch.allclose(together, alone, atol=1e-5)
     with pytest.raises(ValueError, match="no texts"):
         encode(tiny, minilm_tokenizer, [], batch_size=2)
+
+
+def test_workloads_run_each_models_own_batches_every_round(tiny):
+    """With workloads, every model runs all of its own batches once per round (and per warm-up pass), shapes as
+    given; tokens_run is the mean columns per row."""
+    from icd.measure.latency import Workload
+
+    shapes: dict[str, list[tuple[int, int]]] = {"a": [], "b": []}
+
+    class Logged(torch.nn.Module):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name, self.bert = name, tiny.bert
+
+        def forward(self, ids, mask):
+            shapes[self.name].append(tuple(ids.shape))
+            return tiny(ids, mask)
+
+    def batch(rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.full((rows, cols), 1000), torch.ones(rows, cols, dtype=torch.long)
+
+    work = {"a": Workload((batch(2, 8), batch(1, 16)), "two real batches"), "b": Workload((batch(2, 4),), "one")}
+    lat = measure_latency_interleaved({n: Logged(n) for n in "ab"}, warmup=1, runs=3, threads=1, workloads=work)
+    assert shapes["a"] == [(2, 8), (1, 16)] * 4 and shapes["b"] == [(2, 4)] * 4
+    assert lat["a"].tokens_run == pytest.approx((2 * 8 + 16) / 3) and lat["b"].tokens_run == 4
+    assert "two real batches" in lat["a"].how and len(lat["a"].samples_ms) == 3
+    with pytest.raises(ValueError, match="workloads for"):
+        measure_latency_interleaved({"a": tiny, "b": tiny}, workloads={"a": work["a"]})
+    with pytest.raises(ValueError, match="no batches"):
+        Workload((), "nothing")

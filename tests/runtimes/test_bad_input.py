@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from icd.cli.main import main
@@ -63,3 +65,12 @@ def test_profile_refuses_an_unknown_runtime_and_a_missing_run(tmp_path, capsys):
     assert "unknown runtime 'nope'" in capsys.readouterr().err
     assert main(["profile", str(tmp_path / "nope")]) == 2
     assert "run directory not found" in capsys.readouterr().err
+
+
+def test_profile_refuses_unknown_inputs_naming_the_flag_and_writes_nothing(identity_run_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(identity_run_dir, run)
+    assert main(["profile", str(run), "--inputs", "zipf"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--inputs 'zipf' is not one of ['text', 'random']" in err and len(err.splitlines()) == 1, err
+    assert not (run / "runtime_profile.json").exists()

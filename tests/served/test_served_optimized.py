@@ -93,9 +93,12 @@ def test_served_fidelity_matches_the_runs_metrics(served_run, served_triton):
 
 def test_ab_of_optimized_against_baseline_measures_the_in_process_agreement(served_run, served_triton, tmp_path):
     """A/B through a real nginx router (real weights): both variants answer, the report is written, and the
-    agreement it shows is the agreement of the two models in process on the same payloads."""
+    agreement it shows is the agreement of the two models in process on the same payloads, run as the server runs
+    them (trailing padding trimmed: the int8's activation ranges come from what it runs)."""
+    from icd.export.options import DEFAULT_TRIM_PADDING
     from icd.rollout.ab import ABSpec, run_ab_at_endpoint
     from icd.rollout.payloads import text_payloads
+    from icd.serve.backend.icd_runtime import trim_batch
 
     payloads = text_payloads(8, seq_len=32)
     spec = ABSpec(BASELINE, FINAL.model, duration_s=4, concurrency=2, agreement_n=8)
@@ -106,7 +109,8 @@ def test_ab_of_optimized_against_baseline_measures_the_in_process_agreement(serv
     models = {BASELINE: load_encoder(_config(served_run).model), FINAL.model: load_run_encoder(served_run / "model")}
     rows: dict[str, list[torch.Tensor]] = {name: [] for name in models}
     for body in payloads:
-        ids, mask = (torch.tensor(item["data"]).reshape(item["shape"]) for item in body["inputs"])
+        ids, mask = (np.asarray(item["data"], dtype=np.int64).reshape(item["shape"]) for item in body["inputs"])
+        ids, mask = (torch.from_numpy(part) for part in trim_batch(ids, mask, DEFAULT_TRIM_PADDING))
         with torch.no_grad():
             for name, model in models.items():
                 rows[name].append(model(ids, mask)[0])
