@@ -7,7 +7,10 @@ what is timed is the artefact ``icd export-triton --runtime`` writes. One proces
 
 * fidelity: mean-pooled embeddings vs the torch fp32 model on two held-out sets (256 docstrings of the default corpus each,
   seeds 0 and 1 of the held-out pool; calibration texts are never among them): cos mean / min, NN agreement;
-* latency: ``icd.measure.latency.measure_latency_interleaved`` at batch 8×128, ``--threads`` threads, every
+* latency: ``icd.measure.latency.measure_latency_interleaved`` at batch 8×128 of random ids (``--inputs random``,
+  the default) or, with ``--inputs text``, on what a server of icd's exports runs — 4 batches of 8 held-out texts
+  padded to 128 tokens as clients send them, each batch's trailing padding trimmed
+  (``icd.runtimes.profile.served_workload``, as ``icd profile`` times); ``--threads`` threads, every
   variant once per round in a shuffled order, round after round (load from other processes falls on all alike);
   each row keeps its samples and its latency relative to NNCF int8's (``nncf_default``) round by round: the median
   per-round ratio and its 95 % bootstrap interval (``icd.measure.latency.paired_ratio``).
@@ -59,6 +62,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--heldout", type=int, default=256)
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES),
                         help="OpenVINO int8 (NNCF) recipes to compare")
+    parser.add_argument("--inputs", choices=("random", "text"), default="random",
+                        help="timed batches: 8x128 random ids, or held-out texts as a trimming server runs them")
     parser.add_argument("--no-base", action="store_true",
                         help="only torch fp32, icd's torch int8 and the --recipes (a recipe comparison)")
     parser.add_argument("--out", type=Path, default=RESULT)
@@ -149,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     from icd.measure.fidelity import fidelity
     from icd.measure.latency import measure_latency_interleaved, paired_ratio, ratio_text
     from icd.model.loader import load_encoder, load_tokenizer
+    from icd.runtimes.profile import served_workload
 
     load_start = os.getloadavg()
     section = model_section(args.model)
@@ -165,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
             for name, v in variants.items():
                 fid.setdefault(name, {})[set_name] = fidelity(reference, encode(v["model"], tokenizer, texts, 32, 128))
         load_timing = os.getloadavg()
+        workload = None if args.inputs == "random" else served_workload(tokenizer, split.heldout, 8, 128)
         latency = measure_latency_interleaved({n: v["model"] for n, v in variants.items()}, 8, 128,
-                                              warmup=args.warmup, runs=args.runs, threads=args.threads)
+                                              warmup=args.warmup, runs=args.runs, threads=args.threads,
+                                              workloads=workload and dict.fromkeys(variants, workload))
         load_end = os.getloadavg()
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -179,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             "variant": name, "how": v["how"], "cos_mean": a.cos_mean, "cos_min": a.cos_min,
             "nn_agreement": a.nn_agreement, "cos_mean_set2": b.cos_mean, "nn_agreement_set2": b.nn_agreement,
             "latency_median_ms": latency[name].median_ms, "latency_p95_ms": latency[name].p95_ms,
-            "speedup": base / latency[name].median_ms, "export_s": v.get("export_s"), "recipe": v.get("recipe"),
+            "speedup": base / latency[name].median_ms, "tokens_run": latency[name].tokens_run,
+            "export_s": v.get("export_s"), "recipe": v.get("recipe"),
             "latency_samples_ms": list(latency[name].samples_ms),
             "latency_ratio_to_nncf_default": None if nncf is None else paired_ratio(
                 latency[name].samples_ms, nncf.samples_ms).to_dict(),
