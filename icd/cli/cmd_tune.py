@@ -59,7 +59,8 @@ def tune(  # noqa: PLR0913 - one flag per setting, declared once
     warmup: Annotated[float, typer.Option(help="Warm-up seconds per measurement (not counted).")] = DEFAULT_WARMUP_S,
     input_shape: Annotated[int, typer.Option(help="Tokens per request row.")] = DEFAULT_INPUT_SHAPE,
     batch_size: Annotated[int, typer.Option(help="Rows per request.")] = 1,
-    inputs: Annotated[str, typer.Option(help="random token ids | text (real docstrings, tokenized).")] = "random",
+    inputs: Annotated[str, typer.Option(help="random token ids (every token attended: the full-length worst case) | "
+                                             "text (real docstrings padded to --input-shape).")] = "random",
     report: Annotated[Path, typer.Option(help="JSON report; .html, .png, .checkpoint.json, .config.pbtxt beside it.")] = Path(
         "tune_report.json"),
     fresh: Annotated[bool, typer.Option(help="Ignore an existing checkpoint and start over.")] = False,
