@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     heldout = load_split(cfg.data.calibration_texts, cfg.data.heldout_texts, cfg.data.seed,
                          cfg.data.sources).heldout
     reference = encode(load_encoder(cfg.model).eval(), source.tokenizer, heldout, cfg.data.batch_size,
-                       cfg.model.max_length)
+                       args.seq_len)  # the texts as the int8 runs them (truncated to --seq-len)
     order = list(range(len(heldout)))
     random.Random(args.seed).shuffle(order)  # served-like: unrelated texts share a batch
     sent = source.tokenizer([heldout[i] for i in order], padding="max_length", truncation=True,

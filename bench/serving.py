@@ -16,8 +16,8 @@
 4. **In-process**: bert_icd's exported artefact loaded in this process through the same runtime with the served
    instance's thread count runs exactly the multiset of batch sizes Triton formed in step 2 (statistics API) on
    the same texts, each batch cut to the length the server runs (``--trim-padding``, the python backend's
-   ``icd_trim_padding``: trailing padding no row attends to, to a multiple of that many tokens; as
-   ``icd export-triton`` decides per model unless given). Ratio = served / in-process throughput (target >= 0.85).
+   ``icd_trim_padding``: trailing padding no row attends to, to a multiple of that many tokens; 8 unless given, as
+   ``icd export-triton``). Ratio = served / in-process throughput (target >= 0.85).
 5. **Outputs**: the served outputs of bert_icd equal the in-process outputs of its runtime on the batch as the
    server runs it (max |diff|), and what the same runtime gives for the batch as sent, padding included.
 
@@ -143,13 +143,13 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"both models' max_batch_size [{DEFAULT_MAX_BATCH_SIZE}, as icd export-triton]")
     parser.add_argument("--max-queue-delay-us", type=int, default=DEFAULT_MAX_QUEUE_DELAY_US,
                         help=f"dynamic batching delay [{DEFAULT_MAX_QUEUE_DELAY_US}, as icd export-triton]")
-    parser.add_argument("--preferred-batch-sizes", default=",".join(map(str, DEFAULT_PREFERRED_BATCH_SIZES)),
+    parser.add_argument("--preferred-batch-sizes",
                         help="comma-separated preferred batch sizes of Triton's dynamic batcher, 'none' for none "
-                             f"[{','.join(map(str, DEFAULT_PREFERRED_BATCH_SIZES))}: icd export-triton's and the "
-                             "guide's]")
+                             f"[{','.join(map(str, DEFAULT_PREFERRED_BATCH_SIZES))} up to --max-batch-size: icd "
+                             "export-triton's and the guide's]")
     parser.add_argument("--trim-padding", type=int,
                         help="both models: run each batch without its trailing padding, to a multiple of this many "
-                             "tokens (0 = never) [as icd export-triton decides per model]")
+                             "tokens (0 = never) [8, as icd export-triton]")
     parser.add_argument("--report", type=Path, help="write the result as JSON here")
     args = parser.parse_args(argv)
 
@@ -164,11 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="icd-bench-serving-"))
     try:
-        preferred = () if args.preferred_batch_sizes == "none" else tuple(
-            int(size) for size in args.preferred_batch_sizes.split(",") if size)
-        common = {"max_batch_size": args.max_batch_size, "preferred_batch_sizes": preferred,
-                  "max_queue_delay_us": args.max_queue_delay_us, "trim_padding": args.trim_padding}
+        common = {"max_batch_size": args.max_batch_size, "max_queue_delay_us": args.max_queue_delay_us,
+                  "trim_padding": args.trim_padding}
+        if args.preferred_batch_sizes is not None:  # else icd export-triton's defaults
+            common["preferred_batch_sizes"] = () if args.preferred_batch_sizes == "none" else tuple(
+                int(size) for size in args.preferred_batch_sizes.split(",") if size)
         icd_options = ExportOptions(model_name="bert_icd", runtime=args.runtime, precision=args.precision, **common)
+        common["preferred_batch_sizes"] = icd_options.preferred_batch_sizes  # recorded as exported
         icd = export_model(args.run_dir, work / "models", icd_options)
         base = export_model(args.run_dir, work / "models", ExportOptions(
             model_name="bert_baseline", baseline=True, runtime="torchscript", precision="fp32", **common))

@@ -87,8 +87,7 @@ def export_triton(
                                          "[icd_outliers_fused_fp32]"),
     trim_padding: int = typer.Option(None, "--trim-padding",
                                      help="python backend: run each batch without its trailing padding, to a "
-                                          "multiple of this many tokens (0 = never) [8; 0 for torchscript / "
-                                          "onnx int8]"),
+                                          "multiple of this many tokens (0 = never) [8]"),
     export_config: Path = typer.Option(None, "--export-config", help="JSON/YAML file of these options"),
 ) -> None:
     """Export a run to a Triton model repository (config.pbtxt, the runtime's artefact, python backend, checksums)."""
@@ -145,9 +144,12 @@ def profile(
     seq_len: int = typer.Option(128, "--seq-len", min=1,
                                 help="tokens each timed text is padded / truncated to, as clients send it"),
     inputs: str = typer.Option("text", "--inputs",
-                               help="text: batches of held-out texts, each cut as the variant's export serves it "
-                                    "(trailing padding trimmed); random: one full-length batch of random ids [text]"),
-    texts: int = typer.Option(None, "--texts", min=2, help="held-out texts for fidelity [all of the run's]"),
+                               help="text: batches of held-out texts padded to --seq-len, each cut as an export's "
+                                    "python backend runs it (trailing padding trimmed to a multiple of 8); random: "
+                                    "one full-length batch of random ids [text]"),
+    texts: int = typer.Option(None, "--texts", min=2,
+                              help="held-out texts for fidelity, and the pool the timed texts come from [all of the "
+                                   "run's]"),
     int8_recipe: list[str] = typer.Option([], "--int8-recipe",
                                           help="also profile openvino:int8 with this recipe (repeatable), e.g. "
                                                "icd_outliers_fused [the default recipe only]"),

@@ -61,7 +61,8 @@ class ExportOptions(BaseModel):
         max_batch_size: Triton ``max_batch_size`` (0 disables batching).
         instance_count: instances per device.
         gpus: GPU ids for ``--target gpu``.
-        preferred_batch_sizes: ``dynamic_batching.preferred_batch_size``.
+        preferred_batch_sizes: ``dynamic_batching.preferred_batch_size`` (not given: those of
+            :data:`DEFAULT_PREFERRED_BATCH_SIZES` up to ``max_batch_size``).
         max_queue_delay_us: ``dynamic_batching.max_queue_delay_microseconds``.
         preserve_ordering: ``dynamic_batching.preserve_ordering``.
         priority_levels: ``dynamic_batching.priority_levels`` (0 = no priorities).
@@ -77,7 +78,7 @@ class ExportOptions(BaseModel):
         trace_seq_len: sequence length of the example input used to trace (the trace is shape-generic).
         trim_padding: python backend: run each batch without its trailing padding, rounded up to a multiple of
             this many tokens (``icd_trim_padding``; 0 = run the length clients send; docs/serving.md). None:
-            :data:`DEFAULT_TRIM_PADDING`, or 0 for an int8 whose activation ranges come from each batch.
+            :data:`DEFAULT_TRIM_PADDING`, whatever the runtime and precision.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -150,6 +151,9 @@ class ExportOptions(BaseModel):
     def _batching(self) -> ExportOptions:
         if self.max_batch_size == 0 and self.dynamic_batching:
             object.__setattr__(self, "dynamic_batching", False)
+        if "preferred_batch_sizes" not in self.model_fields_set:  # the defaults fit whatever max_batch_size is given
+            object.__setattr__(self, "preferred_batch_sizes", tuple(
+                b for b in DEFAULT_PREFERRED_BATCH_SIZES if b <= self.max_batch_size))
         too_big = [b for b in self.preferred_batch_sizes if b < 1 or b > max(self.max_batch_size, 1)]
         if self.dynamic_batching and too_big:
             raise ValueError(

@@ -122,11 +122,12 @@ def measure_latency_interleaved(
 ) -> dict[str, Latency]:
     """Time several models in rounds (each round runs every model once, in an order shuffled per round from
     ``seed``), so that a change in machine load during the measurement affects all of them alike and no model
-    always runs right after the same one; same inputs, threads and warm-up for each. ``samples_ms[i]`` of every
+    always runs right after the same one; same threads and warm-up for each. ``samples_ms[i]`` of every
     model is round ``i``: :func:`paired_ratio` compares two models round by round.
 
-    Inputs: one seeded random ``batch_size × seq_len`` batch, or with ``workloads`` (one per model) each model's
-    own real batches, every one of them once per round (a sample is the mean time per batch).
+    Inputs: one seeded random ``batch_size × seq_len`` batch for every model, or with ``workloads`` (one per model)
+    each model's own real batches, every one of them once per round (a sample is the mean time per batch); give
+    every model the same workload to compare them.
 
     With one model this is :func:`measure_latency`. The previous torch thread count is restored afterwards.
     """
@@ -153,14 +154,13 @@ def measure_latency_interleaved(
                     samples[name].append(_time_once(encoders[name], inputs[name]))
     finally:
         torch.set_num_threads(previous)
-    what = (next(iter(workloads.values())).how if workloads else
-            f"batch {batch_size}x{seq_len} random token ids")
-    how = (
-        f"in-process forward, torch.inference_mode, {threads} threads, {what}, {warmup} warm-up + {runs} timed "
-        "runs (perf_counter)"
-        + (f", interleaved: {len(encoders)} models, each once per round in a shuffled order"
-           if len(encoders) > 1 else "")
-    )
+    def how(name: str) -> str:
+        what = workloads[name].how if workloads else f"batch {batch_size}x{seq_len} random token ids"
+        return (f"in-process forward, torch.inference_mode, {threads} threads, {what}, {warmup} warm-up + {runs} "
+                "timed runs (perf_counter)"
+                + (f", interleaved: {len(encoders)} models, each once per round in a shuffled order"
+                   if len(encoders) > 1 else ""))
+
     return {
         name: Latency(
             median_ms=float(np.median(values)),
@@ -169,7 +169,7 @@ def measure_latency_interleaved(
             threads=threads,
             batch_size=batch_size,
             seq_len=seq_len,
-            how=how,
+            how=how(name),
             samples_ms=tuple(values),
             tokens_run=workloads[name].mean_tokens_run if workloads else float(seq_len),
         )

@@ -181,9 +181,9 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
 
 
 def served_workload(tokenizer: Any, texts: Sequence[str], batch_size: int, seq_len: int) -> Workload:
-    """:data:`TIMING_BATCHES` batches of ``texts`` (at most; a seeded draw) padded to ``seq_len`` as clients send
-    them, then cut as the python backend of a default export runs them (:func:`trim_batch` at
-    :func:`icd.export.repository.padding_trim`'s multiple)."""
+    """Up to :data:`TIMING_BATCHES` full batches of ``texts`` (a seeded draw; one short batch when there are fewer
+    texts than ``batch_size``) padded to ``seq_len`` as clients send them, then cut as the python backend of a
+    default export runs them (:func:`trim_batch` at :func:`icd.export.repository.padding_trim`'s multiple)."""
     import random
 
     import torch
@@ -193,7 +193,8 @@ def served_workload(tokenizer: Any, texts: Sequence[str], batch_size: int, seq_l
     from icd.measure.latency import Workload
     from icd.serve.backend.icd_runtime import trim_batch
 
-    chosen = random.Random(0).sample(list(texts), min(len(texts), TIMING_BATCHES * batch_size))
+    count = min(len(texts), TIMING_BATCHES * batch_size)
+    chosen = random.Random(0).sample(list(texts), count if count < batch_size else count - count % batch_size)
     sent = tokenizer(chosen, padding="max_length", truncation=True, max_length=seq_len, return_tensors="np")
     ids, mask = sent["input_ids"], sent["attention_mask"]
     multiple = padding_trim(ExportOptions())[0]

@@ -50,6 +50,14 @@ def test_no_batching_when_max_batch_size_is_zero():
     assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
 
 
+@pytest.mark.parametrize(("max_batch", "preferred"), [(32, [4, 8]), (6, [4]), (2, [])])
+def test_default_preferred_sizes_fit_the_max_batch_size_given(max_batch, preferred):
+    """Not given, the preferred sizes are the defaults that fit (``--max-batch-size 2`` alone exports); given, a
+    size above max_batch_size is refused (below)."""
+    config = _render(max_batch_size=max_batch)
+    assert config.max_batch_size == max_batch and list(config.dynamic_batching.preferred_batch_size) == preferred
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"model_name": "a/b"}, {"max_batch_size": -1}, {"preferred_batch_sizes": (64,), "max_batch_size": 32},

@@ -30,6 +30,8 @@ def test_texts_padded_as_sent_then_trimmed_to_a_multiple_of_8_as_served(tokenize
     assert work.mean_tokens_run < 64 and "trimmed to a multiple of 8" in work.how
 
 
-def test_fewer_texts_than_the_timing_batches_still_time_each_text_once(tokenizer):
-    work = served_workload(tokenizer, TEXTS[:5], batch_size=4, seq_len=32)
-    assert [ids.shape[0] for ids, _ in work.batches] == [4, 1]
+def test_only_full_batches_are_timed_unless_there_are_fewer_texts_than_one(tokenizer):
+    work = served_workload(tokenizer, TEXTS[:9], batch_size=4, seq_len=32)
+    assert [ids.shape[0] for ids, _ in work.batches] == [4, 4]
+    work = served_workload(tokenizer, TEXTS[:3], batch_size=4, seq_len=32)
+    assert [ids.shape[0] for ids, _ in work.batches] == [3]
