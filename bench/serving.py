@@ -21,6 +21,11 @@
 5. **Outputs**: the served outputs of bert_icd equal the in-process outputs of its runtime on the batch as the
    server runs it (max |diff|), and what the same runtime gives for the batch as sent, padding included.
 
+``served_breakdown`` says where a served batch's time went in step 2: Triton's milliseconds per execution in
+compute_input / compute_infer (the python backend's ``execute`` and the transfers to and from its stub) /
+compute_output (statistics API), the medians of the backend's own ``TRITON_ICD_PROFILE`` timings (cache lookup,
+request gather, forward, whole ``execute``), and the in-process milliseconds per batch of step 4.
+
 Writes JSON (``--report``) with the command, machine, date, load averages and every figure.
 """
 
@@ -50,9 +55,40 @@ TARGET_TOGETHER = 0.90
 TARGET_ICD_OVER_BASELINE = 4.0
 
 
-def _batch_counts(http_url: str, model: str) -> Counter:
+PHASES = ("compute_input", "compute_infer", "compute_output")
+"""Triton's per-execution phases (statistics API ``batch_stats``): inputs to the backend, ``execute``, outputs back."""
+
+
+def _batch_stats(http_url: str, model: str) -> dict[int, dict[str, tuple[int, int]]]:
+    """Triton's ``batch_stats`` of ``model``: per batch size, per phase, (executions, nanoseconds) so far."""
     stats = httpx.get(f"{http_url}/v2/models/{model}/stats", trust_env=False, timeout=10).json()["model_stats"][0]
-    return Counter({int(row["batch_size"]): int(row["compute_infer"]["count"]) for row in stats["batch_stats"]})
+    return {int(row["batch_size"]): {phase: (int(row[phase]["count"]), int(row[phase]["ns"])) for phase in PHASES}
+            for row in stats["batch_stats"]}
+
+
+def _batch_counts(before: dict, after: dict) -> Counter:
+    """Executions per batch size between two :func:`_batch_stats`."""
+    return +Counter({size: rows["compute_infer"][0] - before.get(size, {}).get("compute_infer", (0, 0))[0]
+                     for size, rows in after.items()})  # unary +: sizes not run in between dropped
+
+
+def _served_breakdown(before: dict, after: dict, log: str, window: tuple[float, float]) -> dict[str, Any]:
+    """Where a served batch's time went while bert_icd ran alone: Triton's mean milliseconds per execution in each
+    phase, and the median of the python backend's own timings (``TRITON_ICD_PROFILE`` lines of the window)."""
+    import json
+
+    executions = sum(_batch_counts(before, after).values())
+    phases = {}
+    for phase in PHASES:
+        ns = sum(rows[phase][1] - before.get(size, {}).get(phase, (0, 0))[1] for size, rows in after.items())
+        phases[phase] = ns / 1e6 / executions if executions else None
+    lines = [json.loads(line.split("ICD ", 1)[1]) for line in log.splitlines() if line.startswith("ICD {")]
+    mine = [r for r in lines if r.get("model") == "bert_icd" and "profile" in r and window[0] <= r["ts"] <= window[1]]
+    backend = {key: float(np.median([r["profile"][key] for r in mine])) if mine else None
+               for key in ("cache_lookup_ms", "gather_ms", "forward_ms")}
+    backend["execute_ms"] = float(np.median([r["total_ms"] for r in mine])) if mine else None
+    return {"executions": executions, "triton_ms_per_execution": phases, "backend_median_ms": backend,
+            "backend_lines": len(mine)}
 
 
 def _load(server, models: tuple[str, ...], settings) -> dict[str, Any]:
@@ -177,12 +213,15 @@ def main(argv: list[str] | None = None) -> int:
         trim = padding_trim(icd_options)[0]
         settings = LoadSettings(duration_s=args.duration, warmup_s=args.warmup, concurrency=args.concurrency,
                                 input_shape=args.seq_len, workers=0)
-        server = TritonServer(work / "models", free_port(), free_port(), free_port())
+        server = TritonServer(work / "models", free_port(), free_port(), free_port(),
+                              env={"TRITON_ICD_PROFILE": "true"})  # per-phase timings in each ICD log line
         with server.start(timeout_s=600):
             threads = _threads_from_log(server.log_text())
-            before = _batch_counts(server.http_url, "bert_icd")
+            before, started = _batch_stats(server.http_url, "bert_icd"), time.time()
             alone = _load(server, ("bert_icd",), settings)
-            histogram = _batch_counts(server.http_url, "bert_icd") - before
+            after, ended = _batch_stats(server.http_url, "bert_icd"), time.time()
+            histogram = _batch_counts(before, after)
+            breakdown = _served_breakdown(before, after, server.log_text(), (started, ended))
             alone.update(_load(server, ("bert_baseline",), settings))
             together = _load(server, ("bert_icd", "bert_baseline"), settings)
             batches = token_batches(LoadSettings(input_shape=args.seq_len, pool_size=64, batch_size=1, workers=0))
@@ -215,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
         "icd_over_baseline": icd_rps / base_rps, "target_icd_over_baseline": TARGET_ICD_OVER_BASELINE,
         "triton_over_in_process": ratio, "target_ratio": TARGET_RATIO,
         "in_process_texts_per_s": in_process_rps, "in_process_compute_s": in_process_s,
+        "served_breakdown": {**breakdown, "in_process_ms_per_execution": (
+            in_process_s * 1e3 / breakdown["executions"] if breakdown["executions"] else None),
+            "how": "bert_icd alone, warm-up included: Triton's statistics API (batch_stats) per execution; the python "
+                   "backend's TRITON_ICD_PROFILE timings (cache lookup, request gather, forward, whole execute); "
+                   "the in-process replay of the same batches"},
         "in_process_mean_tokens_run": run_len,
         "batch_size_histogram": {str(k): v for k, v in sorted(histogram.items())},
         "together_over_alone": summed_together / summed_alone, "target_together": TARGET_TOGETHER,
@@ -231,6 +275,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{ratio:.3f} (target >= {TARGET_RATIO})")
     print(f"together: {summed_together:.1f} req/s vs {summed_alone:.1f} alone summed = "
           f"{summed_together / summed_alone:.3f} (target >= {TARGET_TOGETHER}); intervals with zero completions: {zero}")
+    phases, backend = breakdown["triton_ms_per_execution"], breakdown["backend_median_ms"]
+    if breakdown["executions"] and backend["forward_ms"] is not None:
+        triton = ", ".join(f"{phase} {ms:.2f} ms" for phase, ms in phases.items())
+        local_ms = in_process_s * 1e3 / breakdown["executions"]
+        print(f"per served batch (bert_icd alone): Triton {triton}; backend execute {backend['execute_ms']:.2f} ms "
+              f"(forward {backend['forward_ms']:.2f}); in-process {local_ms:.2f} ms")
     print(f"served vs in-process outputs: max |diff| {max_diff:.2e} (batch as run), {padded_diff:.2e} (as sent, "
           f"padded to {args.seq_len}); in-process batches ran {run_len:.1f} tokens on average")
     if args.report:
