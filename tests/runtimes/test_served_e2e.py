@@ -68,14 +68,15 @@ def test_onnx_and_openvino_serve_like_in_process_with_metrics_budget_trim_and_ba
     ids, mask = batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64)
     for model, runtime in (("bert_onnx", "onnx"), ("bert_openvino", "openvino")):
         local = _in_process(repo / model / "1", runtime)
-        expected = local(ids, mask)
+        padded = local(ids, mask)
         for row in range(len(ids)):  # sequential single-text requests: one batch each
             got = _infer(server.http_url, model, ids[row:row + 1], mask[row:row + 1])
             as_run = local(*trim_batch(ids[row:row + 1], mask[row:row + 1], 8))
-            np.testing.assert_allclose(got, expected[row:row + 1], atol=1e-4, rtol=0, err_msg=(
-                f"{model} row {row}: served vs in-process on the batch as run (trimmed): max |diff| "
-                f"{float(np.abs(got - as_run).max()):.2e}; in-process trimmed vs padded: "
-                f"{float(np.abs(as_run - expected[row:row + 1]).max()):.2e}"))
+            np.testing.assert_allclose(got, as_run, atol=1e-4, rtol=0, err_msg=f"{model} row {row}: served vs "
+                                       "in-process on the batch as the server runs it (padding trimmed)")
+            if runtime == "onnx":  # fp32: the padding never reaches a real token, trimmed or not
+                np.testing.assert_allclose(as_run, padded[row:row + 1], atol=1e-4, rtol=0,
+                                           err_msg=f"{model} row {row}: fp32 trimmed vs padded")
 
     log = server.log_text()
     records = icd_log_records(log)
@@ -85,7 +86,7 @@ def test_onnx_and_openvino_serve_like_in_process_with_metrics_budget_trim_and_ba
         assert len(mine) == 6 and {r["runtime"] for r in mine} == {runtime}
         assert [r["cache"] for r in mine] == ["miss"] + ["hit"] * 5, "one instance: one miss, then the cache serves"
         assert all(r["permutation_time_s"] > 0 for r in mine), "the hidden-dim output gather runs and is timed"
-        # sent padded to 32 tokens, run without the padding (a multiple of 8): the outputs above are the padded ones
+        # sent padded to 32 tokens, run without the padding (a multiple of 8), as compared above
         assert all(r["seq_lens"] == [32] and r["run_seq_lens"][0] % 8 == 0 for r in mine)
         assert min(r["run_seq_lens"][0] for r in mine) < 32, [r["run_seq_lens"] for r in mine]
         labels = {"model": model, "version": "1"}
