@@ -75,15 +75,15 @@ def _batch_counts(before: dict, after: dict) -> Counter:
 def _served_breakdown(before: dict, after: dict, log: str, window: tuple[float, float]) -> dict[str, Any]:
     """Where a served batch's time went while bert_icd ran alone: Triton's mean milliseconds per execution in each
     phase, and the median of the python backend's own timings (``TRITON_ICD_PROFILE`` lines of the window)."""
-    import json
+    from icd.ops.logs import parse_lines
 
     executions = sum(_batch_counts(before, after).values())
     phases = {}
     for phase in PHASES:
         ns = sum(rows[phase][1] - before.get(size, {}).get(phase, (0, 0))[1] for size, rows in after.items())
         phases[phase] = ns / 1e6 / executions if executions else None
-    lines = [json.loads(line.split("ICD ", 1)[1]) for line in log.splitlines() if line.startswith("ICD {")]
-    mine = [r for r in lines if r.get("model") == "bert_icd" and "profile" in r and window[0] <= r["ts"] <= window[1]]
+    mine = [r.fields for r in parse_lines(log.splitlines()).records  # time: the record's own "ts"
+            if r.model == "bert_icd" and "profile" in r.fields and window[0] <= r.time <= window[1]]
     backend = {key: float(np.median([r["profile"][key] for r in mine])) if mine else None
                for key in ("cache_lookup_ms", "gather_ms", "forward_ms")}
     backend["execute_ms"] = float(np.median([r["total_ms"] for r in mine])) if mine else None
