@@ -84,8 +84,10 @@ def _served_breakdown(before: dict, after: dict, log: str, window: tuple[float, 
         phases[phase] = ns / 1e6 / executions if executions else None
     mine = [r.fields for r in parse_lines(log.splitlines()).records  # time: the record's own "ts"
             if r.model == "bert_icd" and "profile" in r.fields and window[0] <= r.time <= window[1]]
-    backend = {key: float(np.median([r["profile"][key] for r in mine])) if mine else None
-               for key in ("cache_lookup_ms", "gather_ms", "forward_ms")}
+    backend = {}
+    for key in ("cache_lookup_ms", "gather_ms", "forward_ms", "counters_wait_ms"):
+        values = [r["profile"][key] for r in mine if key in r["profile"]]
+        backend[key] = float(np.median(values)) if values else None
     backend["execute_ms"] = float(np.median([r["total_ms"] for r in mine])) if mine else None
     return {"executions": executions, "triton_ms_per_execution": phases, "backend_median_ms": backend,
             "backend_lines": len(mine)}
@@ -257,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         "served_breakdown": {**breakdown, "in_process_ms_per_execution": (
             in_process_s * 1e3 / breakdown["executions"] if breakdown["executions"] else None),
             "how": "bert_icd alone, warm-up included: Triton's statistics API (batch_stats) per execution; the python "
-                   "backend's TRITON_ICD_PROFILE timings (cache lookup, request gather, forward, whole execute); "
-                   "the in-process replay of the same batches"},
+                   "backend's TRITON_ICD_PROFILE timings (cache lookup, request gather, forward, wait for the cache "
+                   "counters, whole execute); the in-process replay of the same batches"},
         "in_process_mean_tokens_run": run_len,
         "batch_size_histogram": {str(k): v for k, v in sorted(histogram.items())},
         "together_over_alone": summed_together / summed_alone, "target_together": TARGET_TOGETHER,

@@ -133,6 +133,27 @@ def test_cache_is_shared_through_its_directory(tmp_path):
     assert other.get("layout", lambda: np.zeros(5)).hit
 
 
+def test_hits_read_an_entry_file_once_and_follow_its_replacement_and_eviction(tmp_path, monkeypatch):
+    cache, clock = _cache(tmp_path)
+    other, _ = _cache(tmp_path)  # a second instance on the same directory
+    cache.get("layout", lambda: np.arange(4))
+    reads = []
+    load = np.load
+    monkeypatch.setattr(rt.np, "load", lambda *a, **k: reads.append(1) or load(*a, **k))
+    created = cache._path("layout").stat().st_mtime_ns
+    for _ in range(3):
+        clock.now += 1
+        lookup = cache.get("layout", lambda: np.zeros(4))
+        assert lookup.hit and np.array_equal(lookup.value, np.arange(4)) and not lookup.value.flags.writeable
+    assert len(reads) == 1  # one read of the file, however many hits
+    assert cache._path("layout").stat().st_mtime_ns == created  # a hit moves the atime (LRU) only: TTL unchanged
+    other.put("layout", np.arange(4) * 2)  # the file replaced: read again
+    assert np.array_equal(cache.get("layout", lambda: np.zeros(4)).value, np.arange(4) * 2) and len(reads) == 2
+    cache._path("layout").unlink()  # evicted by another instance: a miss, never the array held in memory
+    lookup = cache.get("layout", lambda: np.full(4, 7))
+    assert not lookup.hit and np.array_equal(lookup.value, np.full(4, 7))
+
+
 def test_cache_stays_within_its_bound_and_evicts_least_recently_used(tmp_path):
     cache, clock = _cache(tmp_path, size="10KB")
     block = np.zeros(3 * 1024 // 8)  # 3 KiB each

@@ -206,11 +206,16 @@ class SharedFileCache:
     An entry is ``<directory>/<sha256(key)>.npy``. Its mtime is its creation time (TTL); its atime is set on
     every hit and orders LRU eviction. Writes are atomic (temporary file + rename), so concurrent instances
     never read half an entry; a race between two writers of the same key is benign (same content).
+
+    A hit is decided by the entry file alone (present, younger than the TTL); the array it holds is read once per
+    file and kept in memory for as long as the same file (inode, mtime, size) is there: a served batch looks up
+    its request layout, and re-reading the file each time cost about 0.3 ms a batch in the python backend.
     """
 
     def __init__(self, settings: CacheSettings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
+        self._read: dict[str, tuple[tuple[int, int, int], np.ndarray]] = {}  # key -> (file identity, its array)
         if settings.size_bytes > 0:
             settings.directory.mkdir(parents=True, exist_ok=True)
 
@@ -225,14 +230,25 @@ class SharedFileCache:
             try:
                 stat = path.stat()
                 if now - stat.st_mtime <= self.settings.ttl_s:
-                    value = np.load(path, allow_pickle=False)
-                    os.utime(path, (now, stat.st_mtime))
+                    value = self._contents(key, path, stat)
+                    os.utime(path, ns=(int(now * 1e9), stat.st_mtime_ns))  # atime: LRU; mtime kept exactly
                     return Lookup(value, True)
             except (FileNotFoundError, ValueError, OSError):
                 pass
         value = np.asarray(loader())
         self.put(key, value)
         return Lookup(value, False)
+
+    def _contents(self, key: str, path: Path, stat: os.stat_result) -> np.ndarray:
+        """The array in ``path``: read from the file unless this very file (inode, mtime, size) was read before."""
+        identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        known = self._read.get(key)
+        if known is not None and known[0] == identity:
+            return known[1]
+        value = np.load(path, allow_pickle=False)
+        value.flags.writeable = False  # shared by every later hit of this file
+        self._read[key] = (identity, value)
+        return value
 
     def put(self, key: str, value: np.ndarray) -> bool:
         """Store ``value`` (evicting least-recently-used entries); False if it cannot fit the bound."""

@@ -14,7 +14,9 @@ OpenVINO's CPU plugin). At load it
 
 Each ``execute`` gets the version's *request layout* — the output gather index, built from ``icd_layout.json``
 and the (decrypted) ``permutation.json`` — from the shared correlation cache (the ``triton_icd_correlation_*``
-counters count these lookups; a miss rebuilds it from the files), runs the batch Triton formed (requests grouped
+counters count these lookups; a miss rebuilds it from the files; the two increments, each a round trip to the
+server process, run on a helper thread while the batch computes, and are done before ``execute`` returns), runs the
+batch Triton formed (requests grouped
 by sequence length, never padded by the server; with ``icd_trim_padding`` > 0 the trailing columns that no row
 attends to are cut first, to a multiple of that many tokens: clients that pad every text to one length still get
 one batch, and the padding is not computed), applies the gather when the index is not empty (an *embedding* model
@@ -26,6 +28,7 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +131,8 @@ class TritonPythonModel:
                 f"{self.model_name}: runtime {self.runtime} is not installed in this Python ({exc})") from None
         self.instance = args.get("model_instance_name", "")
         self._metrics()
+        # the cache counters' round trips to the server overlap the forward, which runs without the GIL
+        self.counting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="icd-counters")
         trim = f"padding trimmed to a multiple of {self.trim} tokens" if self.trim else "padding kept"
         print(f"icd: loaded {self.model_name} v{self.version} ({self.instance}): runtime {self.runtime}, "
               f"{self.threads} thread(s) per instance from {self.threads_from}, {trim}", flush=True)
@@ -169,17 +174,20 @@ class TritonPythonModel:
         self.cache.put_many(entries)  # one eviction pass for all of them
 
     def _lookup_layout(self):
-        """The request layout (output gather index) from the cache; a miss rebuilds it from the version folder."""
+        """The request layout (output gather index) from the cache (a miss rebuilds it from the version folder),
+        and the counting of that lookup started on the helper thread: wait for the returned future."""
         lookup = self.cache.get(self._layout_key(), lambda: rt.request_layout(self.folder, os.environ))
+        return lookup, self.counting.submit(self._count_lookup, lookup.hit)
+
+    def _count_lookup(self, hit):
         self.metrics["cache_total"].increment(1)
-        if lookup.hit:
+        if hit:
             self.metrics["cache_hits"].increment(1)
-        return lookup
 
     # ------------------------------------------------------------------------------------------ inference
     def execute(self, requests):
         started = time.perf_counter()
-        lookup = self._lookup_layout()
+        lookup, counted = self._lookup_layout()
         output_index = lookup.value if lookup.value.size else None
         looked_up = time.perf_counter()
         responses = [None] * len(requests)
@@ -214,6 +222,8 @@ class TritonPythonModel:
                 responses[index] = pb_utils.InferenceResponse(output_tensors=[tensor])
                 row += rows
         forwarded = time.perf_counter()
+        counted.result()  # the counters include this batch before its responses leave
+        counters_waited = time.perf_counter()
         if permutation_s:  # each increment is a round trip to the server process: none for a folded layout
             self.metrics["permutation_time"].increment(permutation_s)
         fields = {
@@ -228,12 +238,15 @@ class TritonPythonModel:
                 "cache_lookup_ms": round((looked_up - started) * 1e3, 4),
                 "gather_ms": round((gathered - looked_up) * 1e3, 4),
                 "forward_ms": round((forwarded - gathered) * 1e3, 4),
+                "counters_wait_ms": round((counters_waited - forwarded) * 1e3, 4),
                 "device": str(self.device), "threads": self.threads,
             }
         print(rt.icd_log_line(fields), flush=True)
         return responses
 
     def finalize(self):
+        if hasattr(self, "counting"):  # absent when initialize refused the load
+            self.counting.shutdown(wait=True)
         self.run = None
         self.metrics = {}  # Metrics before their families
         self.families = {}
