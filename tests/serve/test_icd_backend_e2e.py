@@ -63,7 +63,8 @@ def test_checksums_shared_cache_metrics_and_logs(tmp_path, triton_repo_bert, tri
 
     ids, mask = tokenize(minilm_tokenizer, corpus_split.heldout[:8])
     with ThreadPoolExecutor(max_workers=4) as pool:
-        list(pool.map(lambda i: infer_http(server.http_url, "bert_icd", ids[i:i + 1], mask[i:i + 1]), range(8)))
+        served = list(pool.map(lambda i: infer_http(server.http_url, "bert_icd", ids[i:i + 1], mask[i:i + 1]),
+                               range(8)))
 
     records = [r for r in icd_log_records(server.log_text()) if r["model"] == "bert_icd"]
     assert len(records) == 8 and all(r["batch_size"] == 1 and "profile" in r for r in records)
@@ -79,6 +80,24 @@ def test_checksums_shared_cache_metrics_and_logs(tmp_path, triton_repo_bert, tri
     assert metric(text, "triton_icd_layout_efficiency", **labels) == pytest.approx(layout["layout_efficiency"])
     assert "# TYPE triton_icd_correlation_cache_hits counter" in text
     assert "# TYPE triton_icd_layout_efficiency gauge" in text
+
+    # The cache directory removed under the serving model (a tmpfs cleaned): made again, requests served as before.
+    shutil.rmtree(tmp_path / "cache")
+    for row in range(2):
+        np.testing.assert_array_equal(infer_http(server.http_url, "bert_icd", ids[row:row + 1], mask[row:row + 1]),
+                                      served[row])
+    # The cache unusable (its path now a file): every lookup misses, says why, and the requests are served.
+    shutil.rmtree(tmp_path / "cache")
+    (tmp_path / "cache").write_text("not a directory")
+    for row in range(2, 4):
+        np.testing.assert_array_equal(infer_http(server.http_url, "bert_icd", ids[row:row + 1], mask[row:row + 1]),
+                                      served[row])
+    later = [r for r in icd_log_records(server.log_text()) if r["model"] == "bert_icd"][8:]
+    assert [r["cache"] for r in later] == ["miss", "hit", "miss", "miss"]
+    assert "cache_error" not in later[0] and "cache_error" not in later[1]
+    assert all(r["cache_error"].startswith(f"{tmp_path / 'cache'}: cannot store cache entries (") for r in later[2:])
+    text = httpx.get(server.metrics_url, trust_env=False).text
+    assert metric(text, "triton_icd_correlation_total", **labels) == 12
 
 
 @pytest.mark.parametrize("size", ["1024MB", "10MB"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -152,6 +153,38 @@ def test_hits_read_an_entry_file_once_and_follow_its_replacement_and_eviction(tm
     cache._path("layout").unlink()  # evicted by another instance: a miss, never the array held in memory
     lookup = cache.get("layout", lambda: np.full(4, 7))
     assert not lookup.hit and np.array_equal(lookup.value, np.full(4, 7))
+
+
+def test_a_removed_cache_directory_is_made_again_and_the_lookup_still_answers(tmp_path):
+    cache, _ = _cache(tmp_path)
+    cache.get("layout", lambda: np.arange(4))
+    shutil.rmtree(tmp_path / "cache")  # a tmpfs cleaned under a serving model
+    lookup = cache.get("layout", lambda: np.arange(4))
+    assert not lookup.hit and np.array_equal(lookup.value, np.arange(4)) and lookup.store_error is None
+    assert cache.get("layout", lambda: np.zeros(4)).hit  # stored again in the new directory
+
+
+def test_a_cache_that_cannot_store_returns_the_value_and_says_why(tmp_path):
+    cache, _ = _cache(tmp_path)
+    shutil.rmtree(tmp_path / "cache")
+    (tmp_path / "cache").write_text("not a directory")  # neither writable nor makeable as a directory
+    for _ in range(2):
+        lookup = cache.get("layout", lambda: np.arange(4))
+        assert not lookup.hit and np.array_equal(lookup.value, np.arange(4))
+        assert lookup.store_error.startswith(f"{tmp_path / 'cache'}: cannot store cache entries (")
+    assert cache.put_many({"a": np.zeros(2), "b": np.zeros(2)}) == 0 and cache.store_error
+    (tmp_path / "cache").unlink()  # repaired: the next store works and clears the error
+    assert cache.put("a", np.zeros(2)) and cache.store_error is None
+
+
+def test_a_cache_directory_that_cannot_be_made_is_a_config_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    settings = rt.CacheSettings.from_env({rt.CACHE_DIR_ENV: str(tmp_path / "file" / "cache")})
+    with pytest.raises(rt.CacheConfigError, match=rf"^TRITON_ICD_CACHE_DIR={tmp_path}/file/cache: cannot make the "
+                                                   r"cache directory \("):
+        rt.SharedFileCache(settings)
+    assert isinstance(rt.SharedFileCache(rt.CacheSettings.from_env(
+        {rt.CACHE_DIR_ENV: str(tmp_path / "file" / "cache"), rt.CACHE_SIZE_ENV: "0"})), rt.SharedFileCache)
 
 
 def test_cache_stays_within_its_bound_and_evicts_least_recently_used(tmp_path):

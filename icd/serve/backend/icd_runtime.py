@@ -194,10 +194,12 @@ class CacheSettings:
 # ------------------------------------------------------------------------------------------------- cache
 @dataclass(frozen=True)
 class Lookup:
-    """The result of one cache lookup."""
+    """The result of one cache lookup; ``store_error``: why a miss's value could not be stored (the value is
+    still returned: a cache that cannot store only misses)."""
 
     value: np.ndarray
     hit: bool
+    store_error: str | None = None
 
 
 class SharedFileCache:
@@ -210,14 +212,25 @@ class SharedFileCache:
     A hit is decided by the entry file alone (present, younger than the TTL); the array it holds is read once per
     file and kept in memory for as long as the same file (inode, mtime, size) is there: a served batch looks up
     its request layout, and re-reading the file each time cost about 0.3 ms a batch in the python backend.
+
+    Nothing the directory does after the load fails a lookup: removed (a tmpfs cleaned), it is made again on the
+    next store; not writable or full, the value is returned unstored and the lookup says why (``store_error``).
     """
 
     def __init__(self, settings: CacheSettings, clock: Callable[[], float] = time.time) -> None:
+        """Raises:
+            CacheConfigError: the cache directory cannot be made (one line naming it and why).
+        """
         self.settings = settings
         self.clock = clock
         self._read: dict[str, tuple[tuple[int, int, int], np.ndarray]] = {}  # key -> (file identity, its array)
+        self.store_error: str | None = None  # why the last store failed; None after one that worked
         if settings.size_bytes > 0:
-            settings.directory.mkdir(parents=True, exist_ok=True)
+            try:
+                settings.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CacheConfigError(f"{CACHE_DIR_ENV}={settings.directory}: cannot make the cache directory "
+                                       f"({exc.strerror or exc})") from None
 
     def _path(self, key: str) -> Path:
         return self.settings.directory / (hashlib.sha256(key.encode()).hexdigest() + ".npy")
@@ -236,8 +249,8 @@ class SharedFileCache:
             except (FileNotFoundError, ValueError, OSError):
                 pass
         value = np.asarray(loader())
-        self.put(key, value)
-        return Lookup(value, False)
+        stored = self.put(key, value)
+        return Lookup(value, False, None if stored else self.store_error)
 
     def _contents(self, key: str, path: Path, stat: os.stat_result) -> np.ndarray:
         """The array in ``path``: read from the file unless this very file (inode, mtime, size) was read before."""
@@ -263,6 +276,7 @@ class SharedFileCache:
         of a MiniLM export into a shared directory of ~12,000 entries take 18 s instead of 0.2 s
         (docs/serving.md, "Correlation cache").
         """
+        self.store_error = None
         bound = self.settings.size_bytes
         chosen, total = [], 0
         for key, value in items.items():
@@ -276,14 +290,23 @@ class SharedFileCache:
             total += size
         if not chosen:
             return 0
-        self._evict(bound - total)
-        for key, value in chosen:
-            self._write(key, value)
-        return len(chosen)
+        stored = 0
+        try:
+            self._evict(bound - total)
+            for key, value in chosen:
+                self._write(key, value)
+                stored += 1
+        except OSError as exc:  # not writable, full, ...: serve without storing, say why
+            self.store_error = f"{self.settings.directory}: cannot store cache entries ({exc.strerror or exc})"
+        return stored
 
     def _write(self, key: str, value: np.ndarray) -> None:
         path = self._path(key)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=self.settings.directory)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=self.settings.directory)
+        except FileNotFoundError:  # the directory was removed since: make it again
+            self.settings.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=self.settings.directory)
         try:
             with os.fdopen(fd, "wb") as handle:
                 np.save(handle, value, allow_pickle=False)

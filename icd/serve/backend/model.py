@@ -12,16 +12,16 @@ OpenVINO's CPU plugin). At load it
    torchscript on CPU, or on ``cuda:<device id>`` for a KIND_GPU instance;
 4. registers the ICD metrics (labels ``model``, ``version``) on Triton's ``/metrics``.
 
-Each ``execute`` gets the version's *request layout* — the output gather index, built from ``icd_layout.json``
-and the (decrypted) ``permutation.json`` — from the shared correlation cache (the ``triton_icd_correlation_*``
-counters count these lookups; a miss rebuilds it from the files; the two increments, each a round trip to the
-server process, run on a helper thread while the batch computes, and are done before ``execute`` returns), runs the
-batch Triton formed (requests grouped
-by sequence length, never padded by the server; with ``icd_trim_padding`` > 0 the trailing columns that no row
-attends to are cut first, to a multiple of that many tokens: clients that pad every text to one length still get
-one batch, and the padding is not computed), applies the gather when the index is not empty (an *embedding* model
-whose hidden dim was permuted), adds the measured time of that gather to ``triton_icd_permutation_time_seconds``
-(exactly 0.0 when there is none) and prints one ``ICD {json}`` log line.
+Each ``execute`` gets the version's *request layout* — the output gather index, built from ``icd_layout.json`` and
+the (decrypted) ``permutation.json`` — from the shared correlation cache (the ``triton_icd_correlation_*`` counters
+count these lookups; a miss rebuilds it from the files, and a cache directory that cannot store makes misses, never
+failed requests; the two increments, each a round trip to the server process, run on a helper thread while the batch
+computes, and are done before ``execute`` returns), runs the batch Triton formed (requests grouped by sequence
+length, never padded by the server; with ``icd_trim_padding`` > 0 the trailing columns that no row attends to are
+cut first, to a multiple of that many tokens: clients that pad every text to one length still get one batch, and the
+padding is not computed), applies the gather when the index is not empty (an *embedding* model whose hidden dim was
+permuted), adds the measured time of that gather to ``triton_icd_permutation_time_seconds`` (exactly 0.0 when there
+is none) and prints one ``ICD {json}`` log line.
 """
 
 import json
@@ -108,6 +108,7 @@ class TritonPythonModel:
         try:
             rt.verify_manifest(self.folder)
             self.settings = rt.CacheSettings.from_env(os.environ)
+            self.cache = rt.SharedFileCache(self.settings)
             self.threads, self.threads_from = rt.instance_threads(params, os.environ)
             self.trim = rt.trim_multiple(params)
             layout = rt.LayoutRecord.load(self.folder, os.environ)
@@ -121,7 +122,6 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 f"{self.model_name}: icd_runtime={self.runtime!r} is not one of {sorted(LOADERS)}")
         self.namespace = rt.manifest_digest(self.folder)
-        self.cache = rt.SharedFileCache(self.settings)
         self.output_name = config["output"][0]["name"]
         self.device = self._device(args)
         try:
@@ -172,6 +172,8 @@ class TritonPythonModel:
             with np.load(self.folder / layout.correlation_file, allow_pickle=False) as data:
                 entries.update({f"{self.namespace}:corr:{name}": data[name] for name in data.files})
         self.cache.put_many(entries)  # one eviction pass for all of them
+        if self.cache.store_error:  # the model serves: every lookup misses until the directory takes entries
+            print(f"icd: {self.model_name} v{self.version}: preload not stored: {self.cache.store_error}", flush=True)
 
     def _lookup_layout(self):
         """The request layout (output gather index) from the cache (a miss rebuilds it from the version folder),
@@ -233,6 +235,8 @@ class TritonPythonModel:
             "cache": "hit" if lookup.hit else "miss", "infer_ms": round((forwarded - gathered) * 1e3, 3),
             "total_ms": round((forwarded - started) * 1e3, 3),
         }
+        if lookup.store_error:  # served all the same; the hit-rate alert sees the misses
+            fields["cache_error"] = lookup.store_error
         if self.settings.profile:
             fields["profile"] = {
                 "cache_lookup_ms": round((looked_up - started) * 1e3, 4),
