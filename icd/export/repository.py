@@ -37,11 +37,13 @@ from icd.export.provenance import applied_records
 from icd.export.run_inputs import CORRELATION_FILE, PERMUTATION_FILE, RunInputs, read_run
 from icd.io.atomic import write_json_atomic, write_text_atomic
 from icd.model.encoder import Encoder
+from icd.model.families import family_of
 from icd.runtimes.base import ExportedArtefact, Precision, Runtime, Variant
 from icd.runtimes.source import ModelSource
 from icd.runtimes.threads import ThreadBudget
 from icd.serve.backend import BACKEND_DIR, BACKEND_FILES
-from icd.serve.backend.icd_runtime import LAYOUT_FILE, MANIFEST_NAME, OUTPUT_FROM_HIDDEN, TRIM_PARAMETER, manifest_text
+from icd.serve.backend.icd_runtime import (LAYOUT_FILE, MANIFEST_NAME, MAX_TOKENS_PARAMETER, OUTPUT_FROM_HIDDEN,
+                                            TRIM_PARAMETER, VOCAB_PARAMETER, manifest_text)
 
 PROVENANCE_FILE = "provenance.json"
 
@@ -229,9 +231,19 @@ def padding_trim(options: ExportOptions) -> tuple[int, str]:
                       f"trailing padding trimmed to a multiple of {multiple} tokens ({why})")
 
 
+def input_limits(source: ModelSource) -> dict[str, str]:
+    """The python backend's per-request checks: the most tokens a text may have (the model's positions) and the
+    vocabulary size (``icd_max_tokens``, ``icd_vocab_size``; docs/serving.md)."""
+    config = source.fp32.bert.config
+    return {MAX_TOKENS_PARAMETER: str(family_of(source.fp32).max_tokens(config)),
+            VOCAB_PARAMETER: str(int(config.vocab_size))}
+
+
 def _parameters(options: ExportOptions, layout: dict[str, Any], variant: Variant, runtime: Runtime,
-                artefact: ExportedArtefact, threads: int, trim: int = 0) -> tuple[dict[str, str], dict[str, str]]:
-    """config.pbtxt's serving fields and parameters; ``trim`` is the python backend's ``icd_trim_padding``."""
+                artefact: ExportedArtefact, threads: int, trim: int = 0,
+                limits: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """config.pbtxt's serving fields and parameters; ``trim`` is the python backend's ``icd_trim_padding``,
+    ``limits`` its :func:`input_limits`."""
     params = {"icd_kind": "baseline" if options.baseline else "icd", "icd_runtime": variant.runtime,
               "icd_precision": variant.precision.value}
     value = layout["layout_efficiency"]
@@ -239,6 +251,7 @@ def _parameters(options: ExportOptions, layout: dict[str, Any], variant: Variant
     if options.platform == Platform.PYTHON:
         params["icd_threads"] = str(options.threads)
         params[TRIM_PARAMETER] = str(trim)
+        params.update(limits or {})
         return {"backend": "python"}, params
     serving, backend_params = runtime.triton_serving(variant.precision, threads)
     if variant.runtime == "openvino":  # what the artefact was verified with (its recipe's precision hint), served threads
@@ -291,7 +304,8 @@ def export_model(run_dir: Path, output_dir: Path, options: ExportOptions) -> Exp
     try:
         layout, artefact, verification = _write_version(tmp, inputs, source, options, runtime, variant,
                                                         budget.threads, recipe)
-        serving, params = _parameters(options, layout, variant, runtime, artefact, budget.threads, trim)
+        serving, params = _parameters(options, layout, variant, runtime, artefact, budget.threads, trim,
+                                      input_limits(source))
         config_text = render_config(options, source.output_name, source.output_width, params, serving)
         if version_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{options.version}.old.", dir=model_dir))

@@ -1,4 +1,5 @@
-"""Which exports trim their batches' padding (``icd_trim_padding``), and why, in the export's own words."""
+"""What python-backend exports write for the backend to read per batch: the padding trim (``icd_trim_padding``, and
+why, in the export's own words) and the per-request input limits (``icd_max_tokens``, ``icd_vocab_size``)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,15 @@ def test_trim_padding_option_sets_the_multiple_zero_keeps_padding_negative_is_re
     assert padding_trim(ExportOptions(trim_padding=0)) == (0, "padding kept (--trim-padding 0)")
     with pytest.raises(ValueError, match="trim_padding"):
         ExportOptions(trim_padding=-1)
+
+
+@pytest.mark.parametrize(("model_type", "max_tokens"), [("bert", 512), ("distilbert", 512), ("roberta", 128),
+                                                         ("mpnet", 128)])
+def test_input_limits_are_the_models_positions_and_vocabulary(model_type, max_tokens):
+    """RoBERTa and MPNet positions start after the padding index: 130 positions read 128 tokens."""
+    from icd.export.repository import input_limits
+    from icd.runtimes.source import ModelSource
+    from tests.model.tiny import VOCAB, tiny_encoder
+
+    limits = input_limits(ModelSource(tiny_encoder(model_type=model_type)))
+    assert limits == {"icd_max_tokens": str(max_tokens), "icd_vocab_size": str(VOCAB)}

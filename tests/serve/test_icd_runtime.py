@@ -297,3 +297,40 @@ def test_trim_batch_cuts_both_arrays_to_the_trimmed_length_as_contiguous_int64()
     assert got_ids.dtype == got_mask.dtype == np.int64 and got_ids.flags.c_contiguous and got_mask.flags.c_contiguous
     np.testing.assert_array_equal(got_ids, ids[:, :4])
     np.testing.assert_array_equal(got_mask, mask[:, :4])
+
+
+@given(st.integers(1, 4), st.integers(1, 12), st.integers(0, 10_000), st.data())
+def test_input_limits_name_the_first_bad_value_and_pass_good_requests(rows, seq, seed, data):
+    limits = rt.InputLimits(max_tokens=12, vocab_size=100)
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, 100, size=(rows, seq))
+    mask = rng.integers(0, 2, size=(rows, seq))
+    assert limits.problem(ids, mask) is None
+    row, col = data.draw(st.integers(0, rows - 1)), data.draw(st.integers(0, seq - 1))
+    bad = data.draw(st.sampled_from([-1, 100, 10**9]))
+    ids[:row] = 0
+    ids[row, :col] = 0
+    ids[row, col] = bad  # the first bad value in row-major order
+    assert limits.problem(ids, mask) == f"input_ids holds token id {bad} at [{row}, {col}]: this model's ids run 0..99"
+    ids[row, col] = 5
+    mask[row, col] = 3
+    assert limits.problem(ids, mask).startswith("attention_mask holds 3 at [")
+
+
+def test_input_limits_length_and_unchecked_parameters():
+    limits = rt.InputLimits(max_tokens=8, vocab_size=100)
+    long = np.zeros((2, 9), dtype=np.int64)
+    assert limits.problem(long, np.ones_like(long)) == "input_ids has 9 tokens per text; this model reads at most 8"
+    older = rt.InputLimits.from_parameters({})  # exports made before the parameters: length and vocabulary unchecked
+    assert older == rt.InputLimits(0, 0) and older.problem(np.full((1, 900), 10**6), np.ones((1, 900))) is None
+    assert older.problem(np.array([[-3]]), np.array([[1]])) == (
+        "input_ids holds token id -3 at [0, 0]: this model's ids run 0 and up")
+    recorded = rt.InputLimits.from_parameters({"icd_max_tokens": "512", "icd_vocab_size": "30522"})
+    assert recorded == rt.InputLimits(512, 30522)
+
+
+@pytest.mark.parametrize("name", ["icd_max_tokens", "icd_vocab_size"])
+@pytest.mark.parametrize("value", ["-1", "lots", "1.5", ""])
+def test_bad_limit_parameters_name_themselves_and_the_value(name, value):
+    with pytest.raises(rt.LimitsError, match=rf"^{name}={value!r}: expected a whole number >= 0 \(0 = not checked\)$"):
+        rt.InputLimits.from_parameters({name: value})

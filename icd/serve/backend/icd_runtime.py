@@ -569,6 +569,54 @@ def trim_batch(ids: np.ndarray, mask: np.ndarray, multiple: int) -> tuple[np.nda
             np.ascontiguousarray(mask[:, :keep], dtype=np.int64))
 
 
+# ------------------------------------------------------------------------------------------------- input limits
+MAX_TOKENS_PARAMETER = "icd_max_tokens"
+"""config.pbtxt parameter: the most tokens per text the model reads (its positions; 0 or absent = not checked)."""
+VOCAB_PARAMETER = "icd_vocab_size"
+"""config.pbtxt parameter: the model's vocabulary size; token ids run from 0 to this - 1 (0 or absent = not checked)."""
+
+
+class LimitsError(ValueError):
+    """An ``icd_max_tokens`` / ``icd_vocab_size`` parameter is not a whole number >= 0."""
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What one request may hold, checked before it joins a batch: a request past them gets its own error and
+    the requests batched with it are served. Unchecked, a runtime fails the whole batch (TorchScript, with its
+    interpreter's traceback) or answers wrongly without a word (OpenVINO gathers no row for a position past its
+    table: an empty output; an id past the vocabulary reads whatever its gather returns)."""
+
+    max_tokens: int = 0
+    vocab_size: int = 0
+
+    @classmethod
+    def from_parameters(cls, params: Mapping[str, str]) -> InputLimits:
+        """The limits a model's config.pbtxt parameters record (none for exports older than them).
+
+        Raises:
+            LimitsError: one line naming the parameter and the value.
+        """
+        return cls(*(_whole_number(params.get(name, "0"), name, LimitsError, "a whole number >= 0 (0 = not checked)")
+                     for name in (MAX_TOKENS_PARAMETER, VOCAB_PARAMETER)))
+
+    def problem(self, ids: np.ndarray, mask: np.ndarray) -> str | None:
+        """Why the request ``ids`` / ``mask`` (``[batch, seq]``) cannot run, in one line naming the input, the
+        value and where it is; None when it can."""
+        if self.max_tokens and ids.shape[1] > self.max_tokens:
+            return f"input_ids has {ids.shape[1]} tokens per text; this model reads at most {self.max_tokens}"
+        outside = (ids < 0) | (ids >= self.vocab_size) if self.vocab_size else ids < 0
+        if outside.any():
+            where = tuple(int(i) for i in np.argwhere(outside)[0])
+            top = f"0..{self.vocab_size - 1}" if self.vocab_size else "0 and up"
+            return f"input_ids holds token id {int(ids[where])} at {list(where)}: this model's ids run {top}"
+        not_binary = (mask != 0) & (mask != 1)
+        if not_binary.any():
+            where = tuple(int(i) for i in np.argwhere(not_binary)[0])
+            return f"attention_mask holds {int(mask[where])} at {list(where)}: expected 0 or 1"
+        return None
+
+
 def icd_log_line(fields: Mapping[str, object]) -> str:
     """``ICD {"tag": "ICD", ...}`` — one line, greppable by ``grep ICD`` and parseable after the tag."""
     record = {"tag": ICD_LOG_TAG, "ts": round(time.time(), 6), **fields}

@@ -111,10 +111,11 @@ class TritonPythonModel:
             self.cache = rt.SharedFileCache(self.settings)
             self.threads, self.threads_from = rt.instance_threads(params, os.environ)
             self.trim = rt.trim_multiple(params)
+            self.limits = rt.InputLimits.from_parameters(params)
             layout = rt.LayoutRecord.load(self.folder, os.environ)
             layout.output_index()  # refuse an unbuildable request layout at load, not on the first request
-        except (rt.ChecksumError, rt.CacheConfigError, rt.ThreadsError, rt.TrimError, rt.DecryptionError,
-                rt.LayoutError) as exc:
+        except (rt.ChecksumError, rt.CacheConfigError, rt.ThreadsError, rt.TrimError, rt.LimitsError,
+                rt.DecryptionError, rt.LayoutError) as exc:
             raise pb_utils.TritonModelException(f"{self.model_name}: {exc}") from None
         self.layout_efficiency = layout.layout_efficiency
         self.runtime = params.get("icd_runtime", "torchscript")
@@ -198,8 +199,13 @@ class TritonPythonModel:
             ids = pb_utils.get_input_tensor_by_name(request, "input_ids").as_numpy()
             mask = pb_utils.get_input_tensor_by_name(request, "attention_mask").as_numpy()
             if ids.shape != mask.shape or ids.ndim != 2:
+                problem = (f"input_ids {list(ids.shape)} and attention_mask {list(mask.shape)} must have equal "
+                           "[batch, seq] shapes")
+            else:
+                problem = self.limits.problem(ids, mask)
+            if problem:  # this request's own error (HTTP 400 / gRPC INVALID_ARGUMENT); the others of the batch run
                 responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(
-                    f"input_ids {list(ids.shape)} and attention_mask {list(mask.shape)} must have equal [batch, seq] shapes"))
+                    f"{self.model_name}: {problem}", pb_utils.TritonError.INVALID_ARG))
                 continue
             groups.setdefault(ids.shape[1], []).append((index, ids, mask))
         gathered = time.perf_counter()
