@@ -6,7 +6,6 @@ deploy/triton/models`` is the same command as ``icd export-triton``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +27,9 @@ def _options_file(path: Path | None) -> dict[str, Any]:
     """Export options from a JSON/YAML file (keys = ExportOptions fields)."""
     if path is None:
         return {}
-    if not path.is_file():
-        raise ConfigError(f"--export-config: file not found: {path}")
-    text = path.read_text()
-    try:
-        if path.suffix in (".yml", ".yaml"):
-            import yaml
+    from icd.config.loader import read_config_file
 
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except (ValueError, ImportError) as exc:
-        raise ConfigError(f"{path}: cannot parse ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of export options")
-    return data
+    return read_config_file(path, "--export-config")
 
 
 def _build_options(values: dict[str, Any], file_values: dict[str, Any], source: str):

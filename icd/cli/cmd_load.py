@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 
+from icd.config.loader import read_config_file
 from icd.errors import ConfigError, UserError
 from icd.load import settings as S
 from icd.load.report import check_writable
@@ -32,17 +32,8 @@ def _opt(flag: str, help_: str, default_hint: Any = None) -> Any:
 def _load_config(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"--config {path}: cannot read ({exc.strerror})") from None
-    try:
-        data = (yaml.safe_load(text) or {}) if path.suffix in (".yaml", ".yml") else json.loads(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"--config {path}: not valid JSON/YAML ({' '.join(str(exc).split())})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {path}: expected a mapping of option names to values")
-    return {k.replace("-", "_"): v for k, v in data.items()}
+    data = read_config_file(path, "--config")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
 _KIND_NAMES = {int: "an integer", float: "a number"}
@@ -114,6 +105,14 @@ def _settings(r: _Resolver, **given: Any) -> S.LoadSettings:
         raise UserError(f"{_flag(exc.field)}: invalid value {exc.value!r}") from None
 
 
+def _metrics_port(r: _Resolver, given: int | None) -> int | None:
+    """``--metrics-port`` (or the config file's ``metrics_port``), a TCP port or None."""
+    port = r("metrics_port", given, None)
+    if port is not None and not (isinstance(port, int) and 1 <= port <= 65535):
+        raise UserError(f"--metrics-port: invalid value {port!r} (expected a TCP port, 1..65535)")
+    return port
+
+
 _COMMON = {"duration", "warmup", "concurrency", "rate", "arrival", "batch_size", "input_shape", "inputs", "protocol",
            "timeout", "late_ms", "max_connections", "workers", "seed", "metrics_port", "report", "progress"}
 
@@ -160,7 +159,7 @@ def bench(
         check_writable(report_path)
     target = Target(endpoint, tuple(m for m in model.split(",") if m))
     result = run_load(settings, target, progress=bool(r("progress", progress, True)),
-                      metrics_port=r("metrics_port", metrics_port, None))
+                      metrics_port=_metrics_port(r, metrics_port))
     data = result.to_dict()
     if report_path is not None:
         result.write_json(report_path)
@@ -218,7 +217,7 @@ def simulate(
         check_writable(Path(report_path).with_suffix(".html"))
     target = Target(endpoint_v, tuple(m for m in str(models_v).split(",") if m))
     result = run_simulation(sim, settings, target, progress=bool(r("progress", progress, True)),
-                            metrics_port=r("metrics_port", metrics_port, None))
+                            metrics_port=_metrics_port(r, metrics_port))
     data = result.to_dict()
     if report_path is not None:
         html = write_simulation(result, report_path)

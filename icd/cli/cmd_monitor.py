@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from icd.defaults import ALERTMANAGER_PORT, LOOPBACK, PROMETHEUS_PORT
+from icd.io.urls import url_option
 
 EXIT_KPI_BREACHED = 1
 """`icd status` exit code when at least one KPI is breached ("no data" is not a breach)."""
@@ -28,9 +29,9 @@ def _state_dir(explicit: Path | None) -> Path:
 @monitor_app.command("up")
 def monitor_up(
     prometheus_port: Annotated[int, typer.Option(
-        envvar="ICD_PROMETHEUS_PORT", help="Prometheus port on 127.0.0.1.")] = PROMETHEUS_PORT,
+        envvar="ICD_PROMETHEUS_PORT", min=1, max=65535, help="Prometheus port on 127.0.0.1.")] = PROMETHEUS_PORT,
     alertmanager_port: Annotated[int, typer.Option(
-        envvar="ICD_ALERTMANAGER_PORT", help="Alertmanager port on 127.0.0.1 (0 = no Alertmanager).")]
+        envvar="ICD_ALERTMANAGER_PORT", min=0, max=65535, help="Alertmanager port on 127.0.0.1 (0 = no Alertmanager).")]
     = ALERTMANAGER_PORT,
     triton_metrics: Annotated[Optional[list[str]], typer.Option(  # noqa: UP007 - typer needs Optional
         envvar="ICD_TRITON_METRICS",
@@ -102,7 +103,7 @@ def _default_prometheus_url(state: Path) -> str:
 
 def status(
     prometheus: Annotated[Optional[str], typer.Option(  # noqa: UP007
-        envvar=PROMETHEUS_URL_ENV,
+        envvar=PROMETHEUS_URL_ENV, callback=lambda value: url_option(value, "--prometheus"),
         help="Prometheus URL (default: the `monitor up` stack, else http://127.0.0.1:9090).")]
     = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the readings as JSON.")] = False,

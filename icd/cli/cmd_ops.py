@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from icd.defaults import LOOPBACK, TRITON_HTTP_PORT
+from icd.io.urls import url_option
 
 EXIT_FAILED = 1
 """Exit code when a check ran and failed (checksum mismatch, validation below threshold)."""
@@ -94,15 +95,16 @@ def logs(
 
 @trace_app.command("collect")
 def trace_collect(
-    endpoint: Annotated[str, typer.Option(help="Triton HTTP endpoint (on this host).")] = DEFAULT_ENDPOINT,
+    endpoint: Annotated[str, typer.Option(callback=lambda value: url_option(value, "--endpoint"),
+                                          help="Triton HTTP endpoint (on this host).")] = DEFAULT_ENDPOINT,
     model: Annotated[str, typer.Option(help="Model to trace.")] = "bert_icd",
-    duration: Annotated[float, typer.Option(help="Seconds of load while tracing.")] = 60.0,
+    duration: Annotated[float, typer.Option(min=0.001, max=86400.0, help="Seconds of load while tracing.")] = 60.0,
     output: Annotated[Path, typer.Option(help="Folder for trace files + client summary.")] = Path("traces"),
-    trace_rate: Annotated[int, typer.Option(help="Trace one request in N.")] = 1,
-    log_frequency: Annotated[int, typer.Option(help="Traces per file Triton writes.")] = 50,
-    concurrency: Annotated[int, typer.Option(help="Closed-loop clients.")] = 4,
-    batch_size: Annotated[int, typer.Option(help="Rows per request.")] = 1,
-    input_shape: Annotated[int, typer.Option(help="Tokens per row.")] = 128,
+    trace_rate: Annotated[int, typer.Option(min=1, help="Trace one request in N.")] = 1,
+    log_frequency: Annotated[int, typer.Option(min=1, help="Traces per file Triton writes.")] = 50,
+    concurrency: Annotated[int, typer.Option(min=1, help="Closed-loop clients.")] = 4,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per request.")] = 1,
+    input_shape: Annotated[int, typer.Option(min=1, max=8192, help="Tokens per row.")] = 128,
     server_trace_dir: Annotated[Optional[Path], typer.Option(  # noqa: UP007
         help="Host folder where the server's trace files appear (Triton in a container: the folder mounted at "
              "its trace path; compose: deploy/triton/triton-traces).")] = None,

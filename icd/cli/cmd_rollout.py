@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from icd.defaults import LOOPBACK, ROUTER_PORT, TRITON_HTTP_PORT
+from icd.io.urls import url_option
 
 EXIT_FAILED = 1
 """Exit code of a validation that failed, a refused / rolled-back switch, a canary that failed or alerted."""
@@ -35,7 +36,8 @@ canary_app = typer.Typer(help="Flagger-style progressive delivery (canary, A/B m
 StateDir = Annotated[Optional[Path], typer.Option(  # noqa: UP007 - typer needs Optional
     help="State folder (router, canary state); default $ICD_STATE_DIR or .icd.")]
 PrometheusUrl = Annotated[Optional[str], typer.Option(  # noqa: UP007
-    envvar="ICD_PROMETHEUS_URL", help="Judge with PromQL on this Prometheus (else the router's / comparator's logs).")]
+    envvar="ICD_PROMETHEUS_URL", callback=lambda value: url_option(value, "--prometheus-url"),
+    help="Judge with PromQL on this Prometheus (else the router's / comparator's logs).")]
 LoadRate = Annotated[Optional[float], typer.Option(  # noqa: UP007
     help="Generate this many req/s through the router while judging (load-test webhook); default: live traffic "
          "only.")]
@@ -47,14 +49,28 @@ def _state(explicit: Path | None) -> Path:
     return state_dir(explicit)
 
 
-def _seconds(text: str, flag: str) -> float:
+def _seconds(text: str, flag: str, zero_allowed: bool = False) -> float:
+    """``text`` as seconds, > 0 (or 0 where ``zero_allowed``: an option whose 0 has a meaning of its own)."""
     from icd.errors import UserError
     from icd.load.timespan import parse_timespan
 
     try:
-        return parse_timespan(text)
+        seconds = parse_timespan(text)
     except ValueError as exc:
         raise UserError(f"{flag}: {exc}") from None
+    if seconds == 0 and zero_allowed:
+        return seconds
+    if not seconds > 0:  # a duration or an interval: 0 would divide by it or never end
+        raise UserError(f"{flag} {text!r}: expected a time longer than 0 (e.g. 30s, 5m)")
+    return seconds
+
+
+def _check_repository(path: Path | None) -> None:
+    """A --model-repository given must be a folder of model folders (before any check or traffic)."""
+    from icd.errors import UserError
+
+    if path is not None and not path.is_dir():
+        raise UserError(f"--model-repository {path}: no such directory (a Triton model repository)")
 
 
 def _router(state: Path):
@@ -76,7 +92,7 @@ def _running_router(state: Path):
 # --- router -----------------------------------------------------------------------------------------------------
 @router_app.command("up")
 def router_up(
-    port: Annotated[int, typer.Option(help="Router port on 127.0.0.1.")] = ROUTER_PORT,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Router port on 127.0.0.1.")] = ROUTER_PORT,
     public_model: Annotated[str, typer.Option(help="Model name clients call.")] = DEFAULT_PUBLIC_MODEL,
     variant: Annotated[Optional[list[str]], typer.Option(  # noqa: UP007
         help="NAME=WEIGHT (repeatable): a Triton model and its traffic %.")] = None,
@@ -85,7 +101,8 @@ def router_up(
     active: Annotated[str, typer.Option(help="Colour that takes traffic.")] = "blue",
     pinnable: Annotated[Optional[list[str]], typer.Option(  # noqa: UP007
         help="A 0%-weight variant clients may still pin with X-ICD-Variant (repeatable).")] = None,
-    exporter_port: Annotated[int, typer.Option(help="Router metrics exporter port (0 = none).")] = ROUTER_EXPORTER_PORT,
+    exporter_port: Annotated[int, typer.Option(min=0, max=65535, help="Router metrics exporter port (0 = none).")] \
+        = ROUTER_EXPORTER_PORT,
     state_dir: StateDir = None,
 ) -> None:
     """Start nginx (detached) routing the public model name to weighted variants."""
@@ -136,7 +153,8 @@ def router_mirror(
     = "bert_icd",
     share: Annotated[float, typer.Option(help="Fraction of inference requests mirrored, within [0, 1].")] = 0.1,
     off: Annotated[bool, typer.Option(help="Stop mirroring (the comparator keeps its log and metrics).")] = False,
-    comparator_port: Annotated[int, typer.Option(help="Port of the shadow comparator (its /metrics: icd_shadow_*); "
+    comparator_port: Annotated[int, typer.Option(min=0, max=65535,
+                                                 help="Port of the shadow comparator (its /metrics: icd_shadow_*); "
                                                       "0 = any free port.")] = SHADOW_COMPARATOR_PORT,
     state_dir: StateDir = None,
 ) -> None:
@@ -199,7 +217,8 @@ def ab(
     concurrency: Annotated[int, typer.Option(help="Most requests in flight (closed loop: workers).")] = 8,
     block: Annotated[Optional[str], typer.Option(  # noqa: UP007
         help="Time-block length of the comparison (default: 2s, or duration/30 for long runs).")] = None,
-    endpoint: Annotated[str, typer.Option(help="Triton HTTP endpoint (used when no router runs).")] = DEFAULT_ENDPOINT,
+    endpoint: Annotated[str, typer.Option(callback=lambda value: url_option(value, "--endpoint"),
+                                          help="Triton HTTP endpoint (used when no router runs).")] = DEFAULT_ENDPOINT,
     inputs: Annotated[str, typer.Option(help="'text' (held-out docstrings) or 'synthetic' (random ids).")] = "text",
     seq_len: Annotated[int, typer.Option(help="Tokens per request.")] = 64,
     agreement_n: Annotated[int, typer.Option(help="Inputs sent to both variants for output agreement.")] = 32,
@@ -213,6 +232,7 @@ def ab(
     a verdict, 3 when inconclusive (too little traffic, or time blocks that disagree), 2 on a bad input.
     """
     from icd.errors import UserError
+    from icd.load.report import check_writable
     from icd.rollout.ab import ABSpec, conclusion_text, run_ab, run_ab_at_endpoint, verdict_table_text, write_ab_report
     from icd.rollout.agreement import OutputTask
     from icd.rollout.payloads import payloads_for
@@ -224,6 +244,7 @@ def ab(
                   agreement_n, inputs=inputs, rate=rate or None,
                   block_s=_seconds(block, "--block") if block is not None else None,
                   task=OutputTask(task) if task else None)
+    check_writable(report)  # before the run: an A/B's results are never lost to a bad --report
     payloads = payloads_for(inputs, max(agreement_n, 32), seq_len)
     running = _router(_state(state_dir))
     mode = "closed loop" if spec.rate is None else f"{spec.rate:g} req/s open loop"
@@ -318,11 +339,13 @@ def canary_deploy(
     validate_first: Annotated[bool, typer.Option("--validate", help="Run the deployment checks on the canary "
                                                                     "before any traffic moves.")] = False,
     prometheus_url: PrometheusUrl = None,
-    endpoint: Annotated[str, typer.Option(help="Triton HTTP endpoint (when a router must be started).")]
+    endpoint: Annotated[str, typer.Option(callback=lambda value: url_option(value, "--endpoint"),
+                                          help="Triton HTTP endpoint (when a router must be started).")]
     = DEFAULT_ENDPOINT,
-    router_port: Annotated[int, typer.Option(help="Port of a router started here.")] = ROUTER_PORT,
+    router_port: Annotated[int, typer.Option(min=1, max=65535, help="Port of a router started here.")] = ROUTER_PORT,
     resume: Annotated[bool, typer.Option(help="Resume the rollout in the state folder.")] = False,
-    metrics_port: Annotated[int, typer.Option(help="Serve the controller's own metrics here (0 = off).")] = 0,
+    metrics_port: Annotated[int, typer.Option(min=0, max=65535,
+                                              help="Serve the controller's own metrics here (0 = off).")] = 0,
     state_dir: StateDir = None,
 ) -> None:
     """Progressive delivery: advance while the analysis passes; roll back after --threshold failures.
@@ -450,7 +473,7 @@ def canary_monitor(
     source = f"Prometheus {prometheus_url}" if prometheus_url else f"the router's access log {router.access_log}"
     typer.echo(f"judging {canary} vs {baseline} on live requests through the router (from {source}); this command "
                f"sends none")
-    deadline = time.monotonic() + _seconds(duration, "--duration")
+    deadline = time.monotonic() + _seconds(duration, "--duration", zero_allowed=True)  # 0: one analysis
     verdicts, results = [], []
     while True:
         result = analyse(spec, provider)
@@ -494,7 +517,8 @@ def canary_status(state_dir: StateDir = None) -> None:
 
 # --- blue-green ---------------------------------------------------------------------------------------------------
 def validate(
-    endpoint: Annotated[str, typer.Option(help="Triton HTTP endpoint to validate.")] = DEFAULT_ENDPOINT,
+    endpoint: Annotated[str, typer.Option(callback=lambda value: url_option(value, "--endpoint"),
+                                          help="Triton HTTP endpoint to validate.")] = DEFAULT_ENDPOINT,
     model: Annotated[str, typer.Option(help="Model to validate.")] = "bert_icd",
     test_duration: Annotated[str, typer.Option(help="Latency-SLO load duration (300, 30s, 5m).")] = "30s",
     slo_p95_ms: Annotated[float, typer.Option(help="Latency SLO: p95 under load (ms).")] = 250.0,
@@ -509,13 +533,21 @@ def validate(
 ) -> None:
     """Validate a deployment: health, readiness, metadata, golden outputs, latency SLO. Exit 0 pass, 1 fail."""
     from icd.io.atomic import write_json_atomic
+    from icd.load.report import check_writable
     from icd.rollout import validation
     from icd.rollout.payloads import payloads_for
 
+    if report is not None:
+        check_writable(report)  # before the checks run
+    if golden is not None and not golden.is_file():
+        from icd.errors import UserError
+
+        raise UserError(f"--golden {golden}: no such file (record one with `icd validate --record-golden`)")
     if record_golden is not None:
         validation.record_golden(endpoint, model, payloads_for("text", validation.DEFAULT_GOLDEN_N, 64), record_golden)
         typer.echo(f"golden   {record_golden}")
         return
+    _check_repository(model_repository)
     repo = model_repository if model_repository is not None else (
         DEFAULT_REPOSITORY if golden is None and DEFAULT_REPOSITORY.is_dir() else None)
     result = validation.validate_deployment(validation.ValidationSpec(
@@ -552,11 +584,17 @@ def switch(
 
     Exit 0 switched, 1 refused or switched back, 3 inconclusive (no routed traffic to judge: switched back).
     """
+    from icd.errors import UserError
     from icd.rollout.bluegreen import SwitchOutcome, SwitchSpec, switch_traffic
 
+    if from_ == to:
+        raise UserError(f"--from {from_} --to {to}: a switch needs two colours")
+    if golden is not None and not golden.is_file():
+        raise UserError(f"--golden {golden}: no such file (record one with `icd validate --record-golden`)")
     state = _state(state_dir)
     router = _running_router(state)
     weights = router.spec.weights
+    _check_repository(model_repository)
     repo = model_repository if model_repository is not None else (
         DEFAULT_REPOSITORY if golden is None and DEFAULT_REPOSITORY.is_dir() else None)
     spec = SwitchSpec(from_, to, model or max(weights, key=lambda k: weights[k]),

@@ -11,9 +11,10 @@ from icd.defaults import TRITON_GRPC_PORT, TRITON_HTTP_PORT, TRITON_METRICS_PORT
 
 def serve(
     model_repository: Path = typer.Option(Path("deploy/triton/models"), "--model-repository", help="model repository"),
-    http_port: int = typer.Option(TRITON_HTTP_PORT, "--http-port", envvar="ICD_TRITON_HTTP_PORT"),
-    grpc_port: int = typer.Option(TRITON_GRPC_PORT, "--grpc-port", envvar="ICD_TRITON_GRPC_PORT"),
-    metrics_port: int = typer.Option(TRITON_METRICS_PORT, "--metrics-port", envvar="ICD_TRITON_METRICS_PORT"),
+    http_port: int = typer.Option(TRITON_HTTP_PORT, "--http-port", envvar="ICD_TRITON_HTTP_PORT", min=1, max=65535),
+    grpc_port: int = typer.Option(TRITON_GRPC_PORT, "--grpc-port", envvar="ICD_TRITON_GRPC_PORT", min=1, max=65535),
+    metrics_port: int = typer.Option(TRITON_METRICS_PORT, "--metrics-port", envvar="ICD_TRITON_METRICS_PORT", min=1,
+                                     max=65535),
     model: list[str] = typer.Option([], "--model", help="serve only these models (repeatable; explicit mode)"),
     explicit: bool = typer.Option(False, "--explicit", help="model control mode explicit (load/unload via API)"),
     log_file: Path = typer.Option(None, "--log-file", help="Triton's log (default: a temporary file)"),

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from icd.io.urls import url_option
 from icd.tune.measure import DEFAULT_DURATION_S, DEFAULT_INPUT_SHAPE, DEFAULT_WARMUP_S
 from icd.tune.settings import DEFAULT_ENDPOINT, DEFAULT_MODEL_REPOSITORY
 
@@ -44,7 +45,8 @@ def tune(  # noqa: PLR0913 - one flag per setting, declared once
     instance_type: Annotated[Optional[str], typer.Option(help="Instance of the cost model (default: its first).")] = None,  # noqa: UP007
     target_utilization: Annotated[float, typer.Option(help="Plan to run at this % of measured capacity (cost).")] = 80.0,
     demand_rps: Annotated[Optional[float], typer.Option(help="Expected requests/s: sizes the fleet in the report.")] = None,  # noqa: UP007
-    endpoint: Annotated[str, typer.Option(help="Triton HTTP endpoint (remote launch mode).")] = DEFAULT_ENDPOINT,
+    endpoint: Annotated[str, typer.Option(callback=lambda value: url_option(value, "--endpoint"),
+                                          help="Triton HTTP endpoint (remote launch mode).")] = DEFAULT_ENDPOINT,
     model_repository: Annotated[Path, typer.Option(help="Model repository (local launch mode).")] = DEFAULT_MODEL_REPOSITORY,
     launch_mode: Annotated[str, typer.Option(help="auto | remote (--endpoint, explicit model control) | local (private server).")] = "auto",
     space: Annotated[Optional[Path], typer.Option(help="YAML file of search-space fields (docs/scaling.md).")] = None,  # noqa: UP007

@@ -1,7 +1,9 @@
 """Entry point of the ``icd`` command (also ``python -m icd.cli.main``).
 
 Subcommands live in one module per stage; each module exposes ``register(app)``. A :class:`icd.errors.UserError`
-raised anywhere becomes one line on stderr and exit code 2 — never a stack trace for a user mistake.
+raised anywhere becomes one line on stderr and exit code 2 — never a stack trace for a user mistake; so does an
+``OSError`` about a path (an output path that is a directory, a parent that is a file, no permission, a full disk):
+the path and the reason.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 import click
 import typer
 
-from icd.errors import UserError
+from icd.errors import EXIT_USER_ERROR, UserError
 
 # typer ships its own copy of click: its usage errors derive from the public ``typer.TyperException``; commands
 # that use click directly raise ``click.ClickException``. Accept both, whichever raised.
@@ -78,6 +80,15 @@ def _usage_line(exc: Exception, argv: list[str]) -> str:
     return f"{message} (try '{path} --help')"
 
 
+def _os_error_line(exc: OSError) -> str:
+    """``PATH: reason`` (``PATH -> OTHER: reason`` for a rename) for a file-system error."""
+    where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    reason = exc.strerror or _one_line(exc)
+    if isinstance(exc, FileExistsError):  # what a directory to be made (mkdir exist_ok) says of a file in its place
+        reason += " and is not a directory"
+    return f"{where}: {reason}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (``UserError`` → 2 with a one-line message)."""
     app = build_app()
@@ -98,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     except _CLICK_ABORTS:
         print("icd: aborted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a path the user named cannot be read or written: that path and why, like cp or mv
+        if exc.filename is None:
+            raise
+        print(f"icd: error: {_os_error_line(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     # standalone_mode=False: click returns typer.Exit's code (or the command's return value)
     return rc if isinstance(rc, int) else 0
 

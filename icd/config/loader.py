@@ -18,12 +18,24 @@ from icd.config.schema import IcdConfig
 from icd.errors import ConfigError
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Parse a JSON (``.json``) or YAML (``.yaml``/``.yml``) file into a dict."""
+def read_config_file(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Parse a JSON (``.json``) or YAML (``.yaml``/``.yml``) file into a dict.
+
+    Raises:
+        ConfigError: naming ``what`` and the path — missing, a directory, unreadable, not UTF-8 text, not valid
+            JSON / YAML, or not a mapping at the top.
+    """
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{what} {p}: is a directory; give a JSON or YAML file")
     if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    text = p.read_text(encoding="utf-8")
+        raise ConfigError(f"{what} not found: {p}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{what} {p}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {p}: not UTF-8 text (byte {exc.start}); expected JSON or YAML") from None
     try:
         data = yaml.safe_load(text) if p.suffix.lower() in {".yaml", ".yml"} else json.loads(text)
     except json.JSONDecodeError as exc:

@@ -110,6 +110,13 @@ class ExportOptions(BaseModel):
             raise ValueError(f"model name {value!r} must be letters, digits, '_', '-', '.' (no '/')")
         return value
 
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(gpu < 0 for gpu in value):
+            raise ValueError(f"gpus {list(value)}: expected one or more GPU ids >= 0")
+        return value
+
     @field_validator("precision")
     @classmethod
     def _precision(cls, value: str | None) -> str | None:

@@ -86,8 +86,8 @@ def check_npz(path: Path) -> None:
         with np.load(path, allow_pickle=False) as data:
             if not data.files:
                 raise ArtefactError(f"{path}: no arrays")
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise ArtefactError(f"{path}: not a readable .npz ({exc})") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:  # EOFError: an empty file
+        raise ArtefactError(f"{path}: not a readable .npz ({exc or 'empty file'})") from None
 
 
 def read_run(run_dir: Path, baseline: bool = False) -> RunInputs:
@@ -105,6 +105,8 @@ def read_run(run_dir: Path, baseline: bool = False) -> RunInputs:
     if not run_dir.is_dir():
         raise ArtefactError(f"run directory not found: {run_dir}")
     run_meta = _read_json(run_dir / RUN_JSON) if (run_dir / RUN_JSON).exists() else None
+    if run_meta is not None and not isinstance(run_meta, dict):
+        raise ArtefactError(f"{run_dir / RUN_JSON}: expected a JSON object, got {type(run_meta).__name__}")
     if run_meta is not None and run_meta.get("status", "complete") != "complete":
         raise ArtefactError(f"{run_dir / RUN_JSON}: run status is {run_meta.get('status')!r}, not 'complete'")
     config_lock = read_config_lock(run_dir)

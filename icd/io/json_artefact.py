@@ -15,6 +15,8 @@ def read_json_artefact(path: str | Path, missing: str | None = None) -> Any:
     if not path.is_file():
         raise ArtefactError(missing or f"missing artefact: {path}")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ArtefactError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError as exc:
+        raise ArtefactError(f"{path}: not UTF-8 text (byte {exc.start}); expected JSON") from None

@@ -6,6 +6,8 @@ environment variable and its config-file key (the field name), Locust style.
 
 from __future__ import annotations
 
+import math
+
 import os
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -117,14 +119,14 @@ class LoadSettings:
     def validate(self) -> None:
         """Raise :class:`SettingError` (a ``ValueError``) naming the field and value of the first bad setting."""
         checks: list[tuple[str, Any, bool]] = [
-            ("duration_s", self.duration_s, self.duration_s > 0),
-            ("warmup_s", self.warmup_s, self.warmup_s >= 0),
+            ("duration_s", self.duration_s, math.isfinite(self.duration_s) and self.duration_s > 0),
+            ("warmup_s", self.warmup_s, math.isfinite(self.warmup_s) and self.warmup_s >= 0),
             ("concurrency", self.concurrency, self.concurrency >= 1),
-            ("rate", self.rate, self.rate is None or self.rate >= 0),
+            ("rate", self.rate, self.rate is None or (math.isfinite(self.rate) and self.rate >= 0)),
             ("batch_size", self.batch_size, self.batch_size >= 1),
             ("input_shape", self.input_shape, 1 <= self.input_shape <= 8192),
-            ("timeout_s", self.timeout_s, self.timeout_s > 0),
-            ("late_ms", self.late_ms, self.late_ms > 0),
+            ("timeout_s", self.timeout_s, math.isfinite(self.timeout_s) and self.timeout_s > 0),
+            ("late_ms", self.late_ms, math.isfinite(self.late_ms) and self.late_ms > 0),
             ("max_connections", self.max_connections, self.max_connections >= 1),
             ("workers", self.workers, 0 <= self.workers <= 64),
             ("pool_size", self.pool_size, self.pool_size >= 1),

@@ -204,8 +204,12 @@ def make_shape(pattern: str | TrafficPattern, rate: float, duration_s: float, *,
     except ValueError:
         names = ", ".join(p.value for p in TrafficPattern)
         raise UserError(f"--traffic-pattern {pattern!r}: unknown; choose one of {names}") from None
-    if rate <= 0 or duration_s <= 0:
-        raise UserError(f"--rate {rate} / --duration {duration_s}: both must be > 0")
+    if not (math.isfinite(rate) and rate > 0 and math.isfinite(duration_s) and duration_s > 0):
+        raise UserError(f"--rate {rate} / --duration {duration_s}: both must be finite and > 0")
+    if not (math.isfinite(slo_p95_ms) and slo_p95_ms > 0):
+        raise UserError(f"--slo-p95-ms {slo_p95_ms}: must be finite and > 0")
+    if step_s is not None and not (math.isfinite(step_s) and step_s > 0):
+        raise UserError(f"--step {step_s}: must be finite and > 0 (seconds per stress step)")
     if pat == TrafficPattern.CONSTANT:
         return ConstantShape(rate, duration_s)
     if pat == TrafficPattern.BURSTY:

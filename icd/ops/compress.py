@@ -36,6 +36,7 @@ someone validates. A ``checksums.sha256`` in the same folder is rewritten to mat
 from __future__ import annotations
 
 import shutil
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -311,16 +312,25 @@ def compress_arrays(arrays: dict[str, np.ndarray], ratio: float, validate: bool 
     return out, reports
 
 
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path``.
+
+    Raises:
+        ArtefactError: not a readable ``.npz`` (truncated, empty, not a zip, unreadable), naming the file.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:  # EOFError: an empty file
+        raise ArtefactError(f"{path}: not a readable .npz ({exc or 'empty file'})") from None
+
+
 def compress_file(path: Path, ratio: float, validate: bool, min_ratio: float = DEFAULT_MIN_RATIO,
                   escalate: bool = True) -> CompressResult:
     """Compress one ``correlation_matrix.npz`` in place (see module docstring)."""
     path = Path(path)
     before = path.stat().st_size
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError) as exc:
-        raise ArtefactError(f"{path}: not a readable .npz ({exc})") from None
+    arrays = read_npz(path)
     out, reports = compress_arrays(arrays, ratio, validate, min_ratio, escalate)
     if not reports:
         return CompressResult(path, before, before, CompressStatus.NOTHING)
@@ -359,4 +369,7 @@ def compress_tree(root: Path, ratio: float, validate: bool, min_ratio: float = D
         raise UserError(f"--compression-ratio: must be in (0, 1], got {ratio}")
     if not 0.0 < min_ratio <= 1.0:
         raise UserError(f"--min-objective-ratio: must be in (0, 1], got {min_ratio}")
-    return [compress_file(p, ratio, validate, min_ratio, escalate) for p in find_correlation_files(root)]
+    files = find_correlation_files(root)
+    for path in files:  # every file readable before any is rewritten: a bad one leaves the tree as it was
+        read_npz(path)
+    return [compress_file(p, ratio, validate, min_ratio, escalate) for p in files]

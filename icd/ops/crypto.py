@@ -68,15 +68,20 @@ def generate_key(path: Path, force: bool = False) -> Path:
         UserError: ``path`` exists and ``force`` is False.
     """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; give the key file's path")
     if path.exists() and not force:
         raise UserError(f"{path}: key file exists (use --force to overwrite)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, KEY_FILE_MODE)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_hex(KEY_BYTES) + "\n")
-    os.chmod(tmp, KEY_FILE_MODE)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(KEY_BYTES) + "\n")
+        os.chmod(tmp, KEY_FILE_MODE)
+        os.replace(tmp, path)
+    finally:  # a key left in a stray file would be a secret nobody deletes
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -148,7 +153,7 @@ def _read_envelope(path: Path) -> dict[str, Any]:
         return json.loads(Path(path).read_text())
     except OSError as exc:
         raise ArtefactError(f"{path}: cannot read ({exc.strerror})") from None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise DecryptionError(f"{path}: not an {FORMAT} file (invalid JSON)") from None
 
 
@@ -197,13 +202,21 @@ def encrypt_file(source: Path, key: bytes, output: Path | None = None, keep_plai
     (``update_manifest``) so the version folder still verifies — only do that on a folder you trust.
 
     Raises:
-        ArtefactError: ``source`` missing.
+        ArtefactError: ``source`` missing, or a ``.json`` source that is not JSON (encrypted, a broken
+            permutation file would only fail later, at the model's load, and its plaintext would be gone).
     """
     source = Path(source)
     if not source.is_file():
         raise ArtefactError(f"{source}: file to encrypt not found")
     output = Path(output) if output else source.with_name(source.name + ENC_SUFFIX)
-    doc = encrypt_bytes(source.read_bytes(), key, source.name)
+    plaintext = source.read_bytes()
+    if source.suffix == ".json":
+        try:
+            json.loads(plaintext)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ArtefactError(f"{source}: not valid JSON ({getattr(exc, 'msg', 'not UTF-8 text')}); "
+                                "nothing encrypted") from None
+    doc = encrypt_bytes(plaintext, key, source.name)
     write_text_atomic(output, json.dumps(doc) + "\n")
     if not keep_plaintext:
         source.unlink()

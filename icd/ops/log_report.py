@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from icd.errors import UserError
 from icd.ops.log_analysis import ANOMALY_Z, PERCENTILES, ModelSeries, percentiles_over_time, series_by_model
 from icd.ops.logs import ParsedLog, TimeAxis, parse_file
 from icd.report.html import Report, new_figure
@@ -15,8 +16,16 @@ MAX_ANOMALY_ROWS = 50
 
 
 def analyze(parsed: ParsedLog, metric: str) -> tuple[dict[str, Any], dict[str, ModelSeries]]:
-    """The JSON summary (and the series behind it)."""
+    """The JSON summary (and the series behind it).
+
+    Raises:
+        UserError: the log has ICD records and none has ``metric`` (a misspelt field), naming the numeric fields
+            they do have.
+    """
     series, missing = series_by_model(parsed, metric)
+    if parsed.records and missing == len(parsed.records):
+        raise UserError(f"--metric {metric!r}: no ICD record of the log has this field; numeric fields there: "
+                        f"{', '.join(_numeric_fields(parsed))}")
     severities: dict[str, int] = {}
     for line in parsed.triton:
         severities[line.severity] = severities.get(line.severity, 0) + 1
@@ -35,6 +44,22 @@ def analyze(parsed: ParsedLog, metric: str) -> tuple[dict[str, Any], dict[str, M
         "anomaly_rule": f"robust z-score |x - median| / (1.4826 MAD) > {ANOMALY_Z:g} per model",
     }
     return summary, series
+
+
+def _numeric_fields(parsed: ParsedLog) -> list[str]:
+    """The numeric fields of the log's ICD records, nested ones as ``a.b``."""
+    names: set[str] = set()
+    for record in parsed.records:
+        for key, value in record.fields.items():
+            if isinstance(value, dict):
+                names.update(f"{key}.{k}" for k, v in value.items() if _is_number(v))
+            elif _is_number(value):
+                names.add(key)
+    return sorted(names)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _time_label(axis: TimeAxis) -> str:

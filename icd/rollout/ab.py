@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,8 +74,10 @@ class ABSpec:
             raise UserError(f"--model-a and --model-b are both {self.model_a!r}: an A/B needs two variants")
         if min(self.split) <= 0:
             raise UserError(f"--traffic-split {self.split[0]:g}:{self.split[1]:g}: both variants need traffic")
-        if self.rate is not None and self.rate <= 0:
+        if self.rate is not None and not (math.isfinite(self.rate) and self.rate > 0):
             raise UserError(f"--rate must be > 0 req/s (0 = closed loop), got {self.rate:g}")
+        if self.rate is None and self.concurrency < 1:
+            raise UserError(f"--concurrency must be >= 1 in a closed loop, got {self.concurrency}")
         if self.block_s is not None and self.block_s <= 0:
             raise UserError(f"--block must be > 0 seconds, got {self.block_s:g}")
 

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -78,6 +79,11 @@ def _matches(flags: CanaryFlags) -> list[HeaderMatch]:
             if not sep or not name or not value:
                 raise UserError(f"--match-{kind} {item!r}: expected NAME=VALUE (or NAME=~REGEX)")
             regex = value.startswith("~")
+            if regex:
+                try:  # nginx (PCRE) reads more than Python's re; what Python cannot read, nginx refuses too
+                    re.compile(value[1:])
+                except re.error as exc:
+                    raise UserError(f"--match-{kind} {item!r}: not a regular expression ({exc})") from None
             out.append(HeaderMatch(**{kind: name.strip()}, value=value[1:] if regex else value, regex=regex))
     return out
 
@@ -95,6 +101,10 @@ def _webhooks(flags: CanaryFlags) -> list[Webhook]:
             raise UserError(f"--webhook {item!r}: expected TYPE=URL")
     if flags.validate:
         hooks.insert(0, Webhook(name="validate", type=HookType.PRE_ROLLOUT, builtin=BuiltinHook.VALIDATE))
+    if flags.load_rate is not None and not (math.isfinite(flags.load_rate) and flags.load_rate > 0):
+        raise UserError(f"--load-rate {flags.load_rate:g}: expected requests per second > 0")
+    if flags.load_inputs not in ("text", "synthetic"):
+        raise UserError(f"--load-inputs {flags.load_inputs!r}: expected 'text' or 'synthetic'")
     if flags.load_rate:
         hooks.append(Webhook(name="load-test", type=HookType.ROLLOUT, builtin=BuiltinHook.LOAD_TEST,
                              metadata={"rate": f"{flags.load_rate:g}", "inputs": flags.load_inputs}))
@@ -119,9 +129,14 @@ def _metrics(flags: CanaryFlags) -> list[MetricCheck]:
 
 def build_canary_spec(flags: CanaryFlags) -> CanarySpec:
     """The spec for ``flags``; a bad value raises :class:`UserError` naming the flag / field."""
-    if flags.step <= 0:
+    if not (math.isfinite(flags.step) and flags.step > 0):
         raise UserError(f"--traffic-percentage must be > 0, got {flags.step:g}")
-    if flags.interval_s <= 0:
+    if flags.max_weight is not None and not (math.isfinite(flags.max_weight) and 0 < flags.max_weight <= 100):
+        raise UserError(f"--max-weight must be within (0, 100], got {flags.max_weight:g}")
+    if not (math.isfinite(flags.alert_threshold) and math.isfinite(flags.error_rate_diff)):
+        raise UserError(f"--alert-threshold {flags.alert_threshold:g} / --error-rate-diff {flags.error_rate_diff:g}: "
+                        "expected numbers")
+    if not (math.isfinite(flags.interval_s) and flags.interval_s > 0):
         raise UserError(f"--interval must be > 0, got {flags.interval_s:g}")
     if not 0.0 <= flags.mirror_share <= 1.0:
         raise UserError(f"--mirror-share must be within [0, 1], got {flags.mirror_share:g}")

@@ -47,6 +47,8 @@ def text_payloads(n: int, seq_len: int = 64, seed: int = 0) -> list[dict[str, An
 
 def payloads_for(inputs: str, n: int, seq_len: int) -> list[dict[str, Any]]:
     """``n`` bodies of ``inputs`` (``text``: held-out docstrings, ``synthetic``: random ids)."""
+    if seq_len < 2:  # room for [CLS] and [SEP]
+        raise UserError(f"--seq-len {seq_len}: expected at least 2 tokens")
     if inputs == "text":
         return text_payloads(n, seq_len)
     if inputs == "synthetic":

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import subprocess
@@ -47,11 +48,16 @@ def parse_weights(items: list[str]) -> dict[str, float]:
     for item in (x for raw in items for x in raw.split(",") if x):
         name, sep, value = item.partition("=")
         try:
-            out[name.strip()] = float(value) if sep else 100.0
+            weight = float(value) if sep else 100.0
         except ValueError:
             raise UserError(f"--variant {item!r}: expected NAME=WEIGHT, e.g. bert_icd=10") from None
+        if not name.strip() or not (math.isfinite(weight) and weight >= 0):
+            raise UserError(f"--variant {item!r}: expected a model name and a weight >= 0, e.g. bert_icd=10")
+        out[name.strip()] = weight
     if not out:
         raise UserError("--variant: give at least one NAME=WEIGHT")
+    if not any(weight > 0 for weight in out.values()):
+        raise UserError(f"--variant {','.join(items)}: every weight is 0; give one variant some traffic")
     return out
 
 

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,13 @@ class ValidationSpec:
     atol: float = DEFAULT_ATOL
     golden_n: int = DEFAULT_GOLDEN_N
     timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        """Bad values are user errors before any check runs."""
+        if self.concurrency < 1:
+            raise UserError(f"--concurrency must be >= 1, got {self.concurrency}")
+        if not (math.isfinite(self.slo_p95_ms) and self.slo_p95_ms > 0):
+            raise UserError(f"--slo-p95-ms must be > 0, got {self.slo_p95_ms:g}")
 
 
 @dataclass(frozen=True)

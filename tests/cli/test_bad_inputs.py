@@ -62,6 +62,23 @@ def _write(name: str, text: str) -> Callable[[Path], None]:
     return setup
 
 
+def _bytes(name: str, data: bytes) -> Callable[[Path], None]:
+    def setup(folder: Path) -> None:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+
+    return setup
+
+
+def _two_correlation_files_one_empty(folder: Path) -> None:
+    """``repo/a``: a readable correlation file; ``repo/b``: an empty one (a truncated copy)."""
+    for name in ("a", "b"):
+        (folder / "repo" / name / "1").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    np.savez(folder / "repo" / "a" / "1" / "correlation_matrix.npz", hidden=rng.standard_normal((64, 64)))
+    (folder / "repo" / "b" / "1" / "correlation_matrix.npz").write_bytes(b"")
+
+
 def _all(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
     def setup(folder: Path) -> None:
         for step in setups:
@@ -103,6 +120,8 @@ def _repository_without_checksums(folder: Path) -> None:
     (version / "model.py").write_text("# no checksums.sha256 next to me\n")
 
 
+NOT_UTF8 = b"\xff\xfe{\x00\x81 not text"
+ICD_LOG = _write("icd.log", 'ICD {"tag":"ICD","model":"m","version":"1","permutation_time":0.0,"infer_ms":3.2}\n')
 CONFIG_TYPO = _write("config.json", '{"name": "x", "data": {"calibration_text": 16}}')
 BAD_JSON = _write("config.json", '{"name": "x",\n "data": {')
 BAD_YAML = _write("config.yaml", "name: x\ndata: [calibration_texts: 16\n")
@@ -215,6 +234,57 @@ CASES = [
          script="compress_correlations.py"),
     Case("compress-ratio-above-one", ("--input-dir", "{d}", "--compression-ratio", "2"),
          ("--compression-ratio", "2"), script="compress_correlations.py"),
+    # -- paths that are not what they must be, values past their range, files that are not text ---------------
+    Case("run-out-under-a-file", ("run", "-c", MINILM, "--out", "{d}/taken/sub"), ("taken", "not a directory"),
+         setup=_write("taken", "a file")),
+    Case("run-config-not-utf8", ("run", "-c", "{d}/config.json", "--out", "{d}/run"), ("config.json", "UTF-8"),
+         setup=_bytes("config.json", NOT_UTF8)),
+    Case("bench-load-config-not-utf8", ("{closed}", "bert_icd", "--config", "{d}/load.json", "--report",
+                                        "{d}/r.json"), ("--config", "load.json", "UTF-8"),
+         script="production_benchmark.py", setup=_bytes("load.json", NOT_UTF8)),
+    Case("export-config-not-yaml", ("export-triton", "--input-dir", "{d}/runs", "--output-dir", "{d}/models",
+                                    "--export-config", "{d}/e.yaml"), ("e.yaml", "YAML"),
+         setup=_write("e.yaml", "max_batch_size: [8\n")),
+    Case("keygen-path-is-a-directory", ("keygen", "{d}/keys", "--force"), ("keys", "directory"),
+         setup=_write("keys/readme.txt", "keys live here")),
+    Case("keygen-parent-is-a-file", ("keygen", "{d}/afile/k.key"), ("afile", "not a directory"),
+         setup=_write("afile", "a file")),
+    Case("encrypt-input-not-json", ("--input", "{d}/permutation.json", "--key-file", "{d}/key.hex"),
+         ("permutation.json", "not valid JSON"), script="encrypt_permutation.py",
+         setup=_all(_write("key.hex", KEY_HEX), _write("permutation.json", '{"hidden": [1, 0'))),
+    Case("logs-report-is-a-directory", ("--log-file", "{d}/icd.log", "--report", "{d}/out"), ("out", "directory"),
+         script="analyze_icd_logs.py", setup=_all(ICD_LOG, _write("out/keep.txt", "a folder"))),
+    Case("logs-metric-misspelt", ("--log-file", "{d}/icd.log", "--metric", "permutaton_time", "--report",
+                                  "{d}/r.html"), ("--metric", "permutaton_time", "permutation_time"),
+         script="analyze_icd_logs.py", setup=ICD_LOG),
+    Case("compress-one-file-unreadable", ("--input-dir", "{d}/repo", "--compression-ratio", "0.5"),
+         ("b/1/correlation_matrix.npz", "not a readable .npz"), script="compress_correlations.py",
+         setup=_two_correlation_files_one_empty),
+    Case("serve-port-out-of-range", ("serve", "--http-port", "70000", "--model-repository", "{d}"),
+         ("--http-port", "70000")),
+    Case("status-prometheus-port-not-a-port", ("status", "--prometheus", "http://127.0.0.1:99999"),
+         ("--prometheus", "99999")),
+    Case("validate-endpoint-port-not-a-number", ("validate", "--endpoint", "http://localhost:abc"),
+         ("--endpoint", "localhost:abc")),
+    Case("validate-repository-missing", ("validate", "--endpoint", "{closed}", "--model-repository", "{d}/nope"),
+         ("--model-repository", "nope")),
+    Case("ab-report-is-a-directory", ("--model-a", "a", "--model-b", "b", "--report", "{d}/out"),
+         ("--report", "directory"), script="ab_test_framework.py", setup=_write("out/keep.txt", "a folder")),
+    Case("ab-seq-len-zero", ("--model-a", "a", "--model-b", "b", "--seq-len", "0", "--report", "{d}/ab.json"),
+         ("--seq-len", "0"), script="ab_test_framework.py"),
+    Case("simulate-rate-nan", ("--endpoint", "{closed}", "--models", "a", "--rate", "nan", "--duration", "1",
+                               "--report", "{d}/sim.json"), ("--rate", "nan"), script="production_simulation.py"),
+    Case("simulate-slo-negative", ("--endpoint", "{closed}", "--models", "a", "--traffic-pattern", "stress",
+                                   "--slo-p95-ms", "-5", "--duration", "1", "--report", "{d}/sim.json"),
+         ("--slo-p95-ms", "-5"), script="production_simulation.py"),
+    Case("router-variant-weight-nan", ("router", "up", "--variant", "bert_icd=nan", "--state-dir", "{d}/state"),
+         ("--variant", "nan")),
+    Case("canary-traffic-percentage-nan", ("canary", "deploy", "--traffic-percentage", "nan", "--state-dir",
+                                           "{d}/state"), ("--traffic-percentage", "nan")),
+    Case("canary-load-inputs-unknown", ("canary", "deploy", "--load-rate", "2", "--load-inputs", "images",
+                                        "--state-dir", "{d}/state"), ("--load-inputs", "images")),
+    Case("canary-match-header-not-a-regex", ("canary", "deploy", "--strategy", "ab", "--match-header", "X-User=~[(",
+                                             "--state-dir", "{d}/state"), ("--match-header", "regular expression")),
     Case("optimize-instances-cost-model-unknown", ("--cost-model", "bogus", "--report", "{d}/opt.json"),
          ("--cost-model", "bogus"), script="optimize_instances.py"),
 ]

@@ -138,8 +138,8 @@ def _free() -> int:
 
 @pytest.mark.parametrize(
     ("name", "content", "message"),
-    [("opts.json", "{broken", "cannot parse"), ("opts.yaml", "max_batch_size: -3\n", "max_batch_size"),
-     ("opts.json", "[1, 2]", "expected a mapping")],
+    [("opts.json", "{broken", "not valid JSON"), ("opts.yaml", "max_batch_size: -3\n", "max_batch_size"),
+     ("opts.json", "[1, 2]", "must be a mapping")],
 )
 def test_invalid_export_config_file(tmp_path, capsys, name, content, message):
     path = tmp_path / name

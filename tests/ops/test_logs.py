@@ -3,9 +3,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from icd.errors import UserError
 from icd.ops.log_analysis import mark_anomalies, series_by_model
 from icd.ops.log_report import analyze_log_file
 from icd.ops.logs import TimeAxis, parse_lines
@@ -70,11 +72,21 @@ def test_missing_log_file_is_user_error(tmp_path, capsys):
     assert done.returncode == 2 and "nope.log" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_metric_absent_still_writes_report(tmp_path):
+def test_a_metric_no_record_has_is_refused_naming_the_fields_there(tmp_path):
+    """A misspelt --metric (or profile.* with TRITON_ICD_PROFILE off) gave an empty report and exit 0."""
     log = tmp_path / "x.log"
     log.write_text(_icd("m", 1.0) + "\n")
-    summary = analyze_log_file(log, "no_such_field", tmp_path / "r.html")
-    assert summary["records_without_metric"] == 1 and "No data" in (tmp_path / "r.html").read_text()
+    with pytest.raises(UserError, match=r"^--metric 'no_such_field': no ICD record of the log has this field; "
+                                        r"numeric fields there: .*permutation_time"):
+        analyze_log_file(log, "no_such_field", tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_a_metric_some_records_lack_still_writes_the_report(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_text(_icd("m", 1.0) + "\n" + 'ICD {"tag": "ICD", "model": "m"}\n')
+    summary = analyze_log_file(log, "permutation_time", tmp_path / "r.html")
+    assert summary["records_without_metric"] == 1 and (tmp_path / "r.html").is_file()
 
 
 def test_docker_logs_prefix_and_own_timestamps():
