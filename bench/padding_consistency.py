@@ -27,6 +27,9 @@ import numpy as np
 from icd.io.bench_result import BenchRecord
 from icd.serve.backend.icd_runtime import trim_batch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run_heldout import run_heldout  # noqa: E402
+
 RESULT = Path(__file__).parent / "results" / "padding_consistency.json"
 
 
@@ -73,22 +76,12 @@ def _row(in_batch: np.ndarray, alone: np.ndarray, reference: np.ndarray, toleran
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    from icd.config.schema import IcdConfig
-    from icd.data.corpus import load_split
-    from icd.export.run_inputs import read_run
-    from icd.measure.encode import encode
-    from icd.model.loader import load_encoder
     from icd.runtimes.base import Precision
     from icd.runtimes.registry import get_runtime
-    from icd.runtimes.source import ModelSource
 
     record = BenchRecord.start(argv)
-    cfg = IcdConfig.model_validate(read_run(args.run_dir).config_lock)
-    source = ModelSource.from_run(args.run_dir)
-    heldout = load_split(cfg.data.calibration_texts, cfg.data.heldout_texts, cfg.data.seed,
-                         cfg.data.sources).heldout
-    reference = encode(load_encoder(cfg.model).eval(), source.tokenizer, heldout, cfg.data.batch_size,
-                       args.seq_len).numpy()  # the texts as the variants run them (truncated to --seq-len)
+    run = run_heldout(args.run_dir, args.seq_len)  # the reference on the texts as the variants run them (truncated)
+    source, heldout, reference = run.source, run.texts, run.reference.numpy()
     sent = source.tokenizer(heldout, padding="max_length", truncation=True, max_length=args.seq_len,
                             return_tensors="np")
     ids, mask = sent["input_ids"].astype(np.int64), sent["attention_mask"].astype(np.int64)
