@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from icd.io.urls import url_option
-from icd.tune.measure import DEFAULT_DURATION_S, DEFAULT_INPUT_SHAPE, DEFAULT_WARMUP_S
+from icd.tune.measure import DEFAULT_DURATION_S, DEFAULT_INPUT_SHAPE, DEFAULT_WARMUP_S, LoadSpec
 from icd.tune.settings import DEFAULT_ENDPOINT, DEFAULT_MODEL_REPOSITORY
 
 EXIT_NO_CONFIG = 1
@@ -70,7 +70,6 @@ def tune(  # noqa: PLR0913 - one flag per setting, declared once
 ) -> None:
     """Search Triton configurations on the live server; write the winner's config.pbtxt and an HTML report."""
     from icd.errors import UserError
-    from icd.tune.measure import LoadSpec
     from icd.tune.measurement import Slo
     from icd.tune.objective import ObjectiveKind
     from icd.tune.run import run_tune
@@ -100,7 +99,8 @@ def tune(  # noqa: PLR0913 - one flag per setting, declared once
     settings = TuneSettings(
         model=model, slo=slo, objective=choice(ObjectiveKind, kind, "--objective"),
         mode=choice(SearchMode, mode, "--mode"), space=search_space,
-        load=LoadSpec(duration, warmup, input_shape, batch_size, inputs), endpoint=endpoint.rstrip("/"),
+        load=_checked_load(LoadSpec(duration, warmup, input_shape, batch_size, inputs)),
+        endpoint=endpoint.rstrip("/"),
         model_repository=model_repository, launch_mode=choice(LaunchMode, launch_mode, "--launch-mode"),
         cost_model=cost_model, instance_type=instance_type, utilization=target_utilization / 100.0,
         demand_rps=demand_rps, report=report, fresh=fresh, progress=not quiet)
@@ -108,6 +108,24 @@ def tune(  # noqa: PLR0913 - one flag per setting, declared once
     _print_outcome(doc)
     if doc["recommendation"] is None or doc["status"] != "complete":
         raise typer.Exit(EXIT_NO_CONFIG)
+
+
+_LOAD_FLAGS = {"duration_s": "--duration", "warmup_s": "--warmup", "input_shape": "--input-shape",
+               "batch_size": "--batch-size"}
+
+
+def _checked_load(load: LoadSpec) -> LoadSpec:
+    """``load`` if every point can run it; else the flag and value at fault, before any server is touched."""
+    from icd.errors import UserError
+    from icd.load.settings import InputSource, SettingError
+
+    if load.inputs not in {source.value for source in InputSource}:
+        raise UserError(f"--inputs {load.inputs!r}: expected one of {[source.value for source in InputSource]}")
+    try:
+        load.settings(1)
+    except SettingError as exc:
+        raise UserError(f"{_LOAD_FLAGS.get(exc.field, exc.field)}: invalid value {exc.value!r}") from None
+    return load
 
 
 def _print_outcome(doc: dict) -> None:

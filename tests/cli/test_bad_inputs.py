@@ -285,6 +285,10 @@ CASES = [
                                         "--state-dir", "{d}/state"), ("--load-inputs", "images")),
     Case("canary-match-header-not-a-regex", ("canary", "deploy", "--strategy", "ab", "--match-header", "X-User=~[(",
                                              "--state-dir", "{d}/state"), ("--match-header", "regular expression")),
+    Case("optimize-instances-inputs-unknown", ("--inputs", "images", "--report", "{d}/opt.json"),
+         ("--inputs", "images"), script="optimize_instances.py"),
+    Case("optimize-instances-duration-negative", ("--duration", "-1", "--report", "{d}/opt.json"),
+         ("--duration", "-1"), script="optimize_instances.py"),
     Case("optimize-instances-cost-model-unknown", ("--cost-model", "bogus", "--report", "{d}/opt.json"),
          ("--cost-model", "bogus"), script="optimize_instances.py"),
 ]

@@ -20,7 +20,7 @@ from tests.ops.helpers import run_icd
     (["--launch-mode", "docker"], "--launch-mode: 'docker' is not one of"),
     (["--slo-percentile", "90"], "SLO percentile must be one of (50, 95, 99)"),
     (["--target-utilization", "120"], "--target-utilization: invalid value 120"),
-    (["--duration", "0"], "load setting duration_s: invalid value 0"),
+    (["--duration", "0"], "--duration: invalid value 0.0"),
     (["--report", "tune.txt"], "--report: invalid value 'tune.txt'"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(args, message, capsys, tmp_path, monkeypatch):
