@@ -112,8 +112,11 @@ def up(options: StackOptions, state: Path) -> StackRecord:
                                     check_duration(options.short_for, "--short-for"))
     alertmanager = None
     if options.alertmanager_port is not None:
-        alertmanager = AlertmanagerServer(options.alertmanager_port, state / "alertmanager").start()
+        alertmanager = AlertmanagerServer(options.alertmanager_port, state / "alertmanager")
+    # the whole configuration first: a bad value refuses the stack before any process starts or state is written
     config = build_config(options, rules_file, alertmanager.address if alertmanager else None)
+    if alertmanager is not None:
+        alertmanager.start()
     prometheus = PrometheusServer(config, options.prometheus_port, state / "prometheus")
     try:
         prometheus.start()
