@@ -59,14 +59,21 @@ class StagedRun:
     out: Path
     staging: Path
     started: str
+    made: tuple[Path, ...] = ()
+    """The parent folders of ``out`` this run made (shallowest first): :meth:`discard` removes them if empty."""
 
     @classmethod
     def create(cls, out: Path) -> StagedRun:
         out = Path(out)
         check_output_dir(out)
+        made = []
+        folder = out.parent
+        while not folder.exists():
+            made.insert(0, folder)
+            folder = folder.parent
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-        return cls(out=out, staging=staging, started=utc_now())
+        return cls(out=out, staging=staging, started=utc_now(), made=tuple(made))
 
     def path(self, name: str) -> Path:
         return self.staging / name
@@ -86,4 +93,10 @@ class StagedRun:
         return self.out
 
     def discard(self) -> None:
+        """Remove the staging folder and the parent folders :meth:`create` made, unless something else is in them."""
         shutil.rmtree(self.staging, ignore_errors=True)
+        for folder in reversed(self.made):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone): leave it and everything above it
+                break

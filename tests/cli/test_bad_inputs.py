@@ -237,6 +237,8 @@ CASES = [
     # -- paths that are not what they must be, values past their range, files that are not text ---------------
     Case("run-out-under-a-file", ("run", "-c", MINILM, "--out", "{d}/taken/sub"), ("taken", "not a directory"),
          setup=_write("taken", "a file")),
+    Case("run-fails-under-new-parents", ("run", "-c", MINILM, "--override", "model.path={d}/nockpt", "--out",
+                                         "{d}/new/deeper/run"), ("model.path", "nockpt")),
     Case("run-config-not-utf8", ("run", "-c", "{d}/config.json", "--out", "{d}/run"), ("config.json", "UTF-8"),
          setup=_bytes("config.json", NOT_UTF8)),
     Case("bench-load-config-not-utf8", ("{closed}", "bert_icd", "--config", "{d}/load.json", "--report",
