@@ -16,7 +16,7 @@ from icd.transforms.configs import CompactConfig, Int8Config, NMSparsityConfig
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelSource(str, Enum):

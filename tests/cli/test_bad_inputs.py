@@ -239,6 +239,8 @@ CASES = [
          setup=_write("taken", "a file")),
     Case("run-fails-under-new-parents", ("run", "-c", MINILM, "--override", "model.path={d}/nockpt", "--out",
                                          "{d}/new/deeper/run"), ("model.path", "nockpt")),
+    Case("run-override-infinite", ("run", "-c", MINILM, "--override", "solver.time_limit_s=Infinity", "--out",
+                                   "{d}/run"), ("solver.time_limit_s", "finite")),
     Case("run-config-not-utf8", ("run", "-c", "{d}/config.json", "--out", "{d}/run"), ("config.json", "UTF-8"),
          setup=_bytes("config.json", NOT_UTF8)),
     Case("bench-load-config-not-utf8", ("{closed}", "bert_icd", "--config", "{d}/load.json", "--report",
