@@ -78,11 +78,6 @@ def _enum(enum: type, name: str, value: Any) -> Any:
         raise UserError(f"--{name} {value!r}: choose one of {', '.join(e.value for e in enum)}") from None
 
 
-def _flag(field_name: str) -> str:
-    """The option of a LoadSettings field: ``duration_s`` → ``--duration``, ``input_shape`` → ``--input-shape``."""
-    return "--" + field_name.removesuffix("_s").replace("_", "-")
-
-
 def _settings(r: _Resolver, **given: Any) -> S.LoadSettings:
     try:
         return S.LoadSettings(
@@ -102,7 +97,7 @@ def _settings(r: _Resolver, **given: Any) -> S.LoadSettings:
             seed=r("seed", given["seed"], S.DEFAULT_SEED, int),
         )
     except S.SettingError as exc:
-        raise UserError(f"{_flag(exc.field)}: invalid value {exc.value!r}") from None
+        raise UserError(f"{exc.flag}: invalid value {exc.value!r}") from None
 
 
 def _metrics_port(r: _Resolver, given: int | None) -> int | None:

@@ -65,6 +65,14 @@ def _seconds(text: str, flag: str, zero_allowed: bool = False) -> float:
     return seconds
 
 
+def _check_golden(path: Path | None) -> None:
+    """A --golden file given must be there (before any check or traffic)."""
+    from icd.errors import UserError
+
+    if path is not None and not path.is_file():
+        raise UserError(f"--golden {path}: no such file (record one with `icd validate --record-golden`)")
+
+
 def _check_repository(path: Path | None) -> None:
     """A --model-repository given must be a folder of model folders (before any check or traffic)."""
     from icd.errors import UserError
@@ -539,10 +547,7 @@ def validate(
 
     if report is not None:
         check_writable(report)  # before the checks run
-    if golden is not None and not golden.is_file():
-        from icd.errors import UserError
-
-        raise UserError(f"--golden {golden}: no such file (record one with `icd validate --record-golden`)")
+    _check_golden(golden)
     if record_golden is not None:
         validation.record_golden(endpoint, model, payloads_for("text", validation.DEFAULT_GOLDEN_N, 64), record_golden)
         typer.echo(f"golden   {record_golden}")
@@ -589,8 +594,7 @@ def switch(
 
     if from_ == to:
         raise UserError(f"--from {from_} --to {to}: a switch needs two colours")
-    if golden is not None and not golden.is_file():
-        raise UserError(f"--golden {golden}: no such file (record one with `icd validate --record-golden`)")
+    _check_golden(golden)
     state = _state(state_dir)
     router = _running_router(state)
     weights = router.spec.weights

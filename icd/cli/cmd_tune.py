@@ -110,10 +110,6 @@ def tune(  # noqa: PLR0913 - one flag per setting, declared once
         raise typer.Exit(EXIT_NO_CONFIG)
 
 
-_LOAD_FLAGS = {"duration_s": "--duration", "warmup_s": "--warmup", "input_shape": "--input-shape",
-               "batch_size": "--batch-size"}
-
-
 def _checked_load(load: LoadSpec) -> LoadSpec:
     """``load`` if every point can run it; else the flag and value at fault, before any server is touched."""
     from icd.errors import UserError
@@ -124,7 +120,7 @@ def _checked_load(load: LoadSpec) -> LoadSpec:
     try:
         load.settings(1)
     except SettingError as exc:
-        raise UserError(f"{_LOAD_FLAGS.get(exc.field, exc.field)}: invalid value {exc.value!r}") from None
+        raise UserError(f"{exc.flag}: invalid value {exc.value!r}") from None
     return load
 
 

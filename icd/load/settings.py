@@ -67,6 +67,11 @@ class SettingError(ValueError):
         self.field = field_name
         self.value = value
 
+    @property
+    def flag(self) -> str:
+        """The option of the field: ``duration_s`` → ``--duration``, ``input_shape`` → ``--input-shape``."""
+        return "--" + self.field.removesuffix("_s").replace("_", "-")
+
 
 @dataclass
 class LoadSettings:
