@@ -9,6 +9,8 @@ TRITON_METRICS_PORT = 8002
 PROMETHEUS_PORT = 9090
 ALERTMANAGER_PORT = 9093
 ROUTER_PORT = 8080
+DEFAULT_PUBLIC_MODEL = "bert"
+"""The model name clients call on the router."""
 
 LOOPBACK = "127.0.0.1"
 

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from icd.defaults import LOOPBACK, ROUTER_PORT, TRITON_HTTP_PORT
+from icd.defaults import DEFAULT_PUBLIC_MODEL, LOOPBACK, ROUTER_PORT, TRITON_HTTP_PORT
 from icd.io.urls import url_option
 
 EXIT_FAILED = 1
@@ -23,7 +23,6 @@ EXIT_FAILED = 1
 EXIT_INCONCLUSIVE = 3
 """Exit code of an analysis that had no (or too little) traffic to judge, or whose time blocks disagree."""
 DEFAULT_ENDPOINT = f"http://{LOOPBACK}:{TRITON_HTTP_PORT}"
-DEFAULT_PUBLIC_MODEL = "bert"
 DEFAULT_REPOSITORY = Path("deploy/triton/models")
 ROUTER_EXPORTER_PORT = 9180
 SHADOW_COMPARATOR_PORT = 9181
@@ -138,10 +137,20 @@ def router_set(
     variant: Annotated[list[str], typer.Option(help="NAME=WEIGHT (repeatable or comma-separated).")],
     state_dir: StateDir = None,
 ) -> None:
-    """Change variant weights with a graceful reload (no request dropped)."""
+    """Change variant weights with a graceful reload (no request dropped).
+
+    A variant that gains traffic (weight 0 or absent before) must answer READY on the active upstream first; shifting
+    traffic back to variants that already carry some is never blocked.
+    """
+    from icd.rollout.preflight import active_upstream, check_ready
     from icd.rollout.router_ops import parse_weights
 
-    spec = _running_router(_state(state_dir)).set_weights(parse_weights(variant))
+    router = _running_router(_state(state_dir))
+    weights = parse_weights(variant)
+    before = router.spec.weights
+    gaining = [name for name, weight in weights.items() if weight > 0 and before.get(name, 0) == 0]
+    check_ready(active_upstream(router), gaining, where=f"the router's active upstream ({router.spec.active})")
+    spec = router.set_weights(weights)
     typer.echo(f"generation {spec.generation}: {json.dumps(spec.weights)}")
 
 
@@ -367,8 +376,9 @@ def canary_deploy(
     from icd.rollout.controller_metrics import CanaryRecorder
     from icd.rollout.preflight import active_upstream, check_ready, check_routed
     from icd.rollout.router_config import RouterSpec
-    from icd.rollout.router_ops import ManagedRouter, endpoint_addr, ensure_router
+    from icd.rollout.router_ops import ManagedRouter, check_match_rules, endpoint_addr, ensure_router
     from icd.rollout.scheduler import RolloutScheduler
+    from icd.rollout.strategies import match_rules
     from icd.rollout.webhooks import HookContext, HookRunner
 
     state = _state(state_dir)
@@ -396,6 +406,7 @@ def canary_deploy(
         from icd.rollout.status_store import StatusStore
 
         spec, _ = StatusStore(state / "canary").load()
+    check_match_rules(match_rules(spec), spec.primary)
     if existing.master_pid() is not None:  # before anything starts: a wrong model name changes nothing
         check_ready(active_upstream(existing), [spec.primary, spec.canary],
                     where=f"the router's active upstream ({existing.spec.active})")

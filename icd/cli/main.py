@@ -9,6 +9,7 @@ the path and the reason.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -54,14 +55,20 @@ def build_app() -> typer.Typer:
 
 
 def _given_value(exc: Exception, argv: list[str]) -> str | None:
-    """The value the user gave the option a usage error is about (click's conversion messages omit it)."""
-    opts = getattr(getattr(exc, "param", None), "opts", None) or []
+    """The value the user gave the option a usage error is about (click's conversion messages omit it): from the
+    command line, else from the option's environment variable."""
+    param = getattr(exc, "param", None)
+    opts = getattr(param, "opts", None) or []
     for i, arg in enumerate(argv):
         for opt in opts:
             if arg == opt and i + 1 < len(argv):
                 return argv[i + 1]
             if arg.startswith(opt + "="):
                 return arg[len(opt) + 1:]
+    envvar = getattr(param, "envvar", None)
+    for name in [envvar] if isinstance(envvar, str) else list(envvar or []):
+        if name in os.environ:
+            return os.environ[name]
     return None
 
 

@@ -43,7 +43,7 @@ def check_ready(upstream: str, models: Sequence[str], where: str) -> None:
             code = httpx.get(url, timeout=TIMEOUT_S, trust_env=False).status_code
         except httpx.HTTPError as exc:
             raise UserError(f"{where} http://{upstream} is not reachable ({type(exc).__name__}): nothing was "
-                            f"started") from None
+                            f"changed") from None
         if code == 200:
             continue
         index = repository_index(upstream)

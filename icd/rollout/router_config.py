@@ -73,7 +73,8 @@ class MatchRule:
         if self.cookie and not _COOKIE.match(self.cookie):
             raise ValueError(f"match.cookie must match {_COOKIE.pattern}, got {self.cookie!r}")
         if not _VALUE.match(self.value):
-            raise ValueError(f"match.value must be non-empty without quotes, spaces, ';' or braces, got {self.value!r}")
+            raise ValueError(f"match.value must be non-empty without quotes, backslashes, spaces, ';' or braces, "
+                             f"got {self.value!r}")
 
     def nginx_var(self) -> str:
         return _header_var(self.header) if self.header else f"$cookie_{self.cookie}"

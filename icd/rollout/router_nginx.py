@@ -98,6 +98,10 @@ class NginxRouter:
         """The nginx master's pid, or ``None`` when it is not running."""
         return self.process.master_pid()
 
+    def check(self, spec: RouterSpec) -> None:
+        """Test the config ``spec`` renders with ``nginx -t`` (raises :class:`NginxError`); nothing starts."""
+        self.process.check(self._render(spec))
+
     # -- lifecycle -----------------------------------------------------------------------------------------
     def _render(self, spec: RouterSpec) -> str:
         try:

@@ -16,22 +16,23 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
 
-from icd.defaults import LOOPBACK
+from icd.defaults import DEFAULT_PUBLIC_MODEL, LOOPBACK, ROUTER_PORT, TRITON_HTTP_PORT
 from icd.errors import UserError
 from icd.io.ports import free_port, port_in_use
 from icd.monitor.process import pid_alive
-from icd.rollout.nginx_process import pid_runs
-from icd.rollout.router_config import RouterSpec
+from icd.rollout.nginx_process import NginxError, pid_runs
+from icd.rollout.router_config import MatchRule, RouterSpec
 from icd.rollout.router_nginx import NginxRouter, Routes
 from icd.rollout.shadow import SHADOW_LOG
 
@@ -95,6 +96,35 @@ def ensure_router(workdir: Path, spec: RouterSpec) -> tuple[NginxRouter, bool]:
         return router, False
     router.start(check_spec(spec), detach=True)
     return router, True
+
+
+def check_match_rules(rules: Sequence[MatchRule], primary: str) -> None:
+    """Raise :class:`UserError` when nginx refuses the router config that holds ``rules``.
+
+    nginx reads a regex with PCRE, which refuses some that Python's ``re`` reads (``(?a)``, ``(?L)``): ``nginx -t``
+    on a scratch config finds them before a router starts or changes, not at the A/B step.
+    """
+    if not rules:
+        return
+    weights = {primary: 100.0, **{rule.variant: 0.0 for rule in rules if rule.variant != primary}}
+    spec = check_spec(RouterSpec(ROUTER_PORT, DEFAULT_PUBLIC_MODEL, weights,
+                                 {"blue": [f"{LOOPBACK}:{TRITON_HTTP_PORT}"]}, "blue", match=list(rules)))
+    with tempfile.TemporaryDirectory(prefix="icd-router-check-") as tmp:
+        try:
+            NginxRouter(Path(tmp)).check(spec)
+        except NginxError as exc:
+            flags = ", ".join(f"{'cookie' if r.cookie else 'header'} {r.cookie or r.header}={'~' if r.regex else ''}"
+                              f"{r.value}" for r in rules)
+            raise UserError(f"match rules ({flags}): nginx refuses them: {_nginx_reason(str(exc))}") from None
+
+
+def _nginx_reason(message: str) -> str:
+    """nginx's ``[emerg]`` reason without the scratch file's path (the whole message when there is none)."""
+    for line in message.splitlines():
+        _, tag, reason = line.partition("[emerg] ")
+        if tag:
+            return re.sub(r" in \S+:\d+$", "", reason.strip())
+    return " ".join(message.split())
 
 
 @contextlib.contextmanager

@@ -220,16 +220,21 @@ def read_choice(run_dir: Path) -> tuple[Variant, str | None] | None:
     if not path.is_file():
         return None
     doc = read_json_artefact(path)
+    choice = doc.get("choice") if isinstance(doc, dict) else None
+    value = choice.get("variant") if isinstance(choice, dict) else None
+    if not isinstance(value, str):
+        raise ArtefactError(f"{path}: field choice.variant is missing or not a string (got {value!r}); re-run "
+                            f"`icd profile {run_dir}`, or export with --runtime")
+    name, _, recipe = value.partition(RECIPE_SEP)
     try:
-        name, _, recipe = str(doc["choice"]["variant"]).partition(RECIPE_SEP)
         variant = Variant.parse(name)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ArtefactError(f"{path}: no valid choice ({exc})") from None
+    except ValueError as exc:
+        raise ArtefactError(f"{path}: choice.variant {value!r}: {exc}") from None
     if recipe and variant != RECIPE_VARIANT:
-        raise ArtefactError(f"{path}: choice {doc['choice']['variant']!r}: only openvino:int8 takes a recipe")
+        raise ArtefactError(f"{path}: choice.variant {value!r}: only openvino:int8 takes a recipe")
     problem = recipe_problem(recipe) if recipe else None
     if problem:
-        raise ArtefactError(f"{path}: choice {doc['choice']['variant']!r}: {problem}")
+        raise ArtefactError(f"{path}: choice.variant {value!r}: {problem}")
     return variant, recipe or None
 
 

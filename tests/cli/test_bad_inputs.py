@@ -51,6 +51,8 @@ class Case:
     setup: Callable[[Path], None] | None = None
     fixed_on: str | None = None
     marks: tuple = field(default_factory=tuple)
+    env: tuple[tuple[str, str], ...] = ()
+    """Environment variables the row sets (``ICD_LOAD_*`` values instead of flags)."""
 
 
 # -- inputs the rows need --------------------------------------------------------------------------------------
@@ -289,6 +291,11 @@ CASES = [
                                         "--state-dir", "{d}/state"), ("--load-inputs", "images")),
     Case("canary-match-header-not-a-regex", ("canary", "deploy", "--strategy", "ab", "--match-header", "X-User=~[(",
                                              "--state-dir", "{d}/state"), ("--match-header", "regular expression")),
+    Case("canary-match-header-pcre-refuses", ("canary", "deploy", "--strategy", "ab", "--match-header",
+                                              "X-User=~(?a)x", "--state-dir", "{d}/state"),
+         ("X-User=~(?a)x", "nginx refuses", "pcre")),
+    Case("bench-env-concurrency-not-an-integer", ("bench", "{closed}", "bert_icd"), ("ICD_LOAD_CONCURRENCY", "'abc'"),
+         env=(("ICD_LOAD_CONCURRENCY", "abc"),)),
     Case("optimize-instances-inputs-unknown", ("--inputs", "images", "--report", "{d}/opt.json"),
          ("--inputs", "images"), script="optimize_instances.py"),
     Case("optimize-instances-duration-negative", ("--duration", "-1", "--report", "{d}/opt.json"),
@@ -373,6 +380,8 @@ def test_the_table_covers_the_cli_and_the_guide_scripts():
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path, urls, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ICD_STATE_DIR", str(tmp_path / "state"))
+    for name, value in case.env:
+        monkeypatch.setenv(name, value)
     if case.setup is not None:
         case.setup(tmp_path)
     before = _snapshot(tmp_path)

@@ -122,6 +122,12 @@ def test_ab_validate_and_switch_scripts(echo_triton, tmp_path, free_port, capsys
                         "--exporter-port", "0", "--state-dir", str(state))
     assert code == 0, err
     try:
+        code, _, err = _cli(capsys, "router", "set", "--variant", "bert_icd=50,bert_icdd=50", "--state-dir", str(state))
+        assert code == 2 and "'bert_icdd' is not READY" in err and "bert_baseline READY" in err
+        assert NginxRouter(state / "router").spec.weights == {"bert_icd": 100, "bert_baseline": 0}  # unchanged
+        code, out, err = _cli(capsys, "router", "set", "--variant", "bert_icd=100,bert_baseline=0", "--state-dir",
+                              str(state))
+        assert code == 0 and "generation" in out, err  # nothing gains traffic: no check, no change
         refused = _run("scripts/switch_traffic.py", "--from", "blue", "--to", "green", "--validation-time", "2",
                        "--golden", str(golden), "--state-dir", str(state))
         assert refused.returncode == 1 and "refused" in refused.stdout

@@ -112,9 +112,28 @@ def test_read_choice_refuses_a_recipe_it_does_not_know(tmp_path):
     from icd.runtimes.profile import PROFILE_FILE, read_choice
 
     (tmp_path / PROFILE_FILE).write_text(json.dumps({"choice": {"variant": "openvino:int8+icd_fastest"}}))
-    with pytest.raises(ArtefactError, match=r"runtime_profile.json: choice 'openvino:int8\+icd_fastest': int8 recipe "
+    with pytest.raises(ArtefactError, match=r"runtime_profile.json: choice.variant 'openvino:int8\+icd_fastest': int8 "
+                                            r"recipe "
                                             r"'icd_fastest' is not one of \["):
         read_choice(tmp_path)
+
+
+@pytest.mark.parametrize("doc, needle", [
+    ([], "field choice.variant is missing or not a string (got None)"),
+    ({"chosen": "onnx:fp32"}, "field choice.variant is missing or not a string (got None)"),
+    ({"choice": {"variant": 3}}, "field choice.variant is missing or not a string (got 3)"),
+    ({"choice": {"variant": "tensorrt:fp8"}}, "choice.variant 'tensorrt:fp8': "),
+])
+def test_read_choice_names_the_field_and_value_of_a_malformed_profile(doc, needle, tmp_path):
+    import json
+
+    from icd.errors import ArtefactError
+    from icd.runtimes.profile import PROFILE_FILE, read_choice
+
+    (tmp_path / PROFILE_FILE).write_text(json.dumps(doc))
+    with pytest.raises(ArtefactError) as refused:
+        read_choice(tmp_path)
+    assert str(refused.value).startswith(str(tmp_path / PROFILE_FILE)) and needle in str(refused.value)
 
 
 def test_export_takes_the_profiles_recipe_only_for_the_variant_it_chose(tmp_path):
