@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,7 +99,7 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
     from icd.export.run_inputs import read_run
     from icd.io.atomic import write_json_atomic
     from icd.measure.encode import encode
-    from icd.measure.fidelity import CLASSIFICATION_TASK, NEAR_TIE_MARGIN, fidelity, near_ties
+    from icd.measure.fidelity import CLASSIFICATION_TASK
     from icd.measure.latency import measure_latency_interleaved
     from icd.model.loader import load_encoder
     from icd.runtimes.source import ModelSource
@@ -116,28 +116,13 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
               if (not runtimes or v.runtime in runtimes) and (not precisions or v.precision.value in precisions)]
     if not wanted:
         raise ConfigError(f"icd profile: no variant matches runtimes {list(runtimes)} precisions {list(precisions)}")
-    planned = recipe_rows(wanted, int8_recipes)
     reference_out = encode(reference, source.tokenizer, heldout, cfg.data.batch_size, cfg.model.max_length)
-    models: dict[str, Any] = {REFERENCE: reference}
     agreement = "argmax" if cfg.model.task.value == CLASSIFICATION_TASK else "NN"
-    rows: dict[str, ProfileRow] = {}
-    recipes: dict[str, Any] = {}
     work = Path(tempfile.mkdtemp(prefix="icd-profile-"))
     try:
-        for name, variant, recipe in planned:
-            progress(f"[profile] {name}: export + load")
-            try:
-                session, artefact = _build(variant, source, work, threads, recipe)
-            except UserError as exc:
-                rows[name] = ProfileRow(name, None, None, None, None, str(exc))
-                progress(f"[profile] {name}: skipped ({exc})")
-                continue
-            fid = fidelity(reference_out, encode(session, source.tokenizer, heldout, cfg.data.batch_size,
-                                                 cfg.model.max_length), cfg.model.task.value)
-            agree = fid.argmax_agreement if agreement == "argmax" else fid.nn_agreement
-            rows[name] = ProfileRow(name, fid.cos_mean, fid.cos_min, agree, None)
-            models[name] = session
-            recipes[name] = dict(artefact.recipe)
+        checked = _check_variants(recipe_rows(wanted, int8_recipes), source, cfg, heldout, reference_out,
+                                  agreement, work, threads, progress)
+        models = {REFERENCE: reference, **checked.sessions}
         progress(f"[profile] timing {len(models)} models, {runs} interleaved rounds, {threads} threads")
         workload = None if inputs == "random" else served_workload(source.tokenizer, heldout, batch_size, seq_len)
         workloads = None if workload is None else dict.fromkeys(models, workload)
@@ -147,21 +132,68 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
         load_after = os.getloadavg()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    for name, row in list(rows.items()):
-        if row.error is None:
-            rows[name] = ProfileRow(name, row.cos_mean, row.cos_min, row.agreement, latency[name].median_ms)
-    choice = choose(list(rows.values()), cfg.serve.min_cos, cfg.serve.min_nn, agreement)
+    rows = [row if row.error is not None else replace(row, latency_median_ms=latency[name].median_ms)
+            for name, row in checked.rows.items()]
+    doc = _profile_doc(run_dir, cfg, rows, latency, checked.recipes, reference_out, agreement,
+                       {"heldout": len(heldout), "inputs": inputs, "load_before": load_before,
+                        "load_after": load_after})
+    write_json_atomic(run_dir / PROFILE_FILE, doc)
+    return doc
+
+
+@dataclass
+class _Checked:
+    """Variants built and compared with the reference: a row each, the sessions that loaded, their int8 recipes."""
+
+    rows: dict[str, ProfileRow]
+    sessions: dict[str, Any]
+    recipes: dict[str, Any]
+
+
+def _check_variants(planned: Sequence[tuple[str, Variant, str | None]], source: Any, cfg: Any,
+                    heldout: Sequence[str], reference_out: Any, agreement: str, work: Path, threads: int,
+                    progress: Callable[[str], None]) -> _Checked:
+    """Export and load each planned variant, measure its fidelity to the reference; a variant that cannot be
+    built is a row carrying its error (never a failed profile)."""
+    from icd.measure.encode import encode
+    from icd.measure.fidelity import fidelity
+
+    checked = _Checked({}, {}, {})
+    for name, variant, recipe in planned:
+        progress(f"[profile] {name}: export + load")
+        try:
+            session, artefact = _build(variant, source, work, threads, recipe)
+        except UserError as exc:
+            checked.rows[name] = ProfileRow(name, None, None, None, None, str(exc))
+            progress(f"[profile] {name}: skipped ({exc})")
+            continue
+        fid = fidelity(reference_out, encode(session, source.tokenizer, heldout, cfg.data.batch_size,
+                                             cfg.model.max_length), cfg.model.task.value)
+        agree = fid.argmax_agreement if agreement == "argmax" else fid.nn_agreement
+        checked.rows[name] = ProfileRow(name, fid.cos_mean, fid.cos_min, agree, None)
+        checked.sessions[name] = session
+        checked.recipes[name] = dict(artefact.recipe)
+    return checked
+
+
+def _profile_doc(run_dir: Path, cfg: Any, rows: list[ProfileRow], latency: dict[str, Any], recipes: dict[str, Any],
+                 reference_out: Any, agreement: str, how: dict[str, Any]) -> dict[str, Any]:
+    """The ``icd.runtime_profile/v1`` document: the rows, the choice under the config's floor, how each figure was
+    measured (``how``: held-out count, inputs, load average around the timing)."""
+    from icd.measure.fidelity import NEAR_TIE_MARGIN, near_ties
+
+    choice = choose(rows, cfg.serve.min_cos, cfg.serve.min_nn, agreement)
     base_ms = latency[REFERENCE].median_ms
-    doc = {
+    return {
         "schema": "icd.runtime_profile/v1",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "run": str(run_dir.resolve()),
         "reference": {"name": REFERENCE, "latency_median_ms": base_ms, "tokens_run": latency[REFERENCE].tokens_run,
                       "how": "the original model rebuilt from config.lock.json, eager torch fp32"},
-        "fidelity_how": f"{len(heldout)} held-out texts of the run's split, outputs vs the reference fp32 model",
+        "fidelity_how": f"{how['heldout']} held-out texts of the run's split, outputs vs the reference fp32 model",
         "latency_how": latency[REFERENCE].how,
-        "inputs": inputs,
-        "load_average": {"before_timing": load_before, "after_timing": load_after},
+        "inputs": how["inputs"],
+        "load_average": {"before_timing": how["load_before"], "after_timing": how["load_after"]},
         "floor": {"min_cos": cfg.serve.min_cos, "min_nn": cfg.serve.min_nn},
         "agreement": agreement,
         "agreement_how": "rows' agreement: argmax agreement (same predicted class) for classifiers, "
@@ -173,11 +205,9 @@ def profile_run(run_dir: Path, *, runtimes: Sequence[str] = (), precisions: Sequ
         "rows": [{**asdict(r), "speedup": None if r.latency_median_ms is None else base_ms / r.latency_median_ms,
                   "tokens_run": latency[r.variant].tokens_run if r.variant in latency else None,
                   "latency_ratio_to_choice": _ratio_to(latency, r.variant, choice.variant),
-                  "recipe": recipes.get(r.variant)} for r in rows.values()],
+                  "recipe": recipes.get(r.variant)} for r in rows],
         "choice": asdict(choice),
     }
-    write_json_atomic(run_dir / PROFILE_FILE, doc)
-    return doc
 
 
 def served_workload(tokenizer: Any, texts: Sequence[str], batch_size: int, seq_len: int) -> Workload:
