@@ -68,6 +68,10 @@ def test_compose_file_is_valid_and_every_mount_exists(name, tmp_path):
         if service_name in tritons:
             assert "healthcheck" in service and "/v2/health/ready" in " ".join(service["healthcheck"]["test"])
             assert any("summary_latencies=true" in part for part in service["command"])
+            build = service["build"]  # the image with the runtimes of every python-backend export icd writes
+            assert Path(build["context"]) == DEPLOY and build["dockerfile"] == "triton.Dockerfile"
+            assert build["args"]["TRITON_BASE_IMAGE"].endswith("-pyt-python-py3")
+            assert "tritonserver" in service["image"]  # what `icd stack` runs as the bundled tritonserver
 
 
 def volume_is_bind(volume) -> bool:
@@ -117,3 +121,30 @@ def test_nginx_configs_pass_nginx_t(name, tmp_path):
     done = subprocess.run([nginx, "-t", "-q", "-p", str(tmp_path), "-c", str(conf)], capture_output=True, text=True,
                           timeout=30)
     assert done.returncode == 0, done.stderr
+
+
+def _pins() -> dict[str, str]:
+    """``name → version`` of the ``==`` pins in pyproject.toml's dependencies."""
+    import tomllib
+
+    deps = tomllib.loads((DEPLOY.parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    return dict(dep.split("==", 1) for dep in deps if "==" in dep)
+
+
+def test_triton_image_installs_every_export_runtime_up_to_the_tested_versions():
+    from packaging.requirements import Requirement
+
+    dockerfile = (DEPLOY / "triton.Dockerfile").read_text()
+    assert "COPY triton-requirements.txt" in dockerfile and "-r /opt/icd/triton-requirements.txt" in dockerfile
+    lines = [line for line in (DEPLOY / "triton-requirements.txt").read_text().splitlines()
+             if line and not line.startswith("#")]
+    wanted = {req.name: req.specifier for req in map(Requirement, lines)}
+    pins = _pins()
+    for runtime in ("openvino", "onnxruntime"):  # the python backend's runtimes besides torch
+        specifier = wanted[runtime]
+        assert specifier.contains(pins[runtime]), f"{runtime}: the tested {pins[runtime]} is outside {specifier}"
+        assert f"<={pins[runtime]}" in str(specifier), f"{runtime}: the upper bound is the tested version"
+    assert not wanted["numpy"].contains("2.0.0")  # the image's torch and PyTriton's numpy<2
+    assert "cryptography" in wanted  # encrypted permutation files
+    ignored = (DEPLOY / ".dockerignore").read_text().splitlines()
+    assert "*" in ignored and "!triton-requirements.txt" in ignored  # never the exported models as build context
