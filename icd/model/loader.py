@@ -64,7 +64,8 @@ def checkpoint_path(section: ModelSection) -> Path:
     if not (path / "config.json").is_file():
         from icd.model.fetch import fetch_hint
 
-        raise ConfigError(f"model.path: no Hugging Face checkpoint (config.json) at {path}{fetch_hint(path)}")
+        where = "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+        raise ConfigError(f"model.path: no Hugging Face checkpoint (config.json) at {path}{where}{fetch_hint(path)}")
     return path
 
 

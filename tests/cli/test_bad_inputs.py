@@ -239,6 +239,9 @@ CASES = [
     # -- paths that are not what they must be, values past their range, files that are not text ---------------
     Case("run-out-under-a-file", ("run", "-c", MINILM, "--out", "{d}/taken/sub"), ("taken", "not a directory"),
          setup=_write("taken", "a file")),
+    Case("run-checkpoint-relative-names-the-working-directory", ("run", "-c", MINILM, "--override",
+                                                                 "model.path=nockpt", "--out", "{d}/run"),
+         ("model.path", "nockpt", "relative to the working directory")),
     Case("run-fails-under-new-parents", ("run", "-c", MINILM, "--override", "model.path={d}/nockpt", "--out",
                                          "{d}/new/deeper/run"), ("model.path", "nockpt")),
     Case("run-override-infinite", ("run", "-c", MINILM, "--override", "solver.time_limit_s=Infinity", "--out",
