@@ -369,45 +369,57 @@ def canary_deploy(
 
     Exit 0 promoted, 1 rolled back (or refused by a pre-rollout webhook), 3 inconclusive (no traffic to judge).
     """
+    from icd.rollout.canary_build import CanaryFlags
+
+    state = _state(state_dir)
+    _check_prometheus(prometheus_url)
+    flags = None if resume else CanaryFlags(
+        primary=baseline, canary=model, step=traffic_percentage, max_weight=max_weight,
+        interval_s=_seconds(interval, "--interval"),
+        monitor_duration_s=_seconds(monitor_duration, "--monitor-duration"),
+        threshold=threshold, alert_threshold=alert_threshold, error_rate_diff=error_rate_diff,
+        min_samples=min_samples, strategy=_canary_strategy(strategy), match_header=list(match_header or []),
+        match_cookie=list(match_cookie or []), mirror_share=mirror_share, min_agreement=min_agreement,
+        load_rate=load_rate, load_inputs=load_inputs, webhooks=list(webhook or []), validate=validate_first,
+        max_no_data=max_no_data)
+    spec, scheduler, router_url = _start_canary(state, flags, endpoint, router_port, prometheus_url)
+    final = _watch_canary(spec, scheduler, router_url, load_inputs, metrics_port)
+    code = _exit_for(final.outcome) if final.phase.is_terminal else 0
+    if code:
+        raise SystemExit(code)
+
+
+def _canary_strategy(strategy: str):
+    """``--strategy`` as a :class:`Strategy` the canary controller runs (blue-green is `icd switch`)."""
     from icd.errors import UserError
-    from icd.rollout.canary_build import CanaryFlags, build_canary_spec
-    from icd.rollout.canary_spec import BuiltinHook, Strategy
-    from icd.rollout.controller import run_controller
-    from icd.rollout.controller_metrics import CanaryRecorder
+    from icd.rollout.canary_spec import Strategy
+
+    try:
+        chosen = Strategy(strategy)
+    except ValueError:
+        raise UserError(f"--strategy {strategy!r}: expected canary, ab or mirror (blue-green: `icd switch`)") from None
+    if chosen is Strategy.BLUEGREEN:
+        raise UserError("--strategy bluegreen: use `icd switch --from blue --to green` (switch_traffic.py)")
+    return chosen
+
+
+def _start_canary(state: Path, flags, endpoint: str, router_port: int, prometheus_url: str | None):
+    """Check, then start: the spec (from ``flags``, or the state folder's on --resume, ``flags`` None) and its
+    models READY where traffic goes, the router (reused, or started on ``endpoint``), the scheduler on its first
+    step. Returns (spec, scheduler, router URL); a wrong name or rule changes nothing."""
+    from icd.rollout.canary_build import build_canary_spec
     from icd.rollout.preflight import active_upstream, check_ready, check_routed
     from icd.rollout.router_config import RouterSpec
     from icd.rollout.router_ops import ManagedRouter, check_match_rules, endpoint_addr, ensure_router
     from icd.rollout.scheduler import RolloutScheduler
+    from icd.rollout.status_store import StatusStore
     from icd.rollout.strategies import match_rules
     from icd.rollout.webhooks import HookContext, HookRunner
 
-    state = _state(state_dir)
-    _check_prometheus(prometheus_url)
-    spec = None
-    if not resume:
-        try:
-            chosen = Strategy(strategy)
-        except ValueError:
-            raise UserError(f"--strategy {strategy!r}: expected canary, ab or mirror (blue-green: `icd switch`)"
-                            ) from None
-        if chosen is Strategy.BLUEGREEN:
-            raise UserError("--strategy bluegreen: use `icd switch --from blue --to green` (switch_traffic.py)")
-        spec = build_canary_spec(CanaryFlags(
-            primary=baseline, canary=model, step=traffic_percentage, max_weight=max_weight,
-            interval_s=_seconds(interval, "--interval"), monitor_duration_s=_seconds(monitor_duration,
-                                                                                    "--monitor-duration"),
-            threshold=threshold, alert_threshold=alert_threshold, error_rate_diff=error_rate_diff,
-            min_samples=min_samples, strategy=chosen, match_header=list(match_header or []),
-            match_cookie=list(match_cookie or []), mirror_share=mirror_share, min_agreement=min_agreement,
-            load_rate=load_rate, load_inputs=load_inputs, webhooks=list(webhook or []), validate=validate_first,
-            max_no_data=max_no_data))
-    existing = _router(state)
-    if spec is None:
-        from icd.rollout.status_store import StatusStore
-
-        spec, _ = StatusStore(state / "canary").load()
+    spec = StatusStore(state / "canary").load()[0] if flags is None else build_canary_spec(flags)
     check_match_rules(match_rules(spec), spec.primary)
-    if existing.master_pid() is not None:  # before anything starts: a wrong model name changes nothing
+    existing = _router(state)
+    if existing.master_pid() is not None:
         check_ready(active_upstream(existing), [spec.primary, spec.canary],
                     where=f"the router's active upstream ({existing.spec.active})")
     else:
@@ -416,17 +428,26 @@ def canary_deploy(
         router_port, DEFAULT_PUBLIC_MODEL, {spec.primary: 100.0}, {"blue": [endpoint_addr(endpoint)]}, "blue"))
     if started:
         typer.echo(f"router   started at {router.url} (stop with `icd router down`)")
-    live = router.spec
     scheduler = RolloutScheduler(ManagedRouter(router), _provider(prometheus_url, router), state / "canary")
-    scheduler.hooks = HookRunner(spec, HookContext(router.url, active_upstream(router), live.public_model))
-    if not resume:
+    scheduler.hooks = HookRunner(spec, HookContext(router.url, active_upstream(router), router.spec.public_model))
+    if flags is not None:
         scheduler.begin(spec)
         check_routed(router, [spec.primary])  # the router now sends every request to the primary: prove it
+    return spec, scheduler, router.url
+
+
+def _watch_canary(spec, scheduler, router_url: str, load_inputs: str, metrics_port: int):
+    """Run the controller to the end, a line per tick (and the controller's metrics on ``metrics_port``); returns
+    the final status."""
+    from icd.rollout.canary_spec import BuiltinHook
+    from icd.rollout.controller import run_controller
+    from icd.rollout.controller_metrics import CanaryRecorder
+
     typer.echo(f"canary   {spec.canary} vs {spec.primary} ({spec.strategy.value}): step {spec.step_weight:g}%, max "
                f"{spec.max_weight:g}%, interval {spec.interval_s:g}s, threshold {spec.threshold}, iterations "
                f"{spec.iterations}; state {scheduler.store.path}")
     rate = next((float(h.metadata.get("rate", 0)) for h in spec.webhooks if h.builtin is BuiltinHook.LOAD_TEST), None)
-    typer.echo(_traffic_line(router.url, rate, load_inputs))
+    typer.echo(_traffic_line(router_url, rate, load_inputs))
     recorder = CanaryRecorder(metrics_port).start()
 
     def show(status) -> None:
@@ -443,9 +464,7 @@ def canary_deploy(
         recorder.stop()
     typer.echo(f"canary   {final.phase.value}{': ' + final.outcome if final.outcome else ''} "
                f"(decisions: {scheduler.log.path})")
-    code = _exit_for(final.outcome) if final.phase.is_terminal else 0
-    if code:
-        raise SystemExit(code)
+    return final
 
 
 @canary_app.command("monitor")
