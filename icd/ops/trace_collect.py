@@ -56,7 +56,11 @@ def _settings_url(endpoint: str, model: str | None = None) -> str:
 
 
 def _post(client: httpx.Client, url: str, body: dict[str, Any]) -> dict[str, Any]:
-    resp = client.post(url, json=body)
+    try:
+        resp = client.post(url, json=body)
+    except httpx.HTTPError as exc:
+        raise UserError(f"Triton stopped answering at {url} ({type(exc).__name__}: {exc}); it was READY when the "
+                        "collection began: see its log (`icd stack logs triton`); no trace file was copied") from None
     if resp.status_code != 200:
         raise UserError(f"Triton refused trace settings at {url}: {resp.text.strip()[:200]}")
     return resp.json()

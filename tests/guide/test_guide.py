@@ -55,6 +55,15 @@ def _expected(result: CommandResult) -> tuple[set[int], tuple[str, ...]]:
                  if section in result.section and needle in result.command), ({0}, ()))
 
 
+def _service_log_tails(work: Path, lines: int = 25) -> str:
+    """The last lines of every stack service's log (Triton, Prometheus, nginx...), to tell why a command failed."""
+    tails = []
+    for log in sorted((work / ".icd").glob("stack/*/logs/*.log")):
+        text = log.read_text(errors="replace").splitlines()[-lines:]
+        tails.append(f"\n--- {log.relative_to(work)} (last {len(text)} lines)\n" + "\n".join(text))
+    return "".join(tails)
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Iterator[Path]:
     work = make_workspace(REPO, tmp_path / "guide")
@@ -80,7 +89,7 @@ def test_every_guide_command_works_on_the_embedded_stack(workspace: Path) -> Non
         missing = [line for line in lines if line not in result.output_tail]
         if result.returncode not in codes or missing:
             failures.append(f"line {result.line}: {result.ran}\n  exit {result.returncode} (expected {codes}); "
-                            f"missing {missing}\n{result.output_tail[-1500:]}")
+                            f"missing {missing}\n{result.output_tail[-1500:]}{_service_log_tails(workspace)}")
             return False
         return True
 

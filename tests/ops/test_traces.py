@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 
+import httpx
 import pytest
 
 from icd.errors import ArtefactError
 from icd.ops.traces import breakdown, parse_traces
 from icd.serve.synthetic_model import EchoDelaySpec, write_echo_delay_model
-from tests.ops.helpers import run_script
+from tests.ops.helpers import REPO_ROOT, run_script
 
 _STAMPS = ["HTTP_RECV_START", "HTTP_RECV_END", "REQUEST_START", "QUEUE_START", "COMPUTE_START", "COMPUTE_INPUT_END",
            "COMPUTE_OUTPUT_START", "COMPUTE_END", "REQUEST_END", "HTTP_SEND_START", "HTTP_SEND_END"]
@@ -61,6 +65,33 @@ def test_guide_commands_collect_and_analyze_real_triton(tmp_path, triton_server)
     assert result["phases"]["compute_infer"]["mean_ms"] >= 19.0
     assert result["bottleneck"] in result["phases"] and f"bottleneck: {result['bottleneck']}" in done.stdout
     assert (tmp_path / result["plot"]).is_file()
+
+
+@pytest.mark.e2e
+def test_triton_stopping_mid_collection_is_one_error_and_leaves_nothing(tmp_path, triton_server):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    write_echo_delay_model(repo, EchoDelaySpec(delay_ms=20.0, max_queue_delay_us=0))
+    trace_file = tmp_path / "server" / "trace.json"
+    trace_file.parent.mkdir()
+    server = triton_server(repo, extra_args=[f"--trace-config=triton,file={trace_file}"])
+    collector = subprocess.Popen([sys.executable, str(REPO_ROOT / "scripts" / "collect_performance_trace.py"),
+                                  "--endpoint", server.http_url, "--model", "echo_delay", "--duration", "8",
+                                  "--output", "traces/"], cwd=tmp_path, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+    setting = f"{server.http_url}/v2/models/echo_delay/trace/setting"
+    try:
+        deadline = time.monotonic() + 120  # a bound for a loaded machine, not a timing assertion
+        while httpx.get(setting, trust_env=False).json()["trace_level"] != ["TIMESTAMPS"]:
+            assert collector.poll() is None and time.monotonic() < deadline, collector.communicate()
+            time.sleep(0.1)
+        server.stop()  # tracing is on and load is running: the server goes away under the collector
+        _, stderr = collector.communicate(timeout=240)
+    finally:
+        collector.kill()
+    assert collector.returncode == 2, stderr
+    assert "Triton stopped answering" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "traces").exists()
 
 
 @pytest.mark.e2e
