@@ -90,7 +90,10 @@ def test_triton_stopping_mid_collection_is_one_error_and_leaves_nothing(tmp_path
     finally:
         collector.kill()
     assert collector.returncode == 2, stderr
-    assert "Triton stopped answering" in stderr and "Traceback" not in stderr
+    # where the collector was when the server went (its trace-off request, or the load's first contact) decides
+    # which line names it; either is one line naming the server, never a stack trace
+    assert ("Triton stopped answering" in stderr or f"endpoint {server.http_url}: unreachable" in stderr), stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
     assert not (tmp_path / "traces").exists()
 
 
