@@ -162,6 +162,10 @@ def bench(
     if result.interrupted:
         typer.echo(f"interrupted: partial report{' written to ' + str(report_path) if report_path else ''}", err=True)
         raise SystemExit(130)  # after the partial report is written (130 = interrupted, as for SIGINT)
+    if result.problems:  # the run did not measure what was asked: the report says so, and so does the exit code
+        for problem in result.problems:
+            typer.echo(f"icd: error: {problem}", err=True)
+        raise SystemExit(1)
 
 
 def simulate(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from icd.load.clients import GrpcClient, HttpConnection, RequestError, grpc_payload
+from icd.load.problems import CONNECTION_ERROR_KINDS
 from icd.load.control import Control
 from icd.load.histogram import LatencyHistogram
 from icd.load.settings import Arrival, LoadMode, Protocol
@@ -36,6 +37,9 @@ INTERVAL_S = 1.0
 _IDLE_RATE_POLL_S = 0.02
 _MAX_SLEEP_S = 0.05
 _START_POLL_S = 0.002
+RECONNECT_BACKOFF_S = (0.05, 1.0)
+"""Closed loop: after a request that could not reach the server, a client waits this long (doubling from the
+first value up to the second, reset by an answer) instead of hammering a dead port thousands of times a second."""
 
 clock = time.monotonic
 
@@ -209,7 +213,8 @@ class Engine:
         return FinalMessage(self.plan.worker, models, self.t_measure, min(clock(), self.t_end))
 
     # ---- one request -----------------------------------------------------------------------------------------
-    async def _request(self, m: _ModelRun, client: HttpConnection | GrpcClient, intended: float) -> None:
+    async def _request(self, m: _ModelRun, client: HttpConnection | GrpcClient, intended: float) -> str | None:
+        """Send one request and count it; returns the error kind (None when it was answered)."""
         sent = clock()
         warm = intended < self.t_measure
         span = m.warmup if warm else m.measured
@@ -242,16 +247,22 @@ class Engine:
             span.add_error(error.kind, error.detail)
         if self.on_request is not None:
             self.on_request(RequestRecord(m.plan.name, intended, sent, done, None if error is None else error.kind, warm))
+        return None if error is None else error.kind
 
     # ---- closed loop -----------------------------------------------------------------------------------------
     async def _closed_client(self, m: _ModelRun) -> None:
         client = m.client()
+        backoff = 0.0
         try:
             while not self.control.stopped():
                 now = clock()
                 if now >= self.t_end:
                     break
-                await self._request(m, client, now)
+                kind = await self._request(m, client, now)
+                backoff = _next_backoff(backoff, kind)
+                until = min(clock() + backoff, self.t_end)
+                while clock() < until and not self.control.stopped():
+                    await asyncio.sleep(min(_MAX_SLEEP_S, max(0.0, until - clock())))
         finally:
             if isinstance(client, HttpConnection):
                 await client.close()
@@ -313,3 +324,10 @@ class Engine:
             if isinstance(client, HttpConnection):
                 await client.close()
 
+
+def _next_backoff(current: float, kind: str | None) -> float:
+    """The closed-loop wait after a request: none after an answer, growing while the server cannot be reached."""
+    if kind not in CONNECTION_ERROR_KINDS:
+        return 0.0
+    first, most = RECONNECT_BACKOFF_S
+    return min(most, current * 2) if current else first

@@ -25,6 +25,7 @@ from icd.load.engine import INTERVAL_S, Engine, WorkerPlan
 from icd.load.exporter import MetricsExporter
 from icd.load.hooks import Hooks
 from icd.load.plan import build_worker_plans
+from icd.load.problems import stopped_answering
 from icd.load.progress import LiveProgress
 from icd.load.report import LoadReport
 from icd.load.settings import LoadMode, LoadSettings
@@ -135,6 +136,7 @@ class _Coordinator:
             self._remove_sigint()
             if exporter is not None:
                 exporter.close()
+        self.problems += stopped_answering(self.target.endpoint, self.agg.totals, self.agg.series)
         report = LoadReport(
             settings=self.settings, target=self.target, totals=self.agg.totals, series=self.agg.series,
             duration_s=self.agg.measured_duration_s, started=started, finished=_now_iso(),

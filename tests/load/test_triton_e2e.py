@@ -66,3 +66,40 @@ def test_real_minilm_bert_models_with_real_text(triton_server, triton_repo_bert,
     assert data["errors"]["total"] == 0 and data["settings"]["inputs"] == "text"
     for name in ("bert_icd", "bert_baseline"):
         assert data["models"][name]["requests"] >= 1
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_server_killed_mid_run_fails_the_bench_and_says_so(triton_server, triton_repo_small, tmp_path, protocol):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    server = triton_server(triton_repo_small)
+    endpoint = server.http_url if protocol == "http" else server.grpc_url
+    report = tmp_path / "load_test_single.json"
+    bench = subprocess.Popen([sys.executable, "-m", "icd.cli.main", "bench", endpoint, SYNTHETIC_MODEL_NAME,
+                              "--duration", "8", "--concurrency", "2", "--protocol", protocol, "--inputs", "random",
+                              "--input-shape", "32", "--workers", "1", "--no-progress", "--report", str(report)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stats = f"{server.http_url}/v2/models/{SYNTHETIC_MODEL_NAME}/stats"
+    try:
+        deadline = time.monotonic() + 120  # a bound for a loaded machine, not a timing assertion
+        while httpx.get(stats, trust_env=False).json()["model_stats"][0]["inference_count"] == 0:
+            assert bench.poll() is None and time.monotonic() < deadline, bench.communicate()
+            time.sleep(0.1)
+        os.kill(server.pid, signal.SIGKILL)  # the load is running: the server dies under it
+        _, stderr = bench.communicate(timeout=240)
+    finally:
+        bench.kill()
+    assert bench.returncode == 1, stderr
+    assert f"icd: error: endpoint {endpoint}: {SYNTHETIC_MODEL_NAME} stopped answering" in stderr
+    assert "Traceback" not in stderr
+    data = json.loads(report.read_text())
+    assert data["problems"] and "stopped answering" in data["problems"][0]
+    assert data["requests_ok"] > 0
+    # clients back off after a refused connection (50 ms doubling to 1 s): a handful per client, not thousands
+    assert data["errors"]["total"] < 200, data["errors"]
