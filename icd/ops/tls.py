@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import ipaddress
-import os
 from pathlib import Path
 
 from cryptography import x509
@@ -37,6 +36,5 @@ def make_self_signed(cert_path: Path, key_path: Path, hosts: tuple[str, ...] = (
             .sign(key, hashes.SHA256()))
     write_bytes_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     write_bytes_atomic(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                   serialization.NoEncryption()))
-    os.chmod(key_path, 0o600)
+                                                   serialization.NoEncryption()), file_mode=0o600)
     return Path(cert_path), Path(key_path)
