@@ -29,7 +29,8 @@ def verify(path: Annotated[Path, typer.Argument(help="Model repository, model fo
     for finding in report.findings:
         typer.echo(f"FAIL {finding.line()}")
     status = "OK" if report.ok else f"{len(report.findings)} problem(s)"
-    typer.echo(f"{status}: {report.files_checked} files in {len(report.folders)} version folder(s) checked")
+    typer.echo(f"{status}: {report.files_checked} files in {len(report.folders)} version folder(s) and "
+               f"{len(report.configs)} config.pbtxt checked")
     if not report.ok:
         raise typer.Exit(EXIT_FAILED)
 

@@ -192,7 +192,12 @@ def read_config(path: Path):
     """Parse the ``config.pbtxt`` at ``path`` (see :func:`parse_config`)."""
     if not Path(path).is_file():
         raise ArtefactError(f"no config.pbtxt at {path}")
-    return parse_config(Path(path).read_text(), source=str(path))
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ArtefactError(f"{path}: not a text protobuf (byte {exc.start} is not UTF-8); Triton reads "
+                            "config.pbtxt as text") from None
+    return parse_config(text, source=str(path))
 
 
 def config_parameters(config: Any) -> dict[str, str]:

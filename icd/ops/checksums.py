@@ -1,7 +1,9 @@
 """``icd verify``: check exported model folders against their ``checksums.sha256`` manifests.
 
 Unlike the serving model (which refuses at the first problem), this reports *every* mismatch of every version
-folder it finds under the given path (a repository, a model folder or one version folder).
+folder it finds under the given path (a repository, a model folder or one version folder), and parses the
+``config.pbtxt`` next to each of them (in the model folder) as Triton's ``ModelConfig`` (the manifest covers the
+version folder only: a config that Triton cannot read would pass the checksums and fail at load).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class Problem(str, Enum):
     """On disk but not listed (an added file is refused by the serving model too)."""
     BAD_MANIFEST = "manifest unreadable"
     """The manifest is missing or has a malformed line."""
+    BAD_CONFIG = "not a valid Triton config"
+    """The model folder's config.pbtxt does not parse as ``ModelConfig``."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class Finding:
 class VerifyReport:
     folders: list[Path] = field(default_factory=list)
     files_checked: int = 0
+    configs: list[Path] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -94,4 +99,20 @@ def verify_path(path: Path) -> VerifyReport:
         report.folders.append(folder)
         report.files_checked += checked
         report.findings += findings
+        config = folder.parent / "config.pbtxt"
+        if config.exists() and config not in report.configs:  # a bare folder with a manifest has none
+            report.configs.append(config)
+            report.findings += verify_config(config)
     return report
+
+
+def verify_config(config: Path) -> list[Finding]:
+    """The model folder's ``config.pbtxt`` parsed as Triton's ``ModelConfig``: no finding, or one naming why not."""
+    from icd.export.config_pbtxt import read_config
+
+    try:
+        read_config(config)
+    except ArtefactError as exc:
+        detail = str(exc).removeprefix(f"{config}: ")
+        return [Finding(config.parent, config.name, Problem.BAD_CONFIG, detail)]
+    return []

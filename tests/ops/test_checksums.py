@@ -19,6 +19,7 @@ def _version(tmp_path: Path) -> Path:
     (folder / "permutation.json").write_text('{"hidden": [1, 0]}')
     (folder / "model.py").write_text("print('x')\n")
     (folder / MANIFEST_NAME).write_text(manifest_text(folder))
+    (folder.parent / "config.pbtxt").write_text('name: "bert_icd"\nbackend: "python"\nmax_batch_size: 8\n')
     return folder
 
 
@@ -58,3 +59,15 @@ def test_cli_exit_codes(tmp_path, capsys):
 def test_no_manifest_is_an_artefact_error(tmp_path):
     with pytest.raises(ArtefactError, match="no checksums.sha256"):
         verify_path(tmp_path)
+
+
+@pytest.mark.parametrize(("content", "detail"), [
+    (b"this is { not a config", "not a valid Triton ModelConfig"),
+    (b"\xd5\x00\xff binary", "not a text protobuf (byte 0 is not UTF-8)"),
+])
+def test_a_config_triton_cannot_read_fails_verify_though_the_checksums_match(tmp_path, capsys, content, detail):
+    folder = _version(tmp_path)
+    (folder.parent / "config.pbtxt").write_bytes(content)
+    done = run_icd(capsys, "verify", str(folder.parent))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"FAIL {folder.parent}/config.pbtxt: not a valid Triton config ({detail}" in done.stdout
