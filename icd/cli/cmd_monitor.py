@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from icd.defaults import ALERTMANAGER_PORT, LOOPBACK, PROMETHEUS_PORT
+from icd.errors import UserError
 from icd.io.urls import url_option
 
 EXIT_KPI_BREACHED = 1
@@ -113,7 +114,7 @@ def status(
 
     Exits 1 when a KPI is breached; "no data" (series absent, e.g. GPU metrics on CPU) is neither OK nor a breach.
     """
-    from icd.monitor.client import PrometheusClient
+    from icd.monitor.client import PrometheusClient, PrometheusQueryError
     from icd.monitor.kpi import any_breached, evaluate_kpis
     from icd.monitor.paths import RULES_FILE, monitoring_dir
     from icd.monitor.rules import load_rules
@@ -121,8 +122,12 @@ def status(
 
     url = prometheus or _default_prometheus_url(_state_dir(state_dir))
     with PrometheusClient(url) as client:
-        readings = evaluate_kpis(client, load_rules(monitoring_dir() / RULES_FILE))
-        targets = client.target_health()
+        try:
+            readings = evaluate_kpis(client, load_rules(monitoring_dir() / RULES_FILE))
+            targets = client.target_health()
+        except PrometheusQueryError as exc:  # the KPI expressions are icd's own: a server that refuses them is odd
+            raise UserError(f"--prometheus {url}: Prometheus refused a KPI query ({exc}); is this the Prometheus "
+                            "server, and does it run the rules `icd monitor up` generated?") from None
     if as_json:
         typer.echo(json.dumps({"prometheus": url, "targets": targets, "kpis": [r.to_dict() for r in readings]},
                               indent=2))

@@ -2,14 +2,17 @@
 
 Used by ``icd status`` / the monitoring tests and by the rollout analysis (:mod:`icd.rollout.providers`). Failures
 are typed: :class:`PrometheusUnavailable` (not reachable, or the answer is not Prometheus' JSON — e.g. a URL that
-points at another server) and :class:`PrometheusQueryError` (Prometheus rejected the query).
+points at another server, or JSON of another shape than the endpoint's documented one) and
+:class:`PrometheusQueryError` (Prometheus rejected the query).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TypeVar
 
 import httpx
 
@@ -22,6 +25,9 @@ class PrometheusQueryError(ValueError):
 
 class PrometheusUnavailable(UserError):
     """Prometheus did not answer, or answered with something that is not its API's JSON."""
+
+
+_T = TypeVar("_T")
 
 
 class AlertState(str, Enum):
@@ -106,6 +112,18 @@ class PrometheusClient:
             raise PrometheusUnavailable(f"{self.url}{path}: success without data (HTTP {response.status_code})")
         return body["data"]
 
+    def _read(self, path: str, params: dict[str, str] | None, parse: Callable[[dict], _T]) -> _T:
+        """``parse`` the data of ``path``; data of another shape than Prometheus' is :class:`PrometheusUnavailable`."""
+        return self._read_data(path, self._get(path, params), parse)
+
+    def _read_data(self, path: str, data: dict, parse: Callable[[dict], _T]) -> _T:
+        try:
+            return parse(data)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise PrometheusUnavailable(
+                f"{self.url}{path}: the answer is not shaped as Prometheus' API documents it "
+                f"({type(exc).__name__}: {exc}); is this URL the Prometheus server?") from None
+
     def ready(self) -> bool:
         """Whether ``/-/ready`` answers 200."""
         try:
@@ -121,37 +139,33 @@ class PrometheusClient:
             UserError: Prometheus is not reachable.
         """
         data = self._get("/api/v1/query", {"query": expr})
-        if data["resultType"] == "scalar":
-            return [Sample({}, float(data["result"][1]))]
-        if data["resultType"] != "vector":
-            raise PrometheusQueryError(f"expected an instant vector from {expr!r}, got {data['resultType']}")
-        return [Sample(dict(item["metric"]), float(item["value"][1])) for item in data["result"]]
+        kind = self._read_data("/api/v1/query", data, lambda d: d["resultType"])
+        if kind not in ("scalar", "vector"):
+            raise PrometheusQueryError(f"expected an instant vector from {expr!r}, got {kind}")
+        if kind == "scalar":
+            return self._read_data("/api/v1/query", data, lambda d: [Sample({}, float(d["result"][1]))])
+        return self._read_data("/api/v1/query", data, lambda d: [
+            Sample(dict(item["metric"]), float(item["value"][1])) for item in d["result"]])
 
     def query_range(self, expr: str, start: float, end: float, step_s: float) -> list[Series]:
         """Range query between unix times ``start`` and ``end``."""
-        data = self._get(
-            "/api/v1/query_range", {"query": expr, "start": str(start), "end": str(end), "step": str(step_s)}
-        )
-        return [
-            Series(dict(item["metric"]), [(float(t), float(v)) for t, v in item["values"]]) for item in data["result"]
-        ]
+        return self._read(
+            "/api/v1/query_range", {"query": expr, "start": str(start), "end": str(end), "step": str(step_s)},
+            lambda data: [Series(dict(item["metric"]), [(float(t), float(v)) for t, v in item["values"]])
+                          for item in data["result"]])
 
     def alerts(self) -> list[Alert]:
         """Active alerts (pending and firing)."""
-        data = self._get("/api/v1/alerts")
-        return [
+        return self._read("/api/v1/alerts", None, lambda data: [
             Alert(a["labels"]["alertname"], AlertState(a["state"]), dict(a["labels"]), float(a.get("value", "nan")))
-            for a in data["alerts"]
-        ]
+            for a in data["alerts"]])
 
     def recording_rule_names(self) -> set[str]:
         """Names of the recording rules this Prometheus evaluates."""
-        data = self._get("/api/v1/rules", {"type": "record"})
-        return {rule["name"] for group in data["groups"] for rule in group["rules"]}
+        return self._read("/api/v1/rules", {"type": "record"},
+                          lambda data: {rule["name"] for group in data["groups"] for rule in group["rules"]})
 
     def target_health(self) -> dict[str, str]:
         """``job/instance`` → health ("up", "down", "unknown") of every active scrape target."""
-        data = self._get("/api/v1/targets", {"state": "active"})
-        return {
-            f"{t['labels'].get('job')}/{t['labels'].get('instance')}": t["health"] for t in data["activeTargets"]
-        }
+        return self._read("/api/v1/targets", {"state": "active"}, lambda data: {
+            f"{t['labels'].get('job')}/{t['labels'].get('instance')}": t["health"] for t in data["activeTargets"]})

@@ -42,7 +42,8 @@ OTHER_KEY_HEX = "11" * 32
 @dataclass(frozen=True)
 class Case:
     """One bad input: the command (``{d}`` = the case folder, ``{closed}`` = a URL nothing listens on,
-    ``{html}`` = a server answering HTML to everything), what its error line must name, and the files it needs."""
+    ``{html}`` = a server answering HTML to everything, ``{otherjson}`` / ``{refusing}`` = Prometheus' envelope around
+    other data / its error), what its error line must name, and the files it needs."""
 
     id: str
     argv: tuple[str, ...]
@@ -206,6 +207,10 @@ CASES = [
     # -- monitor -------------------------------------------------------------------------------------------------
     Case("status-prometheus-unreachable", ("status", "--prometheus", "{closed}"), ("not reachable",)),
     Case("status-prometheus-answers-html", ("status", "--prometheus", "{html}"), ("not a Prometheus API answer",)),
+    Case("status-prometheus-answers-other-json", ("status", "--prometheus", "{otherjson}"),
+         ("/api/v1/rules", "not shaped as Prometheus' API documents it", "KeyError")),
+    Case("status-prometheus-refuses-queries", ("status", "--prometheus", "{refusing}"),
+         ("--prometheus", "refused a KPI query", "bad_data: nope")),
     Case("monitor-up-bad-scrape-interval", ("monitor", "up", "--scrape-interval", "often", "--state-dir",
                                             "{d}/state"), ("scrape", "often")),
     # -- rollout ------------------------------------------------------------------------------------------------
@@ -312,10 +317,13 @@ CASES = [
 class _HtmlHandler(http.server.BaseHTTPRequestHandler):
     """Answers every request with a 200 HTML page (a proxy's maintenance page where Prometheus should be)."""
 
+    body = b"<html><body>maintenance</body></html>"
+    content_type = "text/html"
+
     def _answer(self) -> None:
-        body = b"<html><body>maintenance</body></html>"
+        body = self.body
         self.send_response(200)
-        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Type", self.content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -326,19 +334,36 @@ class _HtmlHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _OtherJsonHandler(_HtmlHandler):
+    """Prometheus' envelope around data of another shape (another service's API on Prometheus' port)."""
+
+    body = b'{"status": "success", "data": {"foo": 1}}'
+    content_type = "application/json"
+
+
+class _RefusingHandler(_HtmlHandler):
+    """Prometheus' error envelope for every query."""
+
+    body = b'{"status": "error", "errorType": "bad_data", "error": "nope"}'
+    content_type = "application/json"
+
+
 @pytest.fixture(scope="module")
 def urls() -> Iterator[dict[str, str]]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HtmlHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    servers = {name: http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) for name, handler in
+               (("html", _HtmlHandler), ("otherjson", _OtherJsonHandler), ("refusing", _RefusingHandler))}
+    for server in servers.values():
+        threading.Thread(target=server.serve_forever, daemon=True).start()
     with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
     try:
-        yield {"closed": f"http://127.0.0.1:{closed}", "html": f"http://127.0.0.1:{server.server_address[1]}"}
+        yield {"closed": f"http://127.0.0.1:{closed}",
+               **{name: f"http://127.0.0.1:{server.server_address[1]}" for name, server in servers.items()}}
     finally:
-        server.shutdown()
-        server.server_close()
+        for server in servers.values():
+            server.shutdown()
+            server.server_close()
 
 
 def _snapshot(folder: Path) -> dict[str, bytes | None]:
