@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"icd: error: {_os_error_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     # standalone_mode=False: click returns typer.Exit's code (or the command's return value)
+    if rc == 130:  # typer turns a KeyboardInterrupt inside a command into Exit(130) before it reaches this frame
+        print("icd: interrupted", file=sys.stderr)
     return rc if isinstance(rc, int) else 0
 
 

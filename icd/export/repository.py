@@ -298,6 +298,7 @@ def export_model(run_dir: Path, output_dir: Path, options: ExportOptions) -> Exp
     budget = _budget(Path(output_dir), options)
     trim, padding = padding_trim(options)
     model_dir = Path(output_dir) / options.model_name
+    created = [folder for folder in (model_dir, *model_dir.parents) if not folder.exists()]  # this call's folders
     model_dir.mkdir(parents=True, exist_ok=True)
     version_dir = model_dir / str(options.version)
     tmp = Path(tempfile.mkdtemp(prefix=f".{options.version}.", dir=model_dir))
@@ -315,8 +316,7 @@ def export_model(run_dir: Path, output_dir: Path, options: ExportOptions) -> Exp
         tmp.rename(version_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if not any(model_dir.iterdir()):
-            model_dir.rmdir()
+        _remove_if_empty([model_dir, *created])  # a failed or interrupted export leaves no empty --output-dir
         raise
     config_path = model_dir / "config.pbtxt"
     write_text_atomic(config_path, config_text)
@@ -325,6 +325,13 @@ def export_model(run_dir: Path, output_dir: Path, options: ExportOptions) -> Exp
     return ExportResult(model_dir, version_dir, config_path, files, layout["layout_efficiency"], source.output_name,
                         source.output_width, variant, where, budget, verification, _warnings(options, source),
                         padding if options.platform == Platform.PYTHON else "")
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove each folder, deepest first, while it is empty (an earlier export's files are never touched)."""
+    for folder in sorted(set(folders), key=lambda f: len(f.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _warnings(options: ExportOptions, source: ModelSource) -> tuple[str, ...]:
