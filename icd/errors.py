@@ -7,6 +7,7 @@ on one line and exits with code 2; it never shows a stack trace for it.
 from __future__ import annotations
 
 EXIT_USER_ERROR = 2
+EXIT_FAILED = 1
 
 
 class UserError(Exception):
@@ -21,3 +22,9 @@ class ConfigError(UserError):
 
 class ArtefactError(UserError):
     """A run directory or artefact (permutation.json, model repository, ...) is missing or invalid."""
+
+
+class ServiceFailed(UserError):
+    """A service icd runs or talks to failed on its own (it died, it stopped answering): one line, exit code 1."""
+
+    exit_code: int = EXIT_FAILED

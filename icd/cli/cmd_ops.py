@@ -9,10 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from icd.defaults import LOOPBACK, TRITON_HTTP_PORT
+from icd.errors import EXIT_FAILED  # a check ran and failed (checksum mismatch, validation below threshold)
 from icd.io.urls import url_option
 
-EXIT_FAILED = 1
-"""Exit code when a check ran and failed (checksum mismatch, validation below threshold)."""
 DEFAULT_ENDPOINT = f"http://{LOOPBACK}:{TRITON_HTTP_PORT}"
 
 trace_app = typer.Typer(help="Triton trace collection and analysis.", no_args_is_help=True)

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-from icd.errors import UserError
+from icd.errors import ServiceFailed, UserError
 from icd.serve.model_states import ModelState, model_states
 from icd.serve.triton_local import TritonServer
 
@@ -53,7 +53,7 @@ def serve_until_signal(server: TritonServer, say: Callable[[str], None], poll_s:
     ``ready_line`` is said once the signal handlers are in place, so a client that acts on it can stop us cleanly.
 
     Raises:
-        UserError: the server exited on its own (the message has its log tail).
+        ServiceFailed: the server exited on its own (how, its log file and its last error lines; exit code 1).
     """
     stop = threading.Event()
     received: list[int] = []
@@ -68,9 +68,10 @@ def serve_until_signal(server: TritonServer, say: Callable[[str], None], poll_s:
     try:
         while not stop.wait(poll_s):
             if not server.running:
-                tail = server.log_tail()
+                how, errors = server.exit_description(), server.last_errors()
                 server.stop()
-                raise UserError(f"tritonserver exited unexpectedly: {tail}")
+                raise ServiceFailed(f"tritonserver (pid {server.pid}) {how} while serving; its log: {server.log_file}; "
+                                f"last lines: {errors}")
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

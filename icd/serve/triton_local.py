@@ -274,6 +274,25 @@ class TritonServer:
         text = self.log_text().strip()
         return " | ".join(line.strip() for line in text[-chars:].splitlines() if line.strip()) or "(empty log)"
 
+    def exit_description(self) -> str:
+        """How the process ended (``exited with code 1``, ``was killed by SIGKILL``), for error messages."""
+        code = None if self._proc is None else self._proc.poll()
+        if code is None:
+            return "is still running"
+        if code < 0:
+            try:
+                return f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"was killed by signal {-code}"
+        return f"exited with code {code}"
+
+    def last_errors(self, count: int = 3) -> str:
+        """Triton's last error lines (``E``/``F`` severity, ``Signal (N) received``), else its last lines; one line."""
+        lines = [line.strip() for line in self.log_text().splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("Signal (")
+                  or (line[:1] in "EF" and line[1:5].isdigit() and line[5:6] == " ")]
+        return " | ".join(line[:200] for line in (errors or lines)[-count:]) or "(empty log)"
+
     def model_ready(self, name: str, version: str = "") -> bool:
         """Whether ``name`` is loaded and ready."""
         suffix = f"/versions/{version}" if version else ""

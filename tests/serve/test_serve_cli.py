@@ -37,3 +37,33 @@ def test_ctrl_c_stops_icd_serve_and_its_triton(triton_repo_small, free_port):
     assert "received SIGINT" in out and "Triton stopped" in out
     stat = Path(f"/proc/{pid}/stat")
     assert not stat.exists() or stat.read_text().split()[2] == "Z"
+
+
+@pytest.mark.e2e
+def test_triton_killed_under_icd_serve_is_one_line_with_how_and_the_log(triton_repo_small, free_port):
+    import os
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "icd.cli.main", "serve", "--model-repository", str(triton_repo_small),
+         "--http-port", str(free_port()), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 120  # a bound for a loaded machine, not a timing assertion
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip())
+            if line.startswith("ready;"):
+                break
+        pid = int(next(line for line in lines if "Triton (pid " in line).split("pid ")[1].split(")")[0])
+        log = next(line for line in lines if line.strip().startswith("log ")).split("log", 1)[1].strip()
+        os.kill(pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    assert err.strip().splitlines() == [err.strip()] and "Traceback" not in err
+    assert f"icd: error: tritonserver (pid {pid}) was killed by SIGKILL while serving; its log: {log}; " in err
