@@ -24,11 +24,12 @@ def _run_dir(tmp_path: Path) -> Path:
     return run
 
 
-def _fails(capsys, argv: list[str], message: str) -> None:
+def _fails(capsys, argv: list[str], message: str) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert message in err, err
+    return err
 
 
 def _export(run: Path, out: Path, *extra: str) -> list[str]:
@@ -145,3 +146,27 @@ def test_invalid_export_config_file(tmp_path, capsys, name, content, message):
     path = tmp_path / name
     path.write_text(content)
     _fails(capsys, _export(_run_dir(tmp_path), tmp_path / "out", "--export-config", str(path)), message)
+
+
+@pytest.mark.e2e
+def test_serve_names_the_file_a_runtime_cannot_load_though_its_checksum_matches(triton_repo_bert, tmp_path, capsys):
+    """A version folder whose manifest was rewritten over a truncated model.pt / a broken permutation.json (the
+    checksums match: the files are what the exporter — or someone with write access — left)."""
+    import shutil
+
+    from icd.serve.backend.icd_runtime import MANIFEST_NAME, manifest_text
+
+    repo = tmp_path / "models"
+    repo.mkdir()
+    for name in ("mt", "mp"):
+        shutil.copytree(triton_repo_bert / "bert_icd", repo / name)
+        config = repo / name / "config.pbtxt"
+        config.write_text(config.read_text().replace('name: "bert_icd"', f'name: "{name}"'))
+    (repo / "mt" / "1" / "model.pt").write_bytes((repo / "mt" / "1" / "model.pt").read_bytes()[:1000])
+    (repo / "mp" / "1" / "permutation.json").write_text('{"dims": [\n')
+    for name in ("mt", "mp"):
+        (repo / name / "1" / MANIFEST_NAME).write_text(manifest_text(repo / name / "1"))
+    err = _fails(capsys, ["serve", "--model-repository", str(repo), "--http-port", str(_free()), "--grpc-port",
+                          str(_free()), "--metrics-port", str(_free())], "no model is READY")
+    assert f"{repo / 'mt' / '1'}/model.pt: torch cannot load it (PytorchStreamReader" in err, err
+    assert "permutation.json: not valid JSON (" in err, err

@@ -51,3 +51,21 @@ def test_triton_serves_with_the_key_and_refuses_a_wrong_one(tmp_path, triton_rep
     assert not bad.model_ready("bert_icd")
     assert "wrong key or tampered" in _reason(bad, "bert_icd")
     assert wrong not in bad.log_text() and key.hex() not in good.log_text()
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ('{"dims": [', "permutation.json: not valid JSON ("),
+    ('[1, 2]', "permutation.json: a JSON object is expected, got list"),
+    ('{"dims": [{"perm": [1, 0]}]}', "permutation.json: dims must be a list of {name, perm} entries (KeyError"),
+])
+def test_a_malformed_permutation_file_is_named(tmp_path, text, needle):
+    (tmp_path / rt.PERMUTATION_FILE).write_text(text)
+    with pytest.raises(rt.LayoutError) as info:
+        rt.read_permutations(tmp_path, {})
+    assert needle in str(info.value)
+
+
+def test_a_malformed_layout_record_is_named(tmp_path):
+    (tmp_path / rt.LAYOUT_FILE).write_text('{"layout_efficiency": "high", "identity_layout": true}')
+    with pytest.raises(rt.LayoutError, match="icd_layout.json: layout_efficiency must be a number, got 'high'"):
+        rt.LayoutRecord.load(tmp_path, {})

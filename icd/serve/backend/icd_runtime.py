@@ -402,12 +402,28 @@ def read_permutations(folder: Path, env: Mapping[str, str]) -> dict[str, list[in
     plain = Path(folder) / PERMUTATION_FILE
     encrypted = plain.with_name(PERMUTATION_FILE + ENCRYPTED_SUFFIX)
     if plain.is_file():
-        doc = json.loads(plain.read_text())
+        name, doc = plain.name, _json_document(plain.name, plain.read_text())
     elif encrypted.is_file():
-        doc = json.loads(decrypt_permutation_file(encrypted, env))
+        name, doc = encrypted.name, _json_document(f"{encrypted.name} (decrypted)",
+                                                   decrypt_permutation_file(encrypted, env))
     else:
         return {}
-    return {entry["name"]: list(entry["perm"]) for entry in doc.get("dims", [])}
+    try:
+        return {entry["name"]: list(entry["perm"]) for entry in doc.get("dims", [])}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise LayoutError(f"{name}: dims must be a list of {{name, perm}} entries ({type(exc).__name__}: {exc})"
+                          ) from None
+
+
+def _json_document(name: str, text: str) -> dict:
+    """``text`` parsed as a JSON object; :class:`LayoutError` naming ``name`` otherwise."""
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise LayoutError(f"{name}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise LayoutError(f"{name}: a JSON object is expected, got {type(doc).__name__}")
+    return doc
 
 
 OUTPUT_FROM_HIDDEN = "inverse:hidden"
@@ -431,8 +447,10 @@ class LayoutRecord:
 
     @classmethod
     def load(cls, folder: Path, env: Mapping[str, str] | None = None) -> LayoutRecord:
-        doc = json.loads((Path(folder) / LAYOUT_FILE).read_text())
+        doc = _json_document(LAYOUT_FILE, (Path(folder) / LAYOUT_FILE).read_text())
         value = doc.get("layout_efficiency")
+        if value is not None and not isinstance(value, (int, float)):
+            raise LayoutError(f"{LAYOUT_FILE}: layout_efficiency must be a number, got {value!r}")
         identity = bool(doc.get("identity_layout"))
         return cls(
             layout_efficiency=float("nan") if value is None else float(value),

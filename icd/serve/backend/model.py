@@ -49,17 +49,31 @@ METRICS = {
 RUNTIME_FILE = "icd_runtime.json"
 
 
+class ArtefactLoadError(Exception):
+    """A model file of the version folder cannot be read by its runtime (corrupt, truncated, wrong format)."""
+
+
+def _read_sidecar(folder):
+    try:
+        return json.loads((folder / RUNTIME_FILE).read_text())
+    except ValueError as exc:
+        raise ArtefactLoadError(f"{RUNTIME_FILE}: not valid JSON ({exc})") from None
+
+
 def _torchscript(folder, threads, device):
     import torch
 
     torch.set_num_threads(threads)
     # int8 weights are repacked for the current quantized engine when model.pt loads: load them for the engine
     # they were packed (and verified) for, or the served outputs differ from the exported model's.
-    sidecar = folder / RUNTIME_FILE
-    engine = json.loads(sidecar.read_text()).get("recipe", {}).get("quantized_engine") if sidecar.is_file() else None
+    sidecar = _read_sidecar(folder) if (folder / RUNTIME_FILE).is_file() else {}
+    engine = sidecar.get("recipe", {}).get("quantized_engine")
     if engine and engine in torch.backends.quantized.supported_engines:
         torch.backends.quantized.engine = engine
-    module = torch.jit.load(str(folder / "model.pt"), map_location=device).eval()
+    try:
+        module = torch.jit.load(str(folder / "model.pt"), map_location=device).eval()
+    except RuntimeError as exc:
+        raise ArtefactLoadError(f"model.pt: torch cannot load it ({_one_line(exc)})") from None
 
     def run(ids, mask):
         with torch.inference_mode():
@@ -76,7 +90,13 @@ def _onnx(folder, threads, device):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    try:
+        session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    except (ort_errors.Fail, ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.NoSuchFile,
+            ort_errors.InvalidArgument, ort_errors.RuntimeException) as exc:
+        raise ArtefactLoadError(f"model.onnx: ONNX Runtime cannot load it ({_one_line(exc)})") from None
     names = [i.name for i in session.get_inputs()]
     return lambda ids, mask: session.run(None, dict(zip(names, (ids, mask))))[0]
 
@@ -84,9 +104,12 @@ def _onnx(folder, threads, device):
 def _openvino(folder, threads, device):
     import openvino as ov
 
-    doc = json.loads((folder / RUNTIME_FILE).read_text())
+    doc = _read_sidecar(folder)
     properties = {**doc.get("properties", {}), "INFERENCE_NUM_THREADS": str(threads)}
-    compiled = ov.Core().compile_model(str(folder / "model.xml"), "CPU", properties)
+    try:
+        compiled = ov.Core().compile_model(str(folder / "model.xml"), "CPU", properties)
+    except RuntimeError as exc:
+        raise ArtefactLoadError(f"model.xml / model.bin: OpenVINO cannot compile them ({_one_line(exc)})") from None
     request = compiled.create_infer_request()  # one per instance: execute runs one batch at a time
     names = [port.get_any_name() for port in compiled.inputs]
     output = compiled.outputs[0]
@@ -94,6 +117,13 @@ def _openvino(folder, threads, device):
 
 
 LOADERS = {"torchscript": _torchscript, "onnx": _onnx, "openvino": _openvino}
+
+
+def _one_line(exc):
+    """A runtime's error on one line, without OpenVINO's ``Exception from src/...`` location lines."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith("Exception from src/")]
+    return (" ".join(useful or lines) or type(exc).__name__)[:300]
 
 
 class TritonPythonModel:
@@ -130,6 +160,8 @@ class TritonPythonModel:
         except ImportError as exc:
             raise pb_utils.TritonModelException(
                 f"{self.model_name}: runtime {self.runtime} is not installed in this Python ({exc})") from None
+        except ArtefactLoadError as exc:
+            raise pb_utils.TritonModelException(f"{self.model_name}: {self.folder}/{exc}") from None
         self.instance = args.get("model_instance_name", "")
         self._metrics()
         # the cache counters' round trips to the server overlap the forward, which runs without the GIL
