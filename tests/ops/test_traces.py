@@ -42,15 +42,19 @@ def test_no_complete_trace_is_an_error():
         breakdown([], None)
 
 
-@pytest.mark.e2e
-def test_guide_commands_collect_and_analyze_real_triton(tmp_path, triton_server):
+def _traced_server(tmp_path, triton_server, **kwargs):
+    """A real Triton started with a trace file, serving the synthetic echo_delay model (20 ms per batch)."""
     repo = tmp_path / "repo"
     repo.mkdir()
     write_echo_delay_model(repo, EchoDelaySpec(delay_ms=20.0, max_queue_delay_us=0))
     trace_file = tmp_path / "server" / "trace.json"
     trace_file.parent.mkdir()
-    server = triton_server(repo, extra_args=[f"--trace-config=triton,file={trace_file}"],
-                           env={"TRITON_ICD_PROFILE": "true"})
+    return triton_server(repo, extra_args=[f"--trace-config=triton,file={trace_file}"], **kwargs)
+
+
+@pytest.mark.e2e
+def test_guide_commands_collect_and_analyze_real_triton(tmp_path, triton_server):
+    server = _traced_server(tmp_path, triton_server, env={"TRITON_ICD_PROFILE": "true"})
     done = run_script("collect_performance_trace.py", "--endpoint", server.http_url, "--model", "echo_delay",
                       "--duration", "2", "--output", "traces/", "--log-frequency", "5", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -69,12 +73,7 @@ def test_guide_commands_collect_and_analyze_real_triton(tmp_path, triton_server)
 
 @pytest.mark.e2e
 def test_triton_stopping_mid_collection_is_one_error_and_leaves_nothing(tmp_path, triton_server):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    write_echo_delay_model(repo, EchoDelaySpec(delay_ms=20.0, max_queue_delay_us=0))
-    trace_file = tmp_path / "server" / "trace.json"
-    trace_file.parent.mkdir()
-    server = triton_server(repo, extra_args=[f"--trace-config=triton,file={trace_file}"])
+    server = _traced_server(tmp_path, triton_server)
     collector = subprocess.Popen([sys.executable, str(REPO_ROOT / "scripts" / "collect_performance_trace.py"),
                                   "--endpoint", server.http_url, "--model", "echo_delay", "--duration", "8",
                                   "--output", "traces/"], cwd=tmp_path, stdout=subprocess.PIPE,

@@ -11,25 +11,32 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.e2e
-def test_ctrl_c_stops_icd_serve_and_its_triton(triton_repo_small, free_port):
+def _start_serve(repo: Path, free_port, stderr=subprocess.STDOUT) -> tuple[subprocess.Popen, list[str], int]:
+    """``icd serve`` on ``repo`` as a process, read up to its ready line; (process, lines said, Triton's pid)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "icd.cli.main", "serve", "--model-repository", str(triton_repo_small),
+        [sys.executable, "-m", "icd.cli.main", "serve", "--model-repository", str(repo),
          "--http-port", str(free_port()), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=stderr, text=True,
     )
     lines: list[str] = []
+    deadline = time.monotonic() + 120  # a bound for a loaded machine, not a timing assertion
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip())
+        if line.startswith("ready;"):
+            break
+    pids = [line.split("pid ")[1].split(")")[0] for line in lines if "Triton (pid " in line]
+    return proc, lines, int(pids[0]) if pids else 0
+
+
+@pytest.mark.e2e
+def test_ctrl_c_stops_icd_serve_and_its_triton(triton_repo_small, free_port):
+    proc, lines, pid = _start_serve(triton_repo_small, free_port)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line.rstrip())
-            if line.startswith("ready;"):
-                break
         assert any("model echo_delay v1: READY" in line for line in lines), lines
-        pid = int(next(line for line in lines if "Triton (pid " in line).split("pid ")[1].split(")")[0])
+        assert pid, lines
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
@@ -43,22 +50,9 @@ def test_ctrl_c_stops_icd_serve_and_its_triton(triton_repo_small, free_port):
 def test_triton_killed_under_icd_serve_is_one_line_with_how_and_the_log(triton_repo_small, free_port):
     import os
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "icd.cli.main", "serve", "--model-repository", str(triton_repo_small),
-         "--http-port", str(free_port()), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    lines: list[str] = []
+    proc, lines, pid = _start_serve(triton_repo_small, free_port, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120  # a bound for a loaded machine, not a timing assertion
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line.rstrip())
-            if line.startswith("ready;"):
-                break
-        pid = int(next(line for line in lines if "Triton (pid " in line).split("pid ")[1].split(")")[0])
+        assert pid, lines
         log = next(line for line in lines if line.strip().startswith("log ")).split("log", 1)[1].strip()
         os.kill(pid, signal.SIGKILL)
         _, err = proc.communicate(timeout=60)
