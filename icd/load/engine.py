@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from icd.load.clients import GrpcClient, HttpConnection, RequestError, grpc_payload
-from icd.load.problems import CONNECTION_ERROR_KINDS
 from icd.load.control import Control
 from icd.load.histogram import LatencyHistogram
+from icd.load.problems import CONNECTION_ERROR_KINDS
 from icd.load.settings import Arrival, LoadMode, Protocol
 from icd.load.stats import (
     Counters,

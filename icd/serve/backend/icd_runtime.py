@@ -402,9 +402,9 @@ def read_permutations(folder: Path, env: Mapping[str, str]) -> dict[str, list[in
     plain = Path(folder) / PERMUTATION_FILE
     encrypted = plain.with_name(PERMUTATION_FILE + ENCRYPTED_SUFFIX)
     if plain.is_file():
-        name, doc = plain.name, _json_document(plain.name, plain.read_text())
+        name, doc = plain.name, json_document(plain.name, plain.read_text())
     elif encrypted.is_file():
-        name, doc = encrypted.name, _json_document(f"{encrypted.name} (decrypted)",
+        name, doc = encrypted.name, json_document(f"{encrypted.name} (decrypted)",
                                                    decrypt_permutation_file(encrypted, env))
     else:
         return {}
@@ -415,7 +415,7 @@ def read_permutations(folder: Path, env: Mapping[str, str]) -> dict[str, list[in
                           ) from None
 
 
-def _json_document(name: str, text: str) -> dict:
+def json_document(name: str, text: str) -> dict:
     """``text`` parsed as a JSON object; :class:`LayoutError` naming ``name`` otherwise."""
     try:
         doc = json.loads(text)
@@ -447,7 +447,7 @@ class LayoutRecord:
 
     @classmethod
     def load(cls, folder: Path, env: Mapping[str, str] | None = None) -> LayoutRecord:
-        doc = _json_document(LAYOUT_FILE, (Path(folder) / LAYOUT_FILE).read_text())
+        doc = json_document(LAYOUT_FILE, (Path(folder) / LAYOUT_FILE).read_text())
         value = doc.get("layout_efficiency")
         if value is not None and not isinstance(value, (int, float)):
             raise LayoutError(f"{LAYOUT_FILE}: layout_efficiency must be a number, got {value!r}")

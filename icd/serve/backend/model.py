@@ -55,9 +55,9 @@ class ArtefactLoadError(Exception):
 
 def _read_sidecar(folder):
     try:
-        return json.loads((folder / RUNTIME_FILE).read_text())
-    except ValueError as exc:
-        raise ArtefactLoadError(f"{RUNTIME_FILE}: not valid JSON ({exc})") from None
+        return rt.json_document(RUNTIME_FILE, (folder / RUNTIME_FILE).read_text())
+    except rt.LayoutError as exc:
+        raise ArtefactLoadError(str(exc)) from None
 
 
 def _torchscript(folder, threads, device):
